@@ -1,0 +1,3 @@
+from keras_cifar.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""Command line: ``keras-cifar run|...`` (also ``python -m keras_cifar``). Thin: parses, then calls."""
+
+import sys
+
+import click
+
+from keras_cifar.config import ConfigError
+
+
+class UserError(click.ClickException):
+    """A bad recipe, option or dataset: one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
+def _int_list(text):
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="keras-cifar")
+def main():
+    """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
+
+    The backend is Keras's: set KERAS_BACKEND=tensorflow|jax|torch.
+    """
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
+              help="Local CIFAR-10: official binary/python archive (.tar.gz or folder), a folder or .tar(.gz) "
+                   "of train/<class>/* and test/<class>/* images, a TFDS data dir, or synthetic[:N]. "
+                   "Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Root folder; runs go to OUT/<recipe>/<variant>/seed<k>/.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
+@click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
+@click.option("--variants", help="Comma-separated variants to run (default: all of the recipe's).")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
+@click.option("--dry-run", is_flag=True, help="List the runs and stop.")
+def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run):
+    """Train every variant and seed of RECIPE (defaults < recipe < command line).
+
+    Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
+    command again continues a sweep. Example:
+
+        keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
+    """
+    from keras_cifar import config as cfg
+
+    try:
+        recipe_obj = cfg.load_recipe(recipe)
+        overrides = cfg.parse_sets(sets)
+        if epochs:
+            overrides = cfg.merge_dicts(overrides, {"train": {"epochs": epochs}})
+        if subset:
+            overrides = cfg.merge_dicts(overrides, {"data": {"subset": subset}})
+        runs = cfg.sweep(recipe_obj, overrides,
+                         variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+                         seeds=_int_list(seeds) if seeds else None)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    if dry_run:
+        for spec in runs:
+            c = spec.config
+            click.echo(f"{spec.key}: width {c['model']['width']}, {c['train']['epochs']} epochs, "
+                       f"batch {c['data']['batch_size']}")
+        return
+    from keras_cifar.data import DataError
+    from keras_cifar.train import run_sweep
+
+    try:
+        results = run_sweep(runs, data_source, out)
+    except (ConfigError, DataError) as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: completed runs are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+    if any(m["status"] == "failed" for _, m in results):
+        sys.exit(1)

@@ -1,0 +1,262 @@
+"""Recipe schema, loading, overrides and sweeps.
+
+Precedence: built-in defaults < recipe ``base`` < recipe ``variants.<name>`` < command line.
+Every key is validated; an unknown key, a wrong type or a bad value raises ``ConfigError`` with a
+one-line message that names the file and the key and says what is allowed.
+"""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be used; the message says where and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # int, float, bool, str, int_list, str_or_bool
+    default: Any
+    check: Callable[[Any], bool] = lambda v: True
+    allowed: str = ""  # human words for what passes `check`
+    nullable: bool = False
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _activation(name):
+    import keras
+
+    try:
+        keras.activations.get(name)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "cosine_restarts", "step")
+LOSSES = ("cross_entropy", "multi_margin")
+PIPELINES = ("auto", "tf_data", "numpy")
+
+SCHEMA = {
+    "model": {
+        "width": Field("int", 64, _positive, "a positive integer (the report's Channel1; 64 is ResNet-18)"),
+        "batch_norm": Field("bool", True),
+        "shortcut": Field("bool", True),
+        "activation": Field("str", "relu", _activation, "relu, tanh, sigmoid or any Keras activation name"),
+    },
+    "data": {
+        "batch_size": Field("int", 128, _positive, "a positive integer"),
+        "augment": Field("bool", True),
+        "subset": Field("int", None, _positive, "a positive number of training images, or null for all", True),
+        "eval_subset": Field(
+            "int", None, _positive, "a positive number of validation/test images each, or null for all", True
+        ),
+        "pipeline": Field("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES)),
+    },
+    "optimizer": {
+        "name": Field("str", "sgd", lambda v: v in OPTIMIZERS, " / ".join(OPTIMIZERS)),
+        "learning_rate": Field("float", 0.1, _positive, "a positive number"),
+        "momentum": Field("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "nesterov": Field("bool", False),
+        "weight_decay": Field("float", 5e-4, _non_negative, "a number >= 0"),
+    },
+    "schedule": {
+        "name": Field("str", "cosine", lambda v: v in SCHEDULES, " / ".join(SCHEDULES)),
+        "warmup_epochs": Field("float", 0.0, _non_negative, "a number of epochs >= 0"),
+        "restart_epochs": Field("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)"),
+        "step_epochs": Field("int_list", [60, 120, 160], lambda v: all(e > 0 for e in v), "positive epochs (step)"),
+        "gamma": Field("float", 0.2, _positive, "a positive factor (step)"),
+    },
+    "loss": Field("str", "cross_entropy", lambda v: v in LOSSES, " / ".join(LOSSES)),
+    "train": {
+        "epochs": Field("int", 200, _positive, "a positive integer"),
+        "seeds": Field("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0"),
+        "mixed_precision": Field("bool", False),
+        "jit_compile": Field("str_or_bool", "auto", lambda v: v in ("auto", True, False), "auto, true or false"),
+        "steps_per_execution": Field("int", 1, _positive, "a positive integer"),
+    },
+}
+RECIPE_KEYS = ("name", "description", "base", "variants")
+
+
+def defaults():
+    """The built-in configuration, as a plain nested dict."""
+    return {
+        k: (v.default if isinstance(v, Field) else {n: copy.deepcopy(f.default) for n, f in v.items()})
+        for k, v in SCHEMA.items()
+    }
+
+
+def _coerce(field, value, where):
+    """Return `value` converted to the field's type, or raise ConfigError naming `where`."""
+    if value is None and field.nullable:
+        return None
+    kind = field.kind
+    ok = True
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                ok = False
+        ok = ok and isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "str_or_bool":
+        ok = isinstance(value, (str, bool))
+    elif kind == "int_list":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    words = {"int_list": "a list of integers", "str_or_bool": "a string or boolean"}.get(kind, f"a {kind}")
+    if not ok:
+        raise ConfigError(f"{where}: expected {words}, got {value!r}" + (f" (allowed: {field.allowed})" if field.allowed else ""))
+    if not field.check(value):
+        raise ConfigError(f"{where}: {value!r} is not allowed; use {field.allowed}")
+    return value
+
+
+def merge(config, override, source, path=""):
+    """Return `config` updated by the partial `override`, validating every key against SCHEMA."""
+    schema = SCHEMA
+    for part in path.split(".") if path else []:
+        schema = schema[part]
+    if not isinstance(override, dict):
+        raise ConfigError(f"{source}: '{path or 'recipe'}' must be a mapping of keys, got {override!r}")
+    out = copy.deepcopy(config)
+    for key, value in override.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in schema:
+            raise ConfigError(f"{source}: unknown key '{full}'; allowed: {', '.join(schema)}")
+        if isinstance(schema[key], Field):
+            out[key] = _coerce(schema[key], value, f"{source}: {full}")
+        else:
+            out[key] = merge(out[key], value, source, full)
+    return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a sweep: a recipe's variant at one seed, with its resolved config."""
+
+    recipe: str
+    variant: str
+    seed: int
+    config: dict
+
+    @property
+    def key(self):
+        return f"{self.recipe}/{self.variant}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    path: str
+    variants: dict  # variant name -> config resolved over defaults and base (no command line yet)
+
+
+def _read_yaml(path):
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read recipe ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping with keys {', '.join(RECIPE_KEYS)}")
+    return data
+
+
+def load_recipe(path):
+    """Read and validate a recipe file; every variant is resolved so errors surface before training."""
+    data = _read_yaml(path)
+    for key in data:
+        if key not in RECIPE_KEYS:
+            raise ConfigError(f"{path}: unknown top-level key '{key}'; allowed: {', '.join(RECIPE_KEYS)}")
+    name = data.get("name") or Path(path).stem
+    if not isinstance(name, str) or not _is_folder_name(name):
+        raise ConfigError(f"{path}: name must be letters, digits, '_', '-' or '.', got {name!r}")
+    base = merge(defaults(), data.get("base") or {}, path, "")
+    variants = data.get("variants") or {"default": {}}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"{path}: 'variants' must map variant names to partial configs")
+    resolved = {}
+    for vname, override in variants.items():
+        if not isinstance(vname, str) or not _is_folder_name(vname):
+            raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
+        resolved[vname] = merge(base, override or {}, f"{path}: variants.{vname}", "")
+    return Recipe(name, str(data.get("description") or ""), str(path), resolved)
+
+
+def _is_folder_name(name):
+    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
+
+
+def parse_sets(items):
+    """Turn ``["a.b=1", "c.d=[0,1]"]`` into a nested override dict; values are read as YAML."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set model.width=16")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{p}' is set twice as a value and a section")
+        node[leaf] = value
+    return out
+
+
+def sweep(recipe, overrides=None, variants=None, seeds=None):
+    """Resolve the runs of `recipe`: each selected variant at each seed, command-line overrides last."""
+    if variants:
+        unknown = [v for v in variants if v not in recipe.variants]
+        if unknown:
+            raise ConfigError(
+                f"{recipe.path}: unknown variant {', '.join(unknown)}; this recipe has {', '.join(recipe.variants)}"
+            )
+    runs = []
+    for vname in variants or list(recipe.variants):
+        config = merge(recipe.variants[vname], overrides or {}, "command line", "")
+        if seeds is not None:
+            config = merge(config, {"train": {"seeds": list(seeds)}}, "--seeds", "")
+        for seed in config["train"]["seeds"]:  # each run's config names its own seed only
+            runs.append(RunSpec(recipe.name, vname, seed, merge(config, {"train": {"seeds": [seed]}}, "", "")))
+    return runs
+
+
+def merge_dicts(a, b):
+    """Nested union of two plain override dicts, `b` winning (no validation: `merge` does that)."""
+    out = copy.deepcopy(a)
+    for key, value in b.items():
+        out[key] = merge_dicts(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out

@@ -1,0 +1,304 @@
+"""CIFAR-10 sources, the report's 10:1:1 split, and input pipelines.
+
+Sources (``--data``, or the ``KERAS_CIFAR_DATA`` environment variable; TFDS download otherwise):
+the official binary or python archives (``.tar.gz`` or extracted), a folder or ``.tar(.gz)`` of
+``train/<class>/*`` and ``test/<class>/*`` images, a prepared TFDS data dir, or ``synthetic[:N]``.
+Decoded arrays are cached as one uint8 ``.npz`` file, so a second run starts in seconds.
+"""
+
+import hashlib
+import importlib.util
+import io
+import os
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
+FORMATS = (
+    "the official CIFAR-10 binary or python archive (cifar-10-binary.tar.gz, cifar-10-python.tar.gz, "
+    "or their extracted folders), a folder or .tar(.gz) of train/<class>/* and test/<class>/* images, "
+    "a prepared TFDS data dir holding cifar10/, or synthetic[:N]"
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class DataError(ValueError):
+    """Data that cannot be found or read; the message names the path and the accepted formats."""
+
+
+@dataclass(frozen=True)
+class Cifar:
+    """The official train and test sets: uint8 images [N, 32, 32, 3] and int32 labels [N]."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The report's split: official train set (or a subset) / half of test as validation / half as test."""
+
+    train: tuple
+    val: tuple
+    test: tuple
+
+
+# ----------------------------------------------------------------------------------------- sources
+
+
+def load(source=None, cache_dir=None):
+    """Load CIFAR-10 from `source` (see module doc); ``None`` means $KERAS_CIFAR_DATA, else TFDS."""
+    source = source or os.environ.get("KERAS_CIFAR_DATA") or "tfds"
+    source = str(source)
+    if source == "tfds":
+        return _load_tfds(None, download=True)
+    if source.startswith("synthetic"):
+        return synthetic(int(source.partition(":")[2] or 2000))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; --data accepts {FORMATS}")
+    if path.is_dir() and (path / "cifar10").is_dir():
+        return _load_tfds(path, download=False)
+    cache = _cache_file(path, cache_dir)
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=str(path))
+        except (OSError, ValueError, KeyError):
+            cache.unlink(missing_ok=True)  # a corrupt cache is rebuilt from the source
+    data = _read_path(path)
+    _check(data, path)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    os.replace(tmp, cache)
+    return data
+
+
+def _cache_file(path, cache_dir):
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(cache_dir or os.environ.get("KERAS_CIFAR_CACHE") or Path.home() / ".cache" / "keras_cifar")
+    return root / f"{path.name}-{key}.npz"
+
+
+def _check(data, path):
+    for name, x, y, n in (("train", data.x_train, data.y_train, 1), ("test", data.x_test, data.y_test, 1)):
+        if len(x) < n or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
+            raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {FORMATS}")
+
+
+def _load_tfds(data_dir, download):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            "the default CIFAR-10 source is TFDS, which is not installed; install tensorflow-datasets "
+            f"or pass --data PATH: {FORMATS}"
+        ) from None
+    try:
+        train, test = tfds.as_numpy(
+            tfds.load("cifar10", split=["train", "test"], batch_size=-1, as_supervised=True,
+                      data_dir=str(data_dir) if data_dir else None, download=download)
+        )
+    except Exception as e:  # network, missing files, corrupt records: all end here
+        where = f"TFDS data dir {data_dir}" if data_dir else "the TFDS download of CIFAR-10 (needs internet)"
+        raise DataError(
+            f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+            f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {FORMATS}"
+        ) from None
+    return Cifar(train[0], train[1].astype(np.int32), test[0], test[1].astype(np.int32),
+                 source=f"tfds:{data_dir or 'cifar10'}")
+
+
+def _read_path(path):
+    """Decode a local copy: a tar archive or a folder, in any of the accepted layouts."""
+    try:
+        if path.is_dir():
+            files = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
+            return _decode(path, {k: (lambda p=p: p.read_bytes()) for k, p in files.items()})
+        with tarfile.open(path, "r:*") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members})
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); --data accepts {FORMATS}") from None
+
+
+def _decode(path, files):
+    """Pick the layout from the file names; `files` maps relative names to byte readers."""
+    by_base = {Path(n).name: n for n in files}
+    if "data_batch_1.bin" in by_base:
+        train = [_read_binary(files[by_base[f"data_batch_{i}.bin"]]()) for i in range(1, 6)]
+        return _concat(train, [_read_binary(files[by_base["test_batch.bin"]]())], str(path))
+    if "data_batch_1" in by_base and "test_batch" in by_base:
+        train = [_read_python(files[by_base[f"data_batch_{i}"]]()) for i in range(1, 6)]
+        return _concat(train, [_read_python(files[by_base["test_batch"]]())], str(path))
+    return _read_image_tree(path, files)
+
+
+def _concat(train, test, source):
+    x_train, y_train = (np.concatenate(a) for a in zip(*train))
+    x_test, y_test = (np.concatenate(a) for a in zip(*test))
+    return Cifar(x_train, y_train, x_test, y_test, source)
+
+
+def _read_binary(raw):
+    records = np.frombuffer(raw, np.uint8)
+    if records.size % 3073:
+        raise DataError("binary batch is not a whole number of 3073-byte records (truncated file?)")
+    records = records.reshape(-1, 3073)
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), records[:, 0].astype(np.int32)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain dicts, lists and numpy arrays only: nothing else in a CIFAR batch is expected."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not a CIFAR-10 array")
+
+
+def _read_python(raw):
+    batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError("python batch has no b'data' / b'labels' entries")
+    images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), np.asarray(batch[b"labels"], np.int32)
+
+
+def _read_image_tree(path, files):
+    """``train/<class>/<file>`` and ``test/<class>/<file>`` anywhere below the root (class = folder)."""
+    from PIL import Image, UnidentifiedImageError
+
+    entries = {"train": [], "test": []}
+    for name in files:
+        parts = Path(name).parts
+        if len(parts) >= 3 and parts[-3] in entries and name.lower().endswith(IMAGE_SUFFIXES):
+            entries[parts[-3]].append((parts[-2], name))
+    if not entries["train"] or not entries["test"]:
+        raise DataError(f"{path}: found no train/<class>/* and test/<class>/* images; --data accepts {FORMATS}")
+    classes = sorted({c for c, _ in entries["train"]})
+    if set(classes) <= set(CLASS_NAMES):
+        classes = list(CLASS_NAMES)
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for split in ("train", "test"):
+        images, labels = [], []
+        for cls, name in sorted(entries[split]):
+            if cls not in index:
+                raise DataError(f"{path}: {name}: class '{cls}' is not among the training classes")
+            try:
+                with Image.open(io.BytesIO(files[name]())) as im:
+                    arr = np.asarray(im.convert("RGB"), np.uint8)
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"{path}: {name}: not a readable image ({e})") from None
+            if arr.shape != (32, 32, 3):
+                raise DataError(f"{path}: {name}: expected a 32x32 image, got {arr.shape[1]}x{arr.shape[0]}")
+            images.append(arr)
+            labels.append(index[cls])
+        out += [np.stack(images), np.asarray(labels, np.int32)]
+    return Cifar(*out, source=str(path))
+
+
+def synthetic(n_train=2000, n_test=None, seed=0):
+    """A learnable stand-in for tests: each class is a fixed coarse colour pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 255, (10, 4, 4, 3)).repeat(8, axis=1).repeat(8, axis=2)
+
+    def draw(n):
+        y = np.arange(n, dtype=np.int32) % 10
+        rng.shuffle(y)
+        x = templates[y] + rng.normal(0, 40, (n, 32, 32, 3))
+        return np.clip(x, 0, 255).astype(np.uint8), y
+
+    return Cifar(*draw(n_train), *draw(n_test or max(n_train // 5, 20)), source=f"synthetic:{n_train}")
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def stratified_take(labels, n, seed):
+    """Indices of `n` items drawn class-balanced (proportionally) and deterministically; sorted."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    want = np.floor(counts * n / len(labels)).astype(int)
+    want[: n - want.sum()] += 1  # hand out the remainder, one per class
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, want)]
+    return np.sort(np.concatenate(picked))
+
+
+def split(data, subset=None, eval_subset=None):
+    """The report's 10:1:1 split: train = official train set; the official test set is split in two
+    halves, stratified and fixed (SPLIT_SEED), into validation and test. `subset` and `eval_subset`
+    shrink the training set and each evaluation half, class-balanced."""
+    val_idx = stratified_take(data.y_test, len(data.y_test) // 2, SPLIT_SEED)
+    test_idx = np.setdiff1d(np.arange(len(data.y_test)), val_idx)
+    train = (data.x_train, data.y_train)
+    if subset and subset < len(data.y_train):
+        keep = stratified_take(data.y_train, subset, SPLIT_SEED)
+        train = (data.x_train[keep], data.y_train[keep])
+    halves = []
+    for idx in (val_idx, test_idx):
+        if eval_subset and eval_subset < len(idx):
+            idx = idx[stratified_take(data.y_test[idx], eval_subset, SPLIT_SEED)]
+        halves.append((data.x_test[idx], data.y_test[idx]))
+    return Splits(train, *halves)
+
+
+# --------------------------------------------------------------------------------------- pipelines
+
+
+def has_tensorflow():
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+class Feeder:
+    """Keyword arguments for ``fit``/``evaluate``: uint8 batches through tf.data where TensorFlow is
+    installed (or ``pipeline: tf_data``), plain numpy arrays otherwise (``pipeline: numpy``)."""
+
+    def __init__(self, batch_size, pipeline="auto"):
+        self.batch_size = batch_size
+        if pipeline == "auto":
+            pipeline = "tf_data" if has_tensorflow() else "numpy"
+        self.pipeline = pipeline
+
+    def _dataset(self, x, y, shuffle_seed=None):
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def train(self, x, y, seed):
+        if self.pipeline == "tf_data":
+            return {"x": self._dataset(x, y, shuffle_seed=seed), "shuffle": False}  # shuffled by tf.data
+        return {"x": x, "y": y, "batch_size": self.batch_size, "shuffle": True}
+
+    def validation(self, x, y):
+        if self.pipeline == "tf_data":
+            return {"validation_data": self._dataset(x, y)}
+        return {"validation_data": (x, y), "validation_batch_size": self.batch_size}
+
+    def evaluate(self, x, y):
+        if self.pipeline == "tf_data":
+            return {"x": self._dataset(x, y)}
+        return {"x": x, "y": y, "batch_size": self.batch_size}

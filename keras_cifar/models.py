@@ -1,0 +1,63 @@
+"""The report's ResNet-18 (CIFAR variant) as a functional Keras model, plus the trained classifier."""
+
+import keras
+
+from keras_cifar.augment import Normalize, RandomCropFlip
+
+# PyTorch's default Conv2d/Linear init (kaiming_uniform with a=sqrt(5)): variance 1/(3 fan_in). The
+# report trained PyTorch models; with He init a ResNet without BN diverges at lr 0.1.
+TORCH_INIT = keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
+STAGES = (1, 2, 4, 8)  # width multipliers of the four stages
+BLOCKS_PER_STAGE = 2
+
+
+def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", num_classes=10):
+    """ResNet-18 for 32x32 inputs: 3x3 stem (no max-pool), basic blocks [2,2,2,2], logits out.
+
+    Matches the common PyTorch CIFAR ResNet-18 (11,173,962 parameters at width 64): stride-2 stages
+    with 1x1 projection shortcuts, symmetric padding. ``batch_norm=False`` removes every
+    BatchNormalization layer (convolutions then get biases); ``shortcut=False`` removes every residual
+    addition and projection (a plain 18-layer net). The input is a normalized float image.
+    """
+    inputs = keras.Input((32, 32, 3), name="pixels")
+    x = _conv_bn(inputs, width, 3, 1, batch_norm, "stem")
+    x = keras.layers.Activation(activation, name="stem_act")(x)
+    for s, mult in enumerate(STAGES, start=1):
+        for b in range(1, BLOCKS_PER_STAGE + 1):
+            stride = 2 if (s > 1 and b == 1) else 1
+            x = _basic_block(x, width * mult, stride, batch_norm, shortcut, activation, f"stage{s}_block{b}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=TORCH_INIT, name="logits", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="resnet18")
+
+
+def _conv_bn(x, filters, kernel, stride, batch_norm, name):
+    if kernel == 3:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, use_bias=not batch_norm,
+        kernel_initializer=TORCH_INIT, name=f"{name}_conv",
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return x
+
+
+def _basic_block(x, filters, stride, batch_norm, shortcut, activation, name):
+    y = _conv_bn(x, filters, 3, stride, batch_norm, f"{name}_1")
+    y = keras.layers.Activation(activation, name=f"{name}_1_act")(y)
+    y = _conv_bn(y, filters, 3, 1, batch_norm, f"{name}_2")
+    if shortcut:
+        if stride != 1 or x.shape[-1] != filters:
+            x = _conv_bn(x, filters, 1, stride, batch_norm, f"{name}_proj")
+        y = keras.layers.Add(name=f"{name}_add")([y, x])
+    return keras.layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def build_classifier(model_config, augment=True, num_classes=10):
+    """The trained model: uint8 images -> [random crop + flip in training] -> normalize -> ResNet-18."""
+    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    x = RandomCropFlip(name="augment")(inputs) if augment else inputs
+    x = Normalize(name="normalize")(x)
+    net = build_resnet18(num_classes=num_classes, **model_config)
+    return keras.Model(inputs, net(x), name="classifier")
