@@ -62,7 +62,7 @@ def load(source=None, cache_dir=None):
         return _load_tfds(None, download=True)
     if source.startswith("synthetic"):
         return synthetic(int(source.partition(":")[2] or 2000))
-    path = Path(source).expanduser()
+    path = Path(source).expanduser().resolve()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; --data accepts {FORMATS}")
     if path.is_dir() and (path / "cifar10").is_dir():

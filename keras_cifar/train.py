@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -183,18 +184,52 @@ def run_dir_of(out_root, spec):
     return Path(out_root) / spec.recipe / spec.variant / f"seed{spec.seed}"
 
 
-def check_run_dir(run_dir, spec):
+def check_run_dir(run_dir, spec, data_source):
     """Refuse to mix a run folder's results with a different config (nothing is written)."""
     cfg_file = Path(run_dir) / "config.yaml"
     if cfg_file.exists():
-        old = yaml.safe_load(cfg_file.read_text()) or {}
-        old_config = {k: v for k, v in old.items() if k not in ("recipe", "variant", "seed")}
-        diffs = _diff_keys(old_config, spec.config)
+        diffs = _diff_keys(_read_config(run_dir)[1], _expected(spec, data_source))
         if diffs:
             raise ConfigError(
                 f"{run_dir} already holds a run with a different config (differs in {', '.join(diffs)}); "
                 "use another --out or delete that folder"
             )
+
+
+def _read_config(run_dir):
+    """A run folder's config.yaml split into (run identity, config sections)."""
+    full = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    ident = {k: full.pop(k, None) for k in ("recipe", "variant", "seed")}
+    return ident, full
+
+
+def _expected(spec, data_source):
+    return {"data_source": data_source, **spec.config}
+
+
+def find_twin(out_root, spec, data_source):
+    """A finished run folder under `out_root` (any recipe) with `spec`'s config and data, or None."""
+    for cfg_file in sorted(Path(out_root).glob(f"*/*/seed{spec.seed}/config.yaml")):
+        twin = cfg_file.parent
+        status = (read_json(twin / "metrics.json") or {}).get("status")
+        if status in FINISHED and twin != run_dir_of(out_root, spec) and _read_config(twin)[1] == _expected(spec, data_source):
+            return twin
+    return None
+
+
+def reuse_run(twin, run_dir, spec, data_source):
+    """Copy a finished twin run into `run_dir` under this spec's name; returns its metrics."""
+    shutil.copytree(twin, run_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
+    write_atomic(run_dir / "config.yaml", _config_yaml(spec, data_source))
+    metrics = {**read_json(twin / "metrics.json"), "recipe": spec.recipe, "variant": spec.variant,
+               "reused_from": str(Path(*twin.parts[-3:]))}
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _config_yaml(spec, data_source):
+    ident = {"recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed}
+    return yaml.safe_dump({**ident, **_expected(spec, data_source)}, sort_keys=False)
 
 
 def _diff_keys(a, b, prefix=""):
@@ -209,17 +244,20 @@ def _diff_keys(a, b, prefix=""):
     return out
 
 
-def train_run(spec, splits, out_root, progress, data_source=""):
+def train_run(spec, splits, out_root, progress, data_source):
     """Train one RunSpec into its run folder, resuming from a checkpoint; returns metrics.json's dict."""
     run_dir = run_dir_of(out_root, spec)
     done = read_json(run_dir / "metrics.json")
     if done and done.get("status") in FINISHED:
-        progress.skip(spec, done)
+        progress.skip(spec, done, "already")
+        return done
+    twin = find_twin(out_root, spec, data_source)
+    if twin:
+        done = reuse_run(twin, run_dir, spec, data_source)
+        progress.skip(spec, done, f"same config as {twin.relative_to(out_root)}, reused:")
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.yaml",
-                 yaml.safe_dump({"recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed, **spec.config},
-                                sort_keys=False))
+    write_atomic(run_dir / "config.yaml", _config_yaml(spec, data_source))
     cfg = spec.config
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
@@ -304,10 +342,10 @@ class Progress:
     def note(self, text):
         print(text, file=self.out, flush=True)
 
-    def skip(self, spec, metrics):
+    def skip(self, spec, metrics, why):
         self.index += 1
         self.done_epochs += spec.config["train"]["epochs"]
-        self.note(f"[{self.index}/{self.runs}] {spec.key}: already {metrics['status']}, skipped")
+        self.note(f"[{self.index}/{self.runs}] {spec.key}: {why} {metrics['status']}, skipped")
         self.rows.append((spec, metrics))
 
     def run_started(self, spec, start):
@@ -354,9 +392,9 @@ def _hms(seconds):
 
 def run_sweep(runs, data_source=None, out_root="runs", out=sys.stdout):
     """Train every RunSpec in order; returns [(spec, metrics)]. Failed/diverged runs don't stop it."""
-    for spec in runs:
-        check_run_dir(run_dir_of(out_root, spec), spec)
     cifar = data_lib.load(data_source)
+    for spec in runs:
+        check_run_dir(run_dir_of(out_root, spec), spec, cifar.source)
     progress = Progress(runs, out)
     progress.note(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
                   f"{len(runs)} runs, {progress.total} epochs -> {out_root}")

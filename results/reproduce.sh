@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Reproduces results/: the seven report experiments at a reduced scale that a 2-core CPU finishes
+# in a few hours (ResNet-18 width 16, 10,000 class-balanced training images, 10 epochs, seeds 0 and 1,
+# full 5,000-image validation and test halves), on the CIFAR-10 JPEG copy, TensorFlow backend.
+# Safe to rerun: finished runs are skipped, an interrupted one resumes, equal configs are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${KERAS_CIFAR_DATA:-../shared/data/cifar10-jpeg.tar.gz}
+SCALE=(--data "$DATA" --out results/runs --set model.width=16 --subset 10000 --epochs 10)
+export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
+for seed in 0 1; do  # every experiment at seed 0 first, so a partial sweep already covers them all
+  for exp in bn shortcut momentum activation loss lr batch_size; do
+    keras-cifar run "recipes/$exp.yaml" "${SCALE[@]}" --seeds "$seed"
+  done
+done
