@@ -125,7 +125,8 @@ def _coerce(field, value, where):
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    words = {"int_list": "a list of integers", "str_or_bool": "a string or boolean"}.get(kind, f"a {kind}")
+    words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+             "int_list": "a list of integers", "str_or_bool": "a string or boolean"}[kind]
     if not ok:
         raise ConfigError(f"{where}: expected {words}, got {value!r}" + (f" (allowed: {field.allowed})" if field.allowed else ""))
     if not field.check(value):

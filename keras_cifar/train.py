@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import time
 import traceback
 from importlib import metadata
@@ -301,7 +300,7 @@ def train_run(spec, splits, out_root, progress, data_source):
 
 
 def _metrics(spec, rows, status, error, splits, data_source):
-    last = rows[-1] if rows else {}
+    last = rows[-1] if rows and status == "completed" else {}  # a diverged model's scores mean nothing
     measured = rows[1:] if len(rows) > 1 else rows  # the first epoch includes compilation
     train_time = sum(r["train_seconds"] for r in measured)
     return {
@@ -330,17 +329,16 @@ def _metrics(spec, rows, status, error, splits, data_source):
 class Progress:
     """Prints a line per epoch with the whole sweep's ETA, and the final table."""
 
-    def __init__(self, runs, out=sys.stdout):
+    def __init__(self, runs):
         self.total = sum(r.config["train"]["epochs"] for r in runs)
         self.runs = len(runs)
         self.done_epochs = 0
         self.index = 0
-        self.out = out
         self.rows = []
         self.epoch_times = []
 
     def note(self, text):
-        print(text, file=self.out, flush=True)
+        print(text, flush=True)
 
     def skip(self, spec, metrics, why):
         self.index += 1
@@ -390,12 +388,12 @@ def _hms(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run_sweep(runs, data_source=None, out_root="runs", out=sys.stdout):
+def run_sweep(runs, data_source=None, out_root="runs"):
     """Train every RunSpec in order; returns [(spec, metrics)]. Failed/diverged runs don't stop it."""
     cifar = data_lib.load(data_source)
     for spec in runs:
         check_run_dir(run_dir_of(out_root, spec), spec, cifar.source)
-    progress = Progress(runs, out)
+    progress = Progress(runs)
     progress.note(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
                   f"{len(runs)} runs, {progress.total} epochs -> {out_root}")
     for spec in runs:

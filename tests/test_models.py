@@ -1,0 +1,75 @@
+"""The ResNet-18 builder, the preprocessing layers and the losses, on every backend."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cifar import build_resnet18
+from keras_cifar.augment import CIFAR_MEAN, CIFAR_STD, Normalize, RandomCropFlip
+from keras_cifar.losses import MultiMarginLoss, get_loss
+from tests.conftest import as_numpy
+
+pytestmark = pytest.mark.backend
+
+
+def _layer_types(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_width_64_has_the_pytorch_parameter_count():
+    model = build_resnet18()
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 11_173_962
+    assert _layer_types(model).count("Conv2D") == 17 + 3  # 17 convs + 3 projection shortcuts
+    assert _layer_types(model).count("Add") == 8
+
+
+def test_flags_remove_bn_and_shortcuts_and_set_activation():
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    plain = build_resnet18(width=4, batch_norm=False, shortcut=False, activation="tanh", num_classes=7)
+    types = _layer_types(plain)
+    assert "BatchNormalization" not in types and "Add" not in types
+    assert types.count("Conv2D") == 17
+    assert {layer.get_config()["activation"] for layer in plain.layers if type(layer).__name__ == "Activation"} == {"tanh"}
+    assert as_numpy(plain(x)).shape == (2, 7)
+    assert all(layer.use_bias for layer in plain.layers if type(layer).__name__ == "Conv2D")
+
+
+def test_layer_names_are_deterministic():
+    names = [layer.name for layer in build_resnet18(width=4).layers]
+    keras.backend.clear_session()
+    assert names == [layer.name for layer in build_resnet18(width=4).layers]
+    assert "stage4_block2_add" in names and names[-1] == "logits"
+
+
+def test_random_crop_flip_gives_shifted_or_flipped_crops_and_is_identity_at_inference():
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
+    layer = RandomCropFlip(seed=1)
+    out = as_numpy(layer(x, training=True))
+    padded = np.pad(x.astype("float32"), ((0, 0), (4, 4), (4, 4), (0, 0)))
+    crops = [[padded[i, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)] for i in range(16)]
+    for i in range(16):
+        assert any(np.array_equal(out[i], c) or np.array_equal(out[i], c[:, ::-1]) for c in crops[i])
+    assert not np.array_equal(out, x)  # something moved
+    np.testing.assert_array_equal(as_numpy(layer(x, training=False)), x)
+
+
+def test_normalize_uses_cifar_statistics():
+    x = np.full((1, 32, 32, 3), 255 * np.array(CIFAR_MEAN) + 255 * np.array(CIFAR_STD), "float32")
+    np.testing.assert_allclose(as_numpy(Normalize()(x)), 1.0, rtol=1e-5)
+
+
+def test_multi_margin_matches_hand_computed_pytorch_values():
+    logits = np.array([[0.1, 0.2, 0.4, 0.8], [3.0, -1.0, 0.5, 0.0]], "float32")
+    labels = np.array([3, 0])
+    # row 0: y=3 (0.8): max(0,1-0.8+0.1)+max(0,1-0.8+0.2)+max(0,1-0.8+0.4) = 0.3+0.4+0.6 = 1.3 -> /4 = 0.325
+    # row 1: y=0 (3.0): every margin 1-3+x < 0 -> 0
+    per_sample = as_numpy(MultiMarginLoss().call(labels, logits))
+    np.testing.assert_allclose(per_sample, [0.325, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(float(as_numpy(MultiMarginLoss()(labels, logits))), 0.1625, rtol=1e-6)
+
+
+def test_losses_serialize_and_cross_entropy_takes_logits():
+    restored = keras.losses.deserialize(keras.losses.serialize(MultiMarginLoss(margin=2.0)))
+    assert isinstance(restored, MultiMarginLoss) and restored.margin == 2.0
+    logits, labels = np.zeros((3, 10), "float32"), np.array([1, 2, 3])
+    np.testing.assert_allclose(float(as_numpy(get_loss("cross_entropy")(labels, logits))), np.log(10), rtol=1e-5)
