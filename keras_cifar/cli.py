@@ -49,7 +49,8 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     """Train every variant and seed of RECIPE (defaults < recipe < command line).
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
-    command again continues a sweep. Example:
+    command again continues a sweep. At the end it writes the recipe's figures and table into
+    OUT/<recipe>/ (see `report`). Example:
 
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
