@@ -4,7 +4,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
-from keras_cifar.models import build_resnet18  # noqa: E402
-
 __all__ = ["build_resnet18"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """Import Keras only when the model builder is used, so that `--help`, config and reports start fast."""
+    if name == "build_resnet18":
+        from keras_cifar.models import build_resnet18
+
+        return build_resnet18
+    raise AttributeError(f"module 'keras_cifar' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Command line: ``keras-cifar run|...`` (also ``python -m keras_cifar``). Thin: parses, then calls."""
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -48,7 +49,8 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     """Train every variant and seed of RECIPE (defaults < recipe < command line).
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
-    command again continues a sweep. Example:
+    command again continues a sweep. At the end it writes the recipe's figures and table into
+    OUT/<recipe>/ (see `report`). Example:
 
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
@@ -82,5 +84,66 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     except KeyboardInterrupt:
         click.echo("interrupted: completed runs are kept; run the same command again to resume", err=True)
         sys.exit(130)
+    _report_recipe(Path(out) / recipe_obj.name)
     if any(m["status"] == "failed" for _, m in results):
         sys.exit(1)
+
+
+def _report_recipe(recipe_dir, out_dir=None):
+    """Write one recipe's report and echo where it is and its table."""
+    from keras_cifar.report import markdown_table, write_report
+
+    summary, paths = write_report(recipe_dir, out_dir)
+    click.echo(f"\n{summary['recipe']}: {paths[0]} (figures and summary.json beside it)\n{markdown_table(summary)}")
+
+
+@main.command()
+@click.argument("run_roots", metavar="RUN_ROOT...", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write each recipe's report into OUT/<recipe>/ instead of its run folder.")
+def report(run_roots, out):
+    """Figures, a Markdown table and summary.json for the runs of one or more recipes.
+
+    RUN_ROOT is a recipe's run folder, OUT/<recipe>/ as `run` writes it (`run` makes this report itself
+    when it ends), or an OUT root holding several recipes. For each recipe it writes report.md (setup and
+    a table like the report's Tables 1-3: final test accuracy mean ± std over seeds, best validation
+    accuracy, epochs, status, time), summary.json (the same numbers), test_curves and train_val_curves
+    (PNG and SVG; mean over seeds with a min-max band) and, where the variants' learning rates differ,
+    lr. Runs that diverged, failed, are unfinished or are missing a seed are shown as such. Example:
+
+        keras-cifar report runs/bn
+    """
+    from keras_cifar.report import ReportError, find_recipes
+
+    try:
+        for recipe_dir in find_recipes(run_roots):
+            _report_recipe(recipe_dir, Path(out) / recipe_dir.name if out else None)
+    except ReportError as e:
+        raise UserError(str(e)) from None
+
+
+@main.command()
+@click.argument("run_root", type=click.Path(file_okay=False))
+@click.option("--out", default="results/README.md", show_default=True, type=click.Path(dir_okay=False),
+              help="The page to write; figure links in it are relative to its folder.")
+@click.option("--notes", type=click.Path(exists=True, dir_okay=False),
+              help="A hand-written Markdown file, included as the page's Discussion section.")
+def compare(run_root, out, notes):
+    """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
+
+    RUN_ROOT holds one folder per recipe (bn, shortcut, momentum, activation, loss, lr, batch_size), as
+    `run --out RUN_ROOT` writes them. Each recipe's report is (re)made first; the page then shows the
+    setup (hardware, backend, data, scale, read from the runs), a summary table with the report's
+    verdict, its accuracies, ours and whether ours agrees (yes / no / can't tell when the difference is
+    within the seed spread), and each experiment's figure and table. Example:
+
+        keras-cifar compare results/runs --out results/README.md
+    """
+    from keras_cifar.compare import write_page
+    from keras_cifar.report import ReportError
+
+    command = f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
+    try:
+        click.echo(f"wrote {write_page(run_root, out, command, notes)}")
+    except ReportError as e:
+        raise UserError(str(e)) from None

@@ -6,8 +6,6 @@ While a run is going, ``checkpoint-epoch<k>.keras`` holds the last finished epoc
 again resumes there; finished runs (completed or diverged) are skipped.
 """
 
-import csv
-import io
 import json
 import math
 import os
@@ -27,21 +25,7 @@ from keras_cifar.config import ConfigError
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
-
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
-                   "lr", "epoch_seconds", "train_seconds")
-FINISHED = ("completed", "diverged")
-
-
-# ------------------------------------------------------------------------------------- small files
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from keras_cifar.runfiles import FINISHED, HISTORY_COLUMNS, read_history, read_json, write_atomic, write_history
 
 
 def save_model_atomic(model, path):
@@ -49,30 +33,6 @@ def save_model_atomic(model, path):
     tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
     model.save(tmp)
     os.replace(tmp, path)
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_history(path):
-    """History rows as dicts of floats (epoch as int); [] when there is no file."""
-    try:
-        with open(path, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    except FileNotFoundError:
-        return []
-
-
-def write_history(path, rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
 
 
 def _finite_or_none(x):
