@@ -11,14 +11,13 @@ import yaml
 from keras_cifar import train
 from tests.conftest import tiny_recipe
 
-pytestmark = pytest.mark.backend
-
 
 def _history(run_dir):
     with open(run_dir / "history.csv") as f:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.backend
 def test_run_writes_a_valid_run_folder(tmp_path, cli, jpeg_slice):
     out = tmp_path / "out"
     result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {batch_norm: false}}\n"),
@@ -42,6 +41,7 @@ def test_run_writes_a_valid_run_folder(tmp_path, cli, jpeg_slice):
         assert not list(run_dir.glob("checkpoint-*"))
 
 
+@pytest.mark.backend
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, cli, monkeypatch):
     recipe = tiny_recipe(tmp_path)
     args = ("run", recipe, "--data", "synthetic:200", "--out", tmp_path / "out", "--epochs", "3")
@@ -69,6 +69,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, cli, monkeypatch)
     assert "already completed, skipped" in cli(*args).output
 
 
+@pytest.mark.backend
 def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, cli):
     recipe = tiny_recipe(tmp_path, "  boom: {optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n  ok: {}\n")
     result = cli("run", recipe, "--data", "synthetic:200", "--out", tmp_path / "out", "--epochs", "2")
@@ -79,6 +80,7 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, cli):
     assert "boom" in result.output and "diverged" in result.output.splitlines()[-2]
 
 
+@pytest.mark.backend
 def test_synthetic_source_is_learned(tmp_path, cli):
     recipe = tiny_recipe(tmp_path, "  a: {}\n", extra_base="  optimizer: {learning_rate: 0.05}\n")
     result = cli("run", recipe, "--data", "synthetic:1000", "--out", tmp_path / "out", "--epochs", "4",
