@@ -4,7 +4,6 @@ Tests marked ``backend`` exercise Keras numerics and run on every backend; the r
 parsing, reports) are backend-independent and run under TensorFlow only.
 """
 
-import os
 import tarfile
 from pathlib import Path
 
@@ -54,9 +53,6 @@ def cli():
     return invoke
 
 
-TINY = ["--set", "model.width=4", "--set", "data.batch_size=32", "--set", "data.eval_subset=40"]
-
-
 def tiny_recipe(tmp_path, variants="  a: {}\n", extra_base=""):
     """Write a small recipe file and return its path."""
     path = tmp_path / "tiny.yaml"
@@ -68,12 +64,6 @@ def tiny_recipe(tmp_path, variants="  a: {}\n", extra_base=""):
     return path
 
 
-def backend():
-    return keras.backend.backend()
-
-
 def as_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
