@@ -119,9 +119,11 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
     share the grid, the seed and the colour scale and are drawn on one figure.
 
     Writes landscape_1d.{npz,json,png} or landscape_2d.{npz,json,png} (+ landscape_2d_surface.png).
-    Example:
+    Example, BN against no BN:
 
-        keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 --out landscapes/bn
+    \b
+        keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 \\
+            --out results/landscapes/bn
     """
     from keras_cifar import landscape as ls
     from keras_cifar.data import DataError

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import keras
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from keras_cifar import augment  # noqa: F401  registers the preprocessing layers that model.keras holds
 from keras_cifar import data as data_lib
 from keras_cifar.losses import get_loss
 from keras_cifar.train import _finite_or_none, _read_config, environment, read_json, write_atomic
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+matplotlib.use("Agg")  # files only; takes effect because no figure exists yet
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5
@@ -271,6 +271,8 @@ def plot_surface(path, coords, labels, loss, settings):
         ax = fig.add_subplot(1, len(labels), i + 1, projection="3d")
         ax.plot_surface(a, b, z[i], cmap="viridis", vmin=np.nanmin(z), vmax=np.nanmax(z), linewidth=0)
         ax.set(title=label, xlabel="a", ylabel="b", zlabel="log10 loss", zlim=(np.nanmin(z), np.nanmax(z)))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
     fig.suptitle("Loss surface; " + _subtitle(settings))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -300,7 +302,9 @@ def run_landscape(run_dirs, dims=1, points=21, span=(-1.0, 1.0), images=2000, sp
                               "no augmentation", **environment()}
     datasets, surfaces, summaries = {}, [], []
     for run in runs:
-        source = data_source or run.config["data_source"]
+        source = data_source or run.config.get("data_source")
+        if not source:
+            raise LandscapeError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
         if source not in datasets:
             datasets[source] = data_lib.load(source)
         x, y = evaluation_images(datasets[source], run.config, split, images)
