@@ -147,3 +147,55 @@ def compare(run_root, out, notes):
         click.echo(f"wrote {write_page(run_root, out, command, notes)}")
     except ReportError as e:
         raise UserError(str(e)) from None
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]",
+                type=click.Path(file_okay=False))
+@click.option("--dims", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="1: loss along theta* + a*d; 2: over the plane theta* + a*d + b*e (points^2 evaluations).")
+@click.option("--points", type=click.IntRange(min=2), default=21, show_default=True,
+              help="Grid points per axis (odd counts put one exactly on the trained weights).")
+@click.option("--range", "span", nargs=2, type=float, default=(-1.0, 1.0), show_default=True, metavar="MIN MAX",
+              help="Range of a (and b); must contain 0. At 1 each filter moves by its own norm.")
+@click.option("--images", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Class-balanced images to evaluate on (fewer if the split has fewer).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="The run's training set or the test half of the project's split.")
+@click.option("--data", "data_source", metavar="PATH",
+              help="Read the images from PATH (same formats as `run --data`) instead of each run's recorded "
+                   "data_source.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder. Default: the run folder; required with several RUN_DIRs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random directions: equal seeds give equal directions.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Images per evaluation batch.")
+@click.option("--surface", is_flag=True, help="With --dims 2, also draw a 3D loss surface image.")
+def landscape(run_dirs, dims, points, span, images, split, data_source, out, seed, batch_size, surface):
+    """Loss and accuracy landscapes around a run's trained weights (Li et al. 2018).
+
+    Evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with random Gaussian directions
+    that are filter-normalized: every conv filter / dense unit of d is scaled to the norm of the same
+    filter of theta*. Biases and BatchNorm gamma/beta do not move; BatchNorm moving statistics stay as
+    trained (inference mode, no augmentation), so a = 0 reproduces model.evaluate. Several RUN_DIRs
+    share the grid, the seed and the colour scale and are drawn on one figure.
+
+    Writes landscape_1d.{npz,json,png} or landscape_2d.{npz,json,png} (+ landscape_2d_surface.png).
+    Example, BN against no BN:
+
+    \b
+        keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 \\
+            --out results/landscapes/bn
+    """
+    from keras_cifar import landscape as ls
+    from keras_cifar.data import DataError
+
+    try:
+        written = ls.run_landscape(run_dirs, dims=dims, points=points, span=span, images=images, split=split,
+                                   data_source=data_source, out=out, seed=seed, batch_size=batch_size,
+                                   draw_surface=surface, log=click.echo)
+    except (ls.LandscapeError, DataError, ConfigError) as e:
+        raise UserError(str(e)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
