@@ -44,7 +44,8 @@ def main():
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
-@click.option("--dry-run", is_flag=True, help="List the runs and stop.")
+@click.option("--dry-run", is_flag=True,
+              help="List what would run (new, resumed, skipped, reused) with estimated times, and stop.")
 def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run):
     """Train every variant and seed of RECIPE (defaults < recipe < command line).
 
@@ -69,10 +70,9 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     except ConfigError as e:
         raise UserError(str(e)) from None
     if dry_run:
-        for spec in runs:
-            c = spec.config
-            click.echo(f"{spec.key}: width {c['model']['width']}, {c['train']['epochs']} epochs, "
-                       f"batch {c['data']['batch_size']}")
+        from keras_cifar.train import plan
+
+        click.echo("\n".join(plan(runs, out, data_source)))
         return
     from keras_cifar.data import DataError
     from keras_cifar.train import run_sweep

@@ -54,6 +54,17 @@ class Splits:
 # ----------------------------------------------------------------------------------------- sources
 
 
+def canonical_source(source=None):
+    """The name `load(source)` gives its data (``Cifar.source``), without reading anything."""
+    source = str(source or os.environ.get("KERAS_CIFAR_DATA") or "tfds")
+    if source == "tfds":
+        return "tfds:cifar10"
+    if source.startswith("synthetic"):
+        return f"synthetic:{int(source.partition(':')[2] or 2000)}"
+    path = Path(source).expanduser().resolve()
+    return f"tfds:{path}" if path.is_dir() and (path / "cifar10").is_dir() else str(path)
+
+
 def load(source=None, cache_dir=None):
     """Load CIFAR-10 from `source` (see module doc); ``None`` means $KERAS_CIFAR_DATA, else TFDS."""
     source = source or os.environ.get("KERAS_CIFAR_DATA") or "tfds"

@@ -283,6 +283,42 @@ def _metrics(spec, rows, status, error, splits, data_source):
     }
 
 
+def plan(runs, out_root, data_source=None):
+    """What `run` would do with each RunSpec, with its time estimated from finished runs under
+    `out_root` on the same data, width and training subset (median seconds per epoch); a line per run."""
+    source = data_lib.canonical_source(data_source)
+
+    def scale(config):
+        return source, config["model"]["width"], config["data"]["subset"]
+
+    epoch_seconds = {}
+    for m_file in Path(out_root).glob("*/*/seed*/metrics.json"):
+        m, config = read_json(m_file) or {}, _read_config(m_file.parent)[1]
+        if m.get("status") == "completed" and not m.get("reused_from") and config.get("data_source") == source:
+            epoch_seconds.setdefault(scale(config), []).append(m["wall_seconds"] / m["epochs_completed"])
+    lines, total, unknown = [], 0.0, 0
+    for spec in runs:
+        run_dir = run_dir_of(out_root, spec)
+        done = (read_json(run_dir / "metrics.json") or {}).get("status")
+        if done in FINISHED:
+            lines.append(f"{spec.key}: already {done}")
+            continue
+        twin = find_twin(out_root, spec, source)
+        if twin:
+            lines.append(f"{spec.key}: reuses {twin.relative_to(out_root)}")
+            continue
+        epochs, start = spec.config["train"]["epochs"], _latest_checkpoint(run_dir)[1]
+        known = epoch_seconds.get(scale(spec.config))
+        estimate = (epochs - start) * float(np.median(known)) if known else 0.0
+        total, unknown = total + estimate, unknown + (not known)
+        c = spec.config
+        lines.append(f"{spec.key}: {f'resume after epoch {start}' if start else 'new'}, width {c['model']['width']}, "
+                     f"{epochs} epochs, batch {c['data']['batch_size']}, "
+                     + (f"about {_hms(estimate)}" if known else "no timing yet at this scale"))
+    lines.append(f"estimated total: {_hms(total)}" + (f" + {unknown} runs not yet timed" if unknown else ""))
+    return lines
+
+
 # ------------------------------------------------------------------------------------ the sweep
 
 

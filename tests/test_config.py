@@ -107,5 +107,7 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
                  "--out", tmp_path / "out")
     assert result.exit_code == 0
     assert [line.split(":")[0] for line in result.output.splitlines()] == [
-        "tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1"]
+        "tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1", "estimated total"]
+    assert "tiny/a/seed0: new, width 4, 1 epochs, batch 32, no timing yet at this scale" in result.output
+    assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
     assert not (tmp_path / "out").exists()

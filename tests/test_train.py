@@ -108,3 +108,13 @@ def test_equal_config_in_another_recipe_is_reused(tmp_path, cli):
     original = json.loads((tmp_path / "out/tiny/a/seed0/metrics.json").read_text())
     assert reused["variant"] == "same" and reused["reused_from"] == "tiny/a/seed0"
     assert reused["test_accuracy"] == original["test_accuracy"]
+
+
+def test_dry_run_after_a_run_says_what_is_done_and_estimates_the_rest(tmp_path, cli):
+    recipe = tiny_recipe(tmp_path)
+    out = tmp_path / "out"
+    cli("run", recipe, "--data", "synthetic:100", "--out", out)
+    lines = cli("run", recipe, "--data", "synthetic:100", "--out", out, "--seeds", "0,1", "--dry-run").output.splitlines()
+    assert lines[0] == "tiny/a/seed0: already completed"
+    assert lines[1].startswith("tiny/a/seed1: new, width 4") and "about 0m" in lines[1]
+    assert lines[2].startswith("estimated total: 0m")
