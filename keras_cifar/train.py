@@ -76,9 +76,13 @@ def _device():
 # --------------------------------------------------------------------------------------- the model
 
 
+def _set_precision(config):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config["train"]["mixed_precision"] else "float32")
+
+
 def compile_model(config, steps_per_epoch):
     """Build and compile the classifier a resolved config describes."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config["train"]["mixed_precision"] else "float32")
+    _set_precision(config)
     model = build_classifier(config["model"], augment=config["data"]["augment"])
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
@@ -226,7 +230,7 @@ def train_run(spec, splits, out_root, progress, data_source):
     ckpt, start = _latest_checkpoint(run_dir)
     rows = read_history(run_dir / "history.csv")[:start]
     if ckpt:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg["train"]["mixed_precision"] else "float32")
+        _set_precision(cfg)
         model = keras.saving.load_model(ckpt)
         progress.note(f"{spec.key}: resuming after epoch {start}")
     else:
