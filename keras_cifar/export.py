@@ -1,0 +1,335 @@
+"""Export a trained classifier for serving, load any saved form of it, predict image files, evaluate.
+
+A MODEL is one of: a run folder (holding ``model.keras``), a ``.keras`` file, or an export folder
+(``DIR/<version>/`` as ``export`` writes it, or ``DIR`` itself, whose highest version is used).
+
+``export`` writes ``DIR/<version>/`` atomically, the layout TensorFlow Serving polls:
+``saved_model.pb`` + ``variables/`` (or ``model.keras`` with ``--format keras``) and ``labels.txt``.
+The exported model is the inference model: normalization inside, training augmentation out.
+SavedModel signatures, all returning ``probabilities`` (softmax) and ``logits`` [N, 10]:
+``serving_default`` / ``serve`` take float32 images [N, 32, 32, 3] with pixel values 0..255,
+``serve_uint8`` takes uint8 images; ``class_names`` takes nothing and returns the 10 names.
+
+A SavedModel is always written by Keras's TensorFlow backend, so it holds plain TensorFlow ops
+whichever backend trained the model. The ``.keras`` file is backend-agnostic: under JAX or PyTorch,
+export loads it in a subprocess with ``KERAS_BACKEND=tensorflow`` (TensorFlow must be installed).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_cifar import augment, losses, optim  # noqa: F401  (registers the custom objects .keras files use)
+from keras_cifar.data import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
+
+FORMATS = ("saved_model", "keras")
+LABELS_FILE = "labels.txt"
+BATCH = 256
+IMAGE_SIZE = 32
+INFERENCE_NAME = "inference"  # the exported Keras model's name
+
+
+class ExportError(ValueError):
+    """A model path or file that cannot be used; the message names it and says what is expected."""
+
+
+# ------------------------------------------------------------------------------------ loading models
+
+
+def load_keras(path):
+    """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ExportError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def inference_model(model):
+    """float32 images (0..255) -> normalize -> ResNet-18 logits: the trained classifier without its
+    augmentation layer, sharing its weights. An inference model passes through unchanged."""
+    if model.name == INFERENCE_NAME:
+        return model
+    try:
+        normalize, net = model.get_layer("normalize"), model.get_layer("resnet18")
+    except ValueError:
+        raise ExportError(f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and "
+                          "'resnet18' layers)") from None
+    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
+    return keras.Model(images, net(normalize(images)), name=INFERENCE_NAME)
+
+
+def resolve(path):
+    """(kind, file or folder) for a MODEL path: ("keras", model.keras) or ("saved_model", version dir)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        return "keras", path
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model", path
+        if (path / "model.keras").is_file():
+            return "keras", path / "model.keras"
+        versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        if versions:
+            return resolve(versions[-1][1])
+    status = _run_status(path)
+    raise ExportError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or "
+                      f"saved_model.pb{status})")
+
+
+def _run_status(path):
+    try:
+        status = json.loads((Path(path) / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f"; the run's status is {status}" if status else ""
+
+
+@dataclass
+class Classifier:
+    """A loaded MODEL of any kind: ``logits(images)`` on uint8 or float images [N, 32, 32, 3]."""
+
+    logits_fn: object
+    class_names: tuple
+    source: str
+
+    def logits(self, images):
+        images = np.asarray(images, np.float32)
+        if not len(images):
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate([self.logits_fn(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+def load(path):
+    """Load a MODEL (run folder, .keras file or export folder) for prediction."""
+    kind, where = resolve(path)
+    if kind == "keras":
+        model = inference_model(load_keras(where))
+        labels = where.parent / LABELS_FILE
+        names = tuple(_read_labels(labels)) if labels.is_file() else CLASS_NAMES
+        return Classifier(lambda x: np.asarray(model.predict_on_batch(x)), names, str(where))
+    if not has_tensorflow():
+        raise ExportError(f"{where}: reading a SavedModel needs TensorFlow (pip install tensorflow)")
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(where))
+        names = tuple(n.decode() for n in loaded.class_names()["class_names"].numpy())
+    except (OSError, ValueError, AttributeError, tf.errors.OpError) as e:
+        raise ExportError(f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: "
+                          f"{_first_line(e)})") from None
+    return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where))
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def export(source, out=None, fmt="saved_model"):
+    """Write the inference model of `source` (a run folder or .keras file) to ``out/<version>/``, the
+    next free version number (1 for a new folder); returns that folder. ``out`` defaults to
+    ``<run folder>/export``."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use {' or '.join(FORMATS)}")
+    kind, keras_file = resolve(source)
+    if kind != "keras":
+        raise ExportError(f"{source}: is already an exported SavedModel; export a run folder or a .keras file")
+    out = Path(out) if out else keras_file.parent / "export"
+    version_dir = out / str(_next_version(out))
+    if fmt == "keras" or keras.backend.backend() == "tensorflow":
+        write_version(keras_file, version_dir, fmt)
+    else:
+        _write_in_tensorflow(keras_file, version_dir)
+    return version_dir
+
+
+def _next_version(out):
+    existing = [int(p.name) for p in out.iterdir() if p.name.isdigit()] if out.is_dir() else []
+    return 1 + max(existing, default=0)
+
+
+def write_version(keras_file, version_dir, fmt):
+    """Load `keras_file` and write its inference model in `fmt` to `version_dir`, which appears whole
+    or not at all (TensorFlow Serving may be watching the parent folder)."""
+    version_dir = Path(version_dir)
+    tmp = version_dir.with_name(f".{version_dir.name}.tmp{os.getpid()}")
+    model = inference_model(load_keras(keras_file))
+    version_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == "keras":
+            tmp.mkdir()
+            model.save(tmp / "model.keras")
+        else:
+            _write_saved_model(model, tmp)
+        (tmp / LABELS_FILE).write_text("\n".join(CLASS_NAMES) + "\n")
+        os.replace(tmp, version_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_saved_model(model, path):
+    import tensorflow as tf
+
+    def outputs(images):
+        logits = model(keras.ops.cast(images, "float32"), training=False)
+        return {"probabilities": keras.ops.softmax(logits), "logits": logits}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, dtype in (("serve", "float32"), ("serve_uint8", "uint8")):  # the first is serving_default
+        spec = keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=dtype, name="images")
+        archive.add_endpoint(name, outputs, input_signature=[spec])
+    archive.add_endpoint("class_names", lambda: {"class_names": tf.constant(CLASS_NAMES)}, input_signature=[])
+    archive.write_out(str(path), verbose=False)
+
+
+def _write_in_tensorflow(keras_file, version_dir):
+    """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own PyTorch exporter
+    needs torch_xla; one writer for all backends gives the same plain-TensorFlow SavedModel."""
+    if not has_tensorflow():
+        raise ExportError("SavedModel export needs TensorFlow installed (pip install tensorflow); "
+                          "--format keras works without it")
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    code = ("import sys\nfrom keras_cifar.export import ExportError, write_version\n"
+            "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
+            "except ExportError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(keras_file), str(version_dir)],
+                          env=env, capture_output=True, text=True, check=False)
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    if done.returncode == 2:  # an ExportError: its message says it all
+        raise ExportError(last)
+    if done.returncode:
+        raise ExportError(f"SavedModel export under the TensorFlow backend failed: {last}")
+
+
+# ------------------------------------------------------------------------------------------ predict
+
+
+def image_files(paths):
+    """Files to predict: named files as given, folders searched recursively for image files."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        else:
+            files.append(p)
+    return files
+
+
+def read_image(path):
+    """An image file of any size as uint8 RGB [32, 32, 3]: centre square crop, then resize."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    if side != IMAGE_SIZE:
+        im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return np.asarray(im, np.uint8)
+
+
+def read_images(files):
+    """(images [N, 32, 32, 3] uint8, files read, [(file, error message)] for the rest)."""
+    from PIL import Image
+
+    images, ok, errors = [], [], []
+    for f in files:
+        try:
+            images.append(read_image(f))
+            ok.append(f)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            errors.append((f, f"not a readable image ({type(e).__name__}: {_first_line(e)})"))
+    stacked = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    return stacked, ok, errors
+
+
+def predict(classifier, files, top_k=3):
+    """([{"file", "top": [{"class", "probability"}]}], [{"file", "error"}]) for image files."""
+    images, ok, errors = read_images(files)
+    probs = _softmax(classifier.logits(images))
+    top_k = min(top_k, probs.shape[1])
+    results = []
+    for f, p in zip(ok, probs):
+        best = np.argsort(-p)[:top_k]
+        results.append({"file": str(f),
+                        "top": [{"class": classifier.class_names[i], "probability": float(p[i])} for i in best]})
+    return results, [{"file": str(f), "error": msg} for f, msg in errors]
+
+
+def prediction_table(results):
+    """Aligned text: one row per image, its top-k classes with probabilities."""
+    if not results:
+        return ""
+    k = len(results[0]["top"])
+    width = max(len("image"), *(len(r["file"]) for r in results))
+    cols = [f"{'image':<{width}}"] + [f"{f'top-{i + 1}':<17}" for i in range(k)]
+    lines = ["  ".join(cols).rstrip()]
+    for r in results:
+        cells = [f"{t['class']:<10} {t['probability']:>6.1%}" for t in r["top"]]
+        lines.append("  ".join([f"{r['file']:<{width}}"] + cells))
+    return "\n".join(lines)
+
+
+def _softmax(logits):
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(classifier, images, labels):
+    """Accuracy, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted)."""
+    logits = classifier.logits(images)
+    labels = np.asarray(labels)
+    loss = losses.get_loss("cross_entropy")(labels, logits)
+    n = len(classifier.class_names)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (labels, logits.argmax(axis=-1)), 1)
+    return {"accuracy": float(np.trace(confusion) / len(labels)),
+            "cross_entropy": float(keras.ops.convert_to_numpy(loss)),
+            "images": len(labels), "confusion": confusion}
+
+
+def plot_confusion(confusion, class_names, title, path):
+    """Save the confusion matrix as a figure (counts in each cell, row = true class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(confusion, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    threshold = confusion.max() / 2
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > threshold else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _read_labels(path):
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"

@@ -1,0 +1,190 @@
+"""Export to SavedModel / .keras, reload, predict image files, evaluate on the test split."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import as_numpy
+from PIL import Image
+
+from keras_cifar import config as cfg
+from keras_cifar import data as data_lib
+from keras_cifar import export as exporting
+from keras_cifar.train import compile_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A compiled width-4 classifier with random BatchNorm statistics (so inference differs from training
+    mode), saved as a .keras file, with its logits on random uint8 images from the current backend."""
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("float32")
+    config = cfg.defaults()
+    config["model"]["width"] = 4
+    model = compile_model(config, steps_per_epoch=2)
+    rng = np.random.default_rng(0)
+    for layer in model.get_layer("resnet18").layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape).astype("float32"))
+    path = tmp_path_factory.mktemp("trained") / "model.keras"
+    model.save(path)
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    logits = as_numpy(model.predict(images, verbose=0))
+    keras.backend.clear_session()
+    return path, images, logits
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The trained model exported as a SavedModel (on JAX/PyTorch through a TensorFlow subprocess)."""
+    return exporting.export(trained[0], tmp_path_factory.mktemp("export") / "cifar")
+
+
+def _softmax(z):
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+@pytest.mark.backend
+def test_saved_model_reloads_with_the_keras_models_predictions(trained, exported):
+    import tensorflow as tf
+
+    _, images, logits = trained
+    assert exported.name == "1" and (exported / "saved_model.pb").is_file()
+    loaded = tf.saved_model.load(str(exported))
+    out = loaded.serve(images.astype(np.float32))
+    np.testing.assert_allclose(out["logits"].numpy(), logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["probabilities"].numpy(), _softmax(logits), atol=1e-5, rtol=0)
+    out_uint8 = loaded.serve_uint8(tf.constant(images))  # a uint8 tensor: the uint8 signature
+    np.testing.assert_allclose(out_uint8["logits"].numpy(), out["logits"].numpy(), atol=1e-6, rtol=0)
+    serving = loaded.signatures["serving_default"](images=tf.constant(images, tf.float32))
+    np.testing.assert_allclose(serving["probabilities"].numpy(), out["probabilities"].numpy(), atol=1e-6)
+    names = [n.decode() for n in loaded.class_names()["class_names"].numpy()]
+    assert names == list(data_lib.CLASS_NAMES)
+    assert (exported / "labels.txt").read_text().split() == names
+
+
+def test_export_numbers_versions_and_reloads_in_plain_tensorflow(trained, exported, tmp_path):
+    """A second export adds version 2; a python with only TensorFlow imported serves the SavedModel."""
+    path, images, logits = trained
+    assert exporting.export(path, exported.parent) == exported.parent / "2"
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["1", "2"]  # no temporary folders left
+    np.save(tmp_path / "images.npy", images)
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(exported)!r})\n"
+        f"x = np.load({str(tmp_path / 'images.npy')!r})\n"
+        "np.save(sys.argv[1], m.signatures['serve_uint8'](images=tf.constant(x))['probabilities'].numpy())\n"
+        "assert 'keras_cifar' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "probs.npy")], check=True, cwd=tmp_path)
+    probs = np.load(tmp_path / "probs.npy")
+    np.testing.assert_allclose(probs, _softmax(logits), atol=1e-5)
+    assert (probs.argmax(-1) == logits.argmax(-1)).all()
+
+
+@pytest.mark.backend
+def test_keras_format_export_loads_in_safe_mode(trained, tmp_path):
+    path, images, logits = trained
+    version = exporting.export(path, tmp_path / "k", fmt="keras")
+    model = keras.saving.load_model(version / "model.keras", safe_mode=True)
+    assert "augment" not in [layer.name for layer in model.layers]
+    np.testing.assert_allclose(as_numpy(model.predict(images.astype(np.float32), verbose=0)), logits, atol=1e-5)
+    assert (version / "labels.txt").read_text().split() == list(data_lib.CLASS_NAMES)
+
+
+def _write_images(folder):
+    """A non-square PNG, a 32x32 JPEG, a corrupt .jpg and a hidden file; returns their paths."""
+    folder.mkdir()
+    wide = np.zeros((60, 100, 3), np.uint8)
+    wide[:, :, 2] = 255  # blue sides ...
+    wide[:, 20:80] = (255, 0, 0)  # ... around a red centre square
+    Image.fromarray(wide).save(folder / "wide.png")
+    small = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(small).save(folder / "small.jpg", quality=95)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / ".hidden.png").write_bytes(b"ignored")
+    return folder / "wide.png", folder / "small.jpg", folder / "corrupt.jpg"
+
+
+def test_read_image_crops_the_centre_square_and_resizes(tmp_path):
+    wide, small, _ = _write_images(tmp_path / "imgs")
+    image = exporting.read_image(wide)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert (image == (255, 0, 0)).all()  # the blue sides were cropped away
+    assert exporting.image_files([tmp_path / "imgs"]) == sorted([wide, small, tmp_path / "imgs" / "corrupt.jpg"])
+
+
+@pytest.mark.backend
+def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(trained, exported, tmp_path, cli):
+    path, _, _ = trained
+    wide, small, corrupt = _write_images(tmp_path / "imgs")
+    by_model = {}
+    for model in (path, exported.parent):  # a .keras file and an export folder (highest version)
+        result = cli("predict", model, tmp_path / "imgs", "--json", "--top-k", "2")
+        assert result.exit_code == 1  # something failed ...
+        out = json.loads(result.stdout)
+        assert [e["file"] for e in out["errors"]] == [str(corrupt)]
+        assert str(corrupt) in result.stderr
+        assert [p["file"] for p in out["predictions"]] == [str(small), str(wide)]  # ... the rest predicted
+        by_model[model] = [[t["class"] for t in p["top"]] for p in out["predictions"]]
+        assert all(len(p["top"]) == 2 for p in out["predictions"])
+    classifier = exporting.load(path)
+    expected = classifier.logits(np.stack([exporting.read_image(small), exporting.read_image(wide)])).argmax(-1)
+    assert [c[0] for c in by_model[path]] == [data_lib.CLASS_NAMES[i] for i in expected]
+    assert by_model[path] == by_model[exported.parent]
+
+    table = cli("predict", exported, wide, small)
+    assert table.exit_code == 0
+    assert table.stdout.splitlines()[0].split() == ["image", "top-1", "top-2", "top-3"]
+    assert str(wide) in table.stdout and str(small) in table.stdout
+
+
+@pytest.mark.backend
+def test_evaluate_matches_model_evaluate(trained, exported, jpeg_slice, tmp_path, cli):
+    path, _, _ = trained
+    x, y = data_lib.split(data_lib.load(jpeg_slice)).test
+    model = keras.saving.load_model(path, safe_mode=True)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    expected = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    for source in (path, exported):
+        figure = tmp_path / f"cm-{source.name}.png"
+        result = cli("evaluate", source, "--data", jpeg_slice, "--figure", figure, "--json")
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["images"] == len(y) == 50
+        assert out["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)  # Keras sums in float32
+        assert out["cross_entropy"] == pytest.approx(expected["loss"], abs=1e-5)
+        confusion = np.array(out["confusion"])
+        assert confusion.sum() == len(y) and (confusion.sum(1) == np.bincount(y, minlength=10)).all()
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unusable_paths_are_one_line_errors(tmp_path, cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"status": "failed"}')
+    result = cli("export", run)
+    assert result.exit_code == 2
+    assert "found no model.keras or saved_model.pb; the run's status is failed" in result.stderr
+    (tmp_path / "a.png").write_bytes(b"")
+    result = cli("predict", run, tmp_path / "a.png")
+    assert result.exit_code == 2 and str(run) in result.stderr
+    result = cli("predict", run, tmp_path / "run")  # a folder with no image files
+    assert result.exit_code == 2 and "no image files" in result.stderr
+
+
+
+@pytest.mark.backend
+def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
+    """On JAX and PyTorch this error comes back from the TensorFlow subprocess."""
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"not a zip file")
+    result = cli("export", bad, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {bad}: cannot load the Keras model")
+    assert not (tmp_path / "out").exists()
