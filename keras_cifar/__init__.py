@@ -4,14 +4,18 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
-__all__ = ["build_resnet18"]
+__all__ = ["build_resnet18", "load_model"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """Import Keras only when the model builder is used, so that `--help`, config and reports start fast."""
+    """Import Keras only when the model builder or loader is used, so that `--help`, config and reports start fast."""
     if name == "build_resnet18":
         from keras_cifar.models import build_resnet18
 
         return build_resnet18
+    if name == "load_model":  # a .keras file of ours, with the custom objects registered, safe_mode on
+        from keras_cifar.export import load_keras
+
+        return load_keras
     raise AttributeError(f"module 'keras_cifar' has no attribute {name!r}")
