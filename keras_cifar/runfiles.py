@@ -15,12 +15,17 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "tes
 FINISHED = ("completed", "diverged")
 
 
-def write_atomic(path, text):
-    """Write `text` to `path` so that readers see the old file or the new one, never half of one."""
+def replace_atomic(path, write):
+    """Call ``write(tmp)`` on a temporary sibling of `path`, then move it onto `path`: readers see the
+    old file or the new one, never half of one. The temporary name keeps `path`'s suffix."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_atomic(path, text):
+    replace_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json(path):

@@ -25,14 +25,9 @@ from keras_cifar.config import ConfigError
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
-from keras_cifar.runfiles import FINISHED, HISTORY_COLUMNS, read_history, read_json, write_atomic, write_history
-
-
-def save_model_atomic(model, path):
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+from keras_cifar.runfiles import (
+    FINISHED, HISTORY_COLUMNS, read_history, read_json, replace_atomic, write_atomic, write_history,
+)
 
 
 def _finite_or_none(x):
@@ -128,7 +123,7 @@ class Monitor(keras.callbacks.Callback):
             self.diverged = True
             self.model.stop_training = True
         else:
-            save_model_atomic(self.model, self.run_dir / f"checkpoint-epoch{epoch + 1}.keras")
+            replace_atomic(self.run_dir / f"checkpoint-epoch{epoch + 1}.keras", self.model.save)
             for old in self.run_dir.glob("checkpoint-epoch*.keras"):
                 if old.name != f"checkpoint-epoch{epoch + 1}.keras":
                     old.unlink()
@@ -252,7 +247,7 @@ def train_run(spec, splits, out_root, progress, data_source):
         status, error = "failed", f"{type(e).__name__}: {e}"
         write_atomic(run_dir / "error.log", traceback.format_exc())
     if status == "completed":
-        save_model_atomic(model, run_dir / "model.keras")
+        replace_atomic(run_dir / "model.keras", model.save)
     metrics = _metrics(spec, rows, status, error, splits, data_source)
     metrics["parameters"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import as_numpy
+from tests.conftest import as_numpy
 from PIL import Image
 
 from keras_cifar import config as cfg

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import tiny_recipe
+from tests.conftest import tiny_recipe
 
 from keras_cifar import data as data_lib
 from keras_cifar import landscape as ls
