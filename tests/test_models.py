@@ -34,6 +34,20 @@ def test_flags_remove_bn_and_shortcuts_and_set_activation():
     assert all(layer.use_bias for layer in plain.layers if type(layer).__name__ == "Conv2D")
 
 
+def test_initial_weights_follow_the_seed_and_differ_between_layers():
+    def conv_kernels(seed):
+        keras.utils.set_random_seed(seed)
+        model = build_resnet18(width=4)
+        return [as_numpy(model.get_layer(n).kernel) for n in ("stage1_block1_1_conv", "stage1_block2_1_conv")]
+
+    first, again, other = conv_kernels(0), conv_kernels(0), conv_kernels(1)
+    np.testing.assert_array_equal(first[0], again[0])  # same seed, same weights
+    assert not np.array_equal(first[0], first[1])  # two layers of one shape start apart
+    assert not np.array_equal(first[0], other[0])
+    fan_in = 3 * 3 * 4
+    assert np.std(first[0]) == pytest.approx((1 / (3 * fan_in)) ** 0.5, rel=0.15)  # PyTorch's default scale
+
+
 def test_layer_names_are_deterministic():
     names = [layer.name for layer in build_resnet18(width=4).layers]
     keras.backend.clear_session()
