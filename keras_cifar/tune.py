@@ -148,8 +148,10 @@ class _Reporting:
         hp = trial.hyperparameters
         self.trial_start = time.perf_counter()
         self.trial_epochs = trial_epochs(hp, self.hypermodel.search)
+        extra = (f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
+                 if "tuner/trial_id" in hp.values else "")  # hyperband's later rounds
         _say(f"{_who()}trial {trial.trial_id}: {_describe(trial_values(hp.copy(), self.hypermodel.search))}, "
-             f"{self.trial_epochs} epoch(s)")
+             f"{self.trial_epochs} epoch(s){extra}")
 
     def run_trial(self, trial, *args, **kwargs):
         results = super().run_trial(trial, *args, **kwargs)
@@ -420,6 +422,8 @@ def _plot(path, rows, search, best):
     for ax, name in zip(axes[0], names):
         entry = search.tune["space"][name]
         ax.scatter([r[name] for r in rows], [r[objective] for r in rows], color="tab:blue", alpha=0.8)
+        for r in rows:
+            ax.annotate(r["trial"], (r[name], r[objective]), xytext=(4, 4), textcoords="offset points", fontsize=7)
         star = [r for r in rows if r["trial"] == best.trial_id]
         ax.scatter([r[name] for r in star], [r[objective] for r in star], marker="*", s=250,
                    color="tab:red", label=f"best (trial {best.trial_id})")

@@ -20,7 +20,7 @@ from keras_cifar import data as data_lib
 from keras_cifar import tune
 
 TUNE = ("tune:\n  max_trials: 3\n  epochs: 1\n"
-        "  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [16, 32]}\n")
+        "  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n")
 DATA = "synthetic:200"
 
 
@@ -120,13 +120,13 @@ def test_search_space_types_ranges_and_defaults(tmp_path):
     lr, batch, momentum, wd = (space[n] for n in ("learning_rate", "batch_size", "momentum", "weight_decay"))
     assert isinstance(lr, kt.engine.hyperparameters.Float) and lr.sampling == "log"
     assert (lr.min_value, lr.max_value, lr.default) == (0.01, 0.2, 0.2)  # the recipe's 0.5, clipped
-    assert isinstance(batch, kt.engine.hyperparameters.Choice) and batch.values == [16, 32] and batch.default == 32
+    assert isinstance(batch, kt.engine.hyperparameters.Choice) and batch.values == [32, 64] and batch.default == 32
     assert momentum.sampling == "linear" and momentum.default == 0.9
     assert wd.values == [0.0, 5e-4] and wd.default == 5e-4
     assert values == {"learning_rate": 0.2, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4}
-    hp.values.update(learning_rate=0.03, batch_size=16)
+    hp.values.update(learning_rate=0.03, batch_size=64)
     config = tune.trial_config(search, tune.trial_values(hp, search), 3, [7])
-    assert config["optimizer"]["learning_rate"] == 0.03 and config["data"]["batch_size"] == 16
+    assert config["optimizer"]["learning_rate"] == 0.03 and config["data"]["batch_size"] == 64
     assert config["train"]["epochs"] == 3 and config["train"]["seeds"] == [7]
     assert type(config["data"]["batch_size"]) is int
 
@@ -140,6 +140,24 @@ def test_search_folder_refuses_a_different_search(tmp_path):
         tune.check_folder(folder, search_of(tmp_path, sets=["model.width=8", "tune.space.batch_size=[8]"]), DATA)
     with pytest.raises(cfg.ConfigError, match="differs in data_source"):
         tune.check_folder(folder, search_of(tmp_path), "synthetic:300")
+
+
+def test_best_recipe_is_the_trial_as_a_run_recipe(tmp_path):
+    search = search_of(tmp_path, sets=["tune.executions_per_trial=2", "tune.epochs=3"])
+    hp = kt.HyperParameters()
+    tune.trial_values(hp, search)
+    hp.values.update(learning_rate=0.05, batch_size=64)
+    trial = kt.engine.trial.Trial(hp, trial_id="4", status="COMPLETED")
+    trial.score = 0.5
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(tune.best_recipe(search, trial)))
+    recipe = cfg.load_recipe(path)
+    assert recipe.name == "tiny" and list(recipe.variants) == ["trial_4"]
+    runs = cfg.sweep(recipe)
+    assert [r.seed for r in runs] == [0, 1]  # one run per execution, seeded as the executions were
+    config = recipe.variants["trial_4"]
+    assert config == tune.trial_config(search, {"learning_rate": 0.05, "batch_size": 64}, 3, [0, 1])
+    assert "val_accuracy 50.00% after 3 epoch(s)" in recipe.description
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -159,17 +177,17 @@ def test_batch_size_reaches_fit_and_the_schedule(tmp_path):
     search = search_of(tmp_path)
     splits = data_lib.split(data_lib.synthetic(200), None, None)
     model_of = tune.ResNetHyperModel(search, len(splits.train[1]))
-    for batch, steps in ((16, 13), (32, 7)):
-        hp = kt.HyperParameters()
-        tune.trial_values(hp, search)
-        hp.values["batch_size"] = batch
-        model = model_of.build(hp)
-        schedule = model.optimizer.get_config()["learning_rate"]["config"]
-        assert schedule["total_steps"] == steps  # the cosine schedule spans this trial's steps
-        counter = StepCounter()
-        metrics = model_of.fit(hp, model, splits.train, splits.val, epochs=1, callbacks=[counter])
-        assert counter.steps == steps
-        assert set(metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    hp = kt.HyperParameters()
+    assert tune.trial_values(hp, search)["batch_size"] == 32  # the recipe's
+    hp.values["batch_size"] = 64  # the trial's
+    model = model_of.build(hp)
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["total_steps"] == 4  # the cosine schedule spans this trial's steps: ceil(200 / 64)
+    counter = StepCounter()
+    metrics = model_of.fit(hp, model, splits.train, splits.val, epochs=1, callbacks=[counter])
+    assert counter.steps == 4
+    assert set(metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert model_of.config(hp)["train"]["seeds"] == [1]  # a second execution of this trial: the next seed
 
 
 # ------------------------------------------------------------------------------------- searches
@@ -198,7 +216,7 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     rows = read_rows(folder)
     assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["status"] for r in rows} == {"completed"}
     assert list(rows[0]) == ["trial", "learning_rate", "batch_size", "epochs", "val_accuracy", "status", "seconds"]
-    assert all(0.01 <= float(r["learning_rate"]) <= 0.2 and r["batch_size"] in ("16", "32") for r in rows)
+    assert all(0.01 <= float(r["learning_rate"]) <= 0.2 and r["batch_size"] in ("32", "64") for r in rows)
     assert all(float(r["seconds"]) > 0 for r in rows)
     md = (folder / "trials.md").read_text()
     assert "| trial | learning_rate | batch_size | epochs | val_accuracy | status | seconds |" in md
@@ -218,6 +236,16 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     assert metrics["status"] == "completed" and metrics["test_accuracy"] is not None
     assert metrics["val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]), abs=1e-6)
     assert f"final: trial {best_row['trial']}, test accuracy" in result.output
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
+def test_bayesian_and_hyperband_searches(tmp_path, tuner):
+    search = search_of(tmp_path, sets=[f"tune.tuner={tuner}", "tune.max_trials=2", "tune.epochs=3"])
+    best = tune.run_search(search, DATA, tmp_path / "out")
+    rows = read_rows(tmp_path / "out" / "tiny" / "search")
+    assert [r["status"] for r in rows] == ["completed", "completed"]  # hyperband too stops at max_trials
+    assert [r["epochs"] for r in rows] == (["1", "1"] if tuner == "hyperband" else ["3", "3"])
+    assert best in ("0", "1") and cfg.load_recipe(tmp_path / "out" / "tiny" / "search" / "best.yaml")
 
 
 def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch):
