@@ -117,8 +117,9 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     holds trials.csv, trials.md, objective.png and best.yaml, a recipe that `keras-cifar run`
     trains as it is. Example (a small search):
 
-        keras-cifar tune recipes/tune.yaml --data cifar10-jpeg.tar.gz --set model.width=8
-        --subset 2000 --epochs 2 --set tune.max_trials=4
+    \b
+        keras-cifar tune recipes/tune.yaml --data cifar10-jpeg.tar.gz \\
+            --set model.width=8 --subset 2000 --epochs 2 --set tune.max_trials=4
 
     Several machines: start one chief (`--chief 0.0.0.0:8000`), then on each machine a worker
     (`--worker 1 --chief CHIEF_HOST:8000`), all with the same recipe and options; the chief writes

@@ -104,7 +104,7 @@ class ResNetHyperModel(kt.HyperModel):
     the trial's batch size, so batch size is a real hyperparameter (the schedule's steps follow it).
 
     Execution k of a trial (``executions_per_trial``) is seeded ``train.seeds[0] + k``, initial
-    weights and shuffling alike, exactly like ``run`` with that seed."""
+    weights and shuffling alike, the way ``run`` seeds a run."""
 
     def __init__(self, search, n_train):
         super().__init__(name="resnet18")
@@ -176,7 +176,7 @@ class _Reporting:
         if ended.status == "COMPLETED":
             line += f": {objective} {_format(objective, ended.score)} in {_seconds(ended):.0f}s"
         elif ended.message:
-            line += f": {ended.message.strip().splitlines()[-1]}"
+            line += f": {_last_line(ended.message)}"
         best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
         if best:
             line += f" | best so far: trial {best[0].trial_id}, {_format(objective, best[0].score)}"
@@ -306,7 +306,12 @@ def run_search(search, data_source=None, out_root="runs", final=False):
         if done:
             _say(f"resuming: {done} trial(s) already ended")
     if not (who == "chief" and _finished(tuner.oracle, t["max_trials"])):
-        tuner.search(train=splits.train, val=splits.val, epochs=t["epochs"], verbose=1 if who == "chief" else 0)
+        try:
+            tuner.search(train=splits.train, val=splits.val, epochs=t["epochs"], verbose=1 if who == "chief" else 0)
+        except RuntimeError as e:  # KerasTuner gives up after 3 failed trials in a row
+            if "consecutive failures" not in str(e):
+                raise
+            _say(f"search stopped: {str(e).splitlines()[0]}")
     if who == "worker":
         _say(f"{_who()}no trials left; the chief writes the results")
         return None
@@ -343,7 +348,7 @@ def write_results(folder, search, trials):
     best = (max if OBJECTIVES[objective] == "max" else min)(completed, key=lambda tr: tr.score, default=None)
     columns = ["trial", *search.tune["space"], "epochs", objective, "status", "seconds"]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(folder / "trials.csv", buf.getvalue())
@@ -360,7 +365,8 @@ def _row(trial, search):
     metric = search.tune["objective"]
     return {"trial": trial.trial_id, **trial_values(hp, search), "epochs": trial_epochs(hp, search),
             metric: trial.score if trial.status == "COMPLETED" else None,
-            "status": _status(trial).lower(), "seconds": _seconds(trial)}
+            "status": _status(trial).lower(), "seconds": _seconds(trial),
+            "message": _last_line(trial.message) if trial.status != "COMPLETED" else None}
 
 
 def _status(trial):
@@ -402,6 +408,7 @@ def _markdown(rows, columns, search, best):
     for row in rows:
         lines.append("| " + " | ".join(_format(c, row[c]) for c in columns) + " |")
     lines.append("")
+    lines += [f"Trial {row['trial']} {row['status']}: {row['message']}" for row in rows if row["message"]]
     if best is not None:
         lines.append(f"Best: trial {best.trial_id}, {t['objective']} {_format(t['objective'], best.score)} "
                      f"-> best.yaml")
@@ -476,6 +483,12 @@ def _range(name, entry):
     if isinstance(entry, list):
         return f"{name} {'/'.join(_format(name, v) for v in entry)}"
     return f"{name} {_format(name, entry['min'])}..{_format(name, entry['max'])} ({SPACE[name].sampling})"
+
+
+def _last_line(message):
+    """The last line of a trial's message (KerasTuner stores the whole traceback)."""
+    lines = (message or "").strip().splitlines()
+    return lines[-1] if lines else None
 
 
 def _say(text):

@@ -275,6 +275,21 @@ def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch):
     assert json.loads((folder / "oracle.json").read_text())["run_times"] == {"0": 1, "1": 1}
 
 
+def test_failed_trials_are_reported(tmp_path, cli, monkeypatch):
+    def fail(self, hp, model, *args, **kwargs):
+        raise ValueError("batch too large for the device")
+
+    monkeypatch.setattr(tune.ResNetHyperModel, "fit", fail)
+    result = cli("tune", tune_recipe(tmp_path), "--data", DATA, "--out", tmp_path / "out", "--set", "tune.max_trials=4")
+    assert result.exit_code == 1  # no trial completed
+    assert "trial 1 failed: ValueError: batch too large for the device" in result.output
+    assert "search stopped: Number of consecutive failures exceeded the limit of 3" in result.output
+    folder = tmp_path / "out" / "tiny" / "search"
+    assert [r["status"] for r in read_rows(folder)] == ["failed"] * 3
+    assert "Trial 0 failed: ValueError: batch too large for the device" in (folder / "trials.md").read_text()
+    assert not (folder / "best.yaml").exists()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
