@@ -1,6 +1,7 @@
 """Recipe schema, loading, overrides and sweeps.
 
 Precedence: built-in defaults < recipe ``base`` < recipe ``variants.<name>`` < command line.
+A recipe's optional ``tune`` section (TUNE_SCHEMA, SPACE) configures ``keras-cifar tune`` the same way.
 Every key is validated; an unknown key, a wrong type or a bad value raises ``ConfigError`` with a
 one-line message that names the file and the key and says what is allowed.
 """
@@ -88,7 +89,40 @@ SCHEMA = {
         "steps_per_execution": Field("int", 1, _positive, "a positive integer"),
     },
 }
-RECIPE_KEYS = ("name", "description", "base", "variants")
+RECIPE_KEYS = ("name", "description", "base", "variants", "tune")
+
+# Selection uses the validation split only; the value is the direction KerasTuner optimizes.
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A searchable hyperparameter: the config key it sets and how a {min, max} range is sampled
+    (None: choices only). ``default`` is its entry in the built-in search space (None: not tuned)."""
+
+    section: str
+    key: str
+    sampling: Any
+    default: Any = None
+
+
+SPACE = {
+    "learning_rate": Dim("optimizer", "learning_rate", "log", {"min": 0.01, "max": 0.3}),
+    "batch_size": Dim("data", "batch_size", None, [64, 128, 256]),
+    "momentum": Dim("optimizer", "momentum", "linear"),
+    "weight_decay": Dim("optimizer", "weight_decay", "log"),
+}
+TUNE_SCHEMA = {
+    "tuner": Field("str", "random", lambda v: v in TUNERS, " / ".join(TUNERS)),
+    "objective": Field("str", "val_accuracy", lambda v: v in OBJECTIVES,
+                       " or ".join(OBJECTIVES) + " (the validation split; the test split is never used for selection)"),
+    "max_trials": Field("int", 10, _positive, "a positive integer (hyperband: also limited by its brackets)"),
+    "epochs": Field("int", 10, _positive, "a positive number of epochs per trial (hyperband: the most)"),
+    "executions_per_trial": Field("int", 1, _positive, "a positive integer (trainings per trial, seeds seed, seed+1, ...)"),
+    "seed": Field("int", 1, _positive, "a positive integer (KerasTuner treats 0 as unseeded)"),
+    "space": SPACE,  # merged by _merge_space
+}
 
 
 def defaults():
@@ -134,11 +168,13 @@ def _coerce(field, value, where):
     return value
 
 
-def merge(config, override, source, path=""):
-    """Return `config` updated by the partial `override`, validating every key against SCHEMA."""
-    schema = SCHEMA
-    for part in path.split(".") if path else []:
-        schema = schema[part]
+def merge(config, override, source, path="", schema=None):
+    """Return `config` updated by the partial `override`, validating every key against `schema`
+    (default: the SCHEMA section at `path`)."""
+    if schema is None:
+        schema = SCHEMA
+        for part in path.split(".") if path else []:
+            schema = schema[part]
     if not isinstance(override, dict):
         raise ConfigError(f"{source}: '{path or 'recipe'}' must be a mapping of keys, got {override!r}")
     out = copy.deepcopy(config)
@@ -149,8 +185,67 @@ def merge(config, override, source, path=""):
         if isinstance(schema[key], Field):
             out[key] = _coerce(schema[key], value, f"{source}: {full}")
         else:
-            out[key] = merge(out[key], value, source, full)
+            out[key] = merge(out[key], value, source, full, schema[key])
     return out
+
+
+def tune_defaults():
+    """The built-in ``tune`` section."""
+    out = {k: f.default for k, f in TUNE_SCHEMA.items() if isinstance(f, Field)}
+    out["space"] = {name: copy.deepcopy(d.default) for name, d in SPACE.items() if d.default is not None}
+    return out
+
+
+def merge_tune(tune, override, source):
+    """Return the ``tune`` section `tune` updated by the partial `override`, validated.
+
+    ``space`` entries replace whole entries (a list of choices or a {min, max} range); ``null``
+    removes one from the search, so its value comes from the recipe's base."""
+    if not isinstance(override, dict):
+        raise ConfigError(f"{source}: 'tune' must be a mapping of keys, got {override!r}")
+    out = merge(tune, {k: v for k, v in override.items() if k != "space"}, source, "tune", TUNE_SCHEMA)
+    if "space" in override:
+        out["space"] = _merge_space(out["space"], override["space"], source)
+    return out
+
+
+def _merge_space(space, override, source):
+    if not isinstance(override, dict):
+        raise ConfigError(f"{source}: tune.space must map hyperparameters ({', '.join(SPACE)}) to a list of "
+                          f"choices or a {{min, max}} range, got {override!r}")
+    out = copy.deepcopy(space)
+    for name, value in override.items():
+        if name not in SPACE:
+            raise ConfigError(f"{source}: unknown key 'tune.space.{name}'; allowed: {', '.join(SPACE)}")
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = _space_entry(SPACE[name], value, f"{source}: tune.space.{name}")
+    if not out:
+        raise ConfigError(f"{source}: tune.space is empty; search at least one of {', '.join(SPACE)}")
+    return out
+
+
+def _space_entry(dim, value, where):
+    """A list of distinct choices, or a {min, max} range; every value must be valid for the config key."""
+    field = SCHEMA[dim.section][dim.key]
+    if isinstance(value, list) and value:
+        choices = [_coerce(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if len(set(choices)) < len(choices):
+            raise ConfigError(f"{where}: choices repeat in {choices}")
+        return choices
+    if isinstance(value, dict) and dim.sampling:
+        if set(value) != {"min", "max"}:
+            raise ConfigError(f"{where}: a range has exactly the keys min and max, got {', '.join(map(str, value))}")
+        low, high = (_coerce(field, value[k], f"{where}.{k}") for k in ("min", "max"))
+        if not low < high:
+            raise ConfigError(f"{where}: min ({low}) must be below max ({high})")
+        if dim.sampling == "log" and low <= 0:
+            raise ConfigError(f"{where}: a range is sampled log-uniformly and needs min > 0; "
+                              "to include 0 give a list of choices")
+        return {"min": low, "max": high}
+    words = "a non-empty list of choices" + (" or a {min, max} range" if dim.sampling else "")
+    raise ConfigError(f"{where}: expected {words}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +268,7 @@ class Recipe:
     description: str
     path: str
     variants: dict  # variant name -> config resolved over defaults and base (no command line yet)
+    tune: dict  # the tune section resolved over tune_defaults() (no command line yet)
 
 
 def _read_yaml(path):
@@ -209,7 +305,8 @@ def load_recipe(path):
         if not isinstance(vname, str) or not _is_folder_name(vname):
             raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
         resolved[vname] = merge(base, override or {}, f"{path}: variants.{vname}", "")
-    return Recipe(name, str(data.get("description") or ""), str(path), resolved)
+    tune = merge_tune(tune_defaults(), data.get("tune") or {}, path)
+    return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune)
 
 
 def _is_folder_name(name):

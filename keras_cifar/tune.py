@@ -1,0 +1,495 @@
+"""KerasTuner search over a recipe's training hyperparameters (``keras-cifar tune``).
+
+The recipe's ``tune`` section names the tuner, the objective, the number of trials, the epochs per
+trial and the search space (config.SPACE: learning rate, batch size, momentum, weight decay); every
+other setting comes from the recipe as in ``run``. Trials train on the training split and are scored
+on the validation split at their last epoch; the test split is only touched by ``--final``, which
+retrains the best trial with ``run``'s own machinery.
+
+The search folder ``OUT/<recipe>/search/`` holds KerasTuner's state (``oracle.json``,
+``trial_*/trial.json``: tuning again resumes, and a trial that was interrupted is run again),
+``search.yaml`` (what is searched, so that a different search is never mixed in), ``trials.csv`` and
+``trials.md``, ``objective.png`` and ``best.yaml``, the best trial as a recipe for ``keras-cifar run``.
+
+Distributed (KerasTuner's chief/worker mode): ``distributed(chief, worker)`` sets
+KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; the chief only serves the oracle
+and writes the results, workers run trials.
+"""
+
+import collections
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import yaml
+
+from keras_cifar import config as cfg
+from keras_cifar import data as data_lib
+from keras_cifar.config import OBJECTIVES, SPACE, ConfigError
+from keras_cifar.train import _diff_keys, compile_model, run_sweep, write_atomic
+
+ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+ENDED = ("COMPLETED", "FAILED", "INVALID")
+
+
+@dataclass(frozen=True)
+class Search:
+    """What one search tunes: a recipe variant's resolved config and the resolved tune section."""
+
+    recipe: str
+    variant: str
+    config: dict
+    tune: dict
+
+
+def resolve(recipe, overrides=None, variant=None):
+    """The Search for a loaded Recipe, command-line overrides (``tune.*`` included) applied last."""
+    overrides = dict(overrides or {})
+    tune = cfg.merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")
+    if variant is None:
+        if len(recipe.variants) > 1:
+            raise ConfigError(f"{recipe.path}: has variants {', '.join(recipe.variants)}; "
+                              "choose the one to tune with --variant NAME")
+        variant = next(iter(recipe.variants))
+    spec = cfg.sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
+    return Search(recipe.name, variant, spec.config, tune)
+
+
+# ------------------------------------------------------------------------------------- the space
+
+
+def trial_values(hp, search):
+    """Declare the search space on `hp` (KerasTuner keeps a declared value) and return the trial's
+    values, typed like the config keys they set. A range is sampled per config.SPACE; defaults are
+    the recipe's own values, clipped into the range."""
+    values = {}
+    for name, entry in search.tune["space"].items():
+        dim = SPACE[name]
+        base = search.config[dim.section][dim.key]
+        if isinstance(entry, list):
+            value = hp.Choice(name, entry, default=base if base in entry else entry[0])
+        else:
+            default = min(max(base, entry["min"]), entry["max"])
+            value = hp.Float(name, entry["min"], entry["max"], sampling=dim.sampling, default=default)
+        values[name] = type(base)(value)  # numpy scalars from the oracle -> int / float
+    return values
+
+
+def trial_epochs(hp, search):
+    """Epochs a trial trains: hyperband sets them per trial, the other tuners use tune.epochs."""
+    return int(hp.values.get("tuner/epochs", search.tune["epochs"]))
+
+
+def trial_config(search, values, epochs, seeds):
+    """The resolved run config of a trial: the search's config with the trial's values."""
+    override = {"train": {"epochs": epochs, "seeds": list(seeds)}}
+    for name, value in values.items():
+        override.setdefault(SPACE[name].section, {})[SPACE[name].key] = value
+    return cfg.merge(search.config, override, "trial", "")
+
+
+# ------------------------------------------------------------------------------------- the model
+
+
+class ResNetHyperModel(kt.HyperModel):
+    """The recipe's ResNet-18 compiled with a trial's values; ``fit`` batches the training data at
+    the trial's batch size, so batch size is a real hyperparameter (the schedule's steps follow it).
+
+    Execution k of a trial (``executions_per_trial``) is seeded ``train.seeds[0] + k``, initial
+    weights and shuffling alike, the way ``run`` seeds a run."""
+
+    def __init__(self, search, n_train):
+        super().__init__(name="resnet18")
+        self.search = search
+        self.n_train = n_train
+        self.executions = collections.Counter()  # finished executions per trial
+
+    def config(self, hp):
+        seed = self.search.config["train"]["seeds"][0] + self.executions[_key(hp)]
+        return trial_config(self.search, trial_values(hp, self.search), trial_epochs(hp, self.search), [seed])
+
+    def build(self, hp):
+        config = self.config(hp)
+        keras.utils.set_random_seed(config["train"]["seeds"][0])
+        return compile_model(config, math.ceil(self.n_train / config["data"]["batch_size"]))
+
+    def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
+        """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
+        config = self.config(hp)
+        feeder = data_lib.Feeder(config["data"]["batch_size"], config["data"]["pipeline"])
+        history = model.fit(**feeder.train(*train, config["train"]["seeds"][0]), **feeder.validation(*val),
+                            epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
+                            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()])
+        self.executions[_key(hp)] += 1
+        return {name: float(values[-1]) for name, values in history.history.items()}
+
+
+def _key(hp):
+    return json.dumps(hp.values, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------------- the tuner
+
+
+class _Reporting:
+    """What keras-cifar adds to a KerasTuner tuner: a line per trial and per epoch, the trial's
+    wall-clock seconds as a metric, and (running alone) the results rewritten after every trial."""
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        hp = trial.hyperparameters
+        self.trial_start = time.perf_counter()
+        self.trial_epochs = trial_epochs(hp, self.hypermodel.search)
+        extra = (f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
+                 if "tuner/trial_id" in hp.values else "")  # hyperband's later rounds
+        _say(f"{_who()}trial {trial.trial_id}: {_describe(trial_values(hp.copy(), self.hypermodel.search))}, "
+             f"{self.trial_epochs} epoch(s){extra}")
+
+    def run_trial(self, trial, *args, **kwargs):
+        results = super().run_trial(trial, *args, **kwargs)
+        seconds = time.perf_counter() - self.trial_start
+        return [{**r, "seconds": seconds} for r in results]
+
+    def on_epoch_begin(self, trial, model, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        logs = logs or {}
+        _say(f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
+             f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.2%}  "
+             f"val_loss {logs.get('val_loss', math.nan):.4f}  val_acc {logs.get('val_accuracy', math.nan):.2%}  "
+             f"{time.perf_counter() - self.epoch_start:.1f}s")
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the oracle scores the trial
+        ended = self.oracle.get_trial(trial.trial_id)
+        objective = self.oracle.objective.name
+        line = f"{_who()}trial {trial.trial_id} {_status(ended).lower()}"
+        if ended.status == "COMPLETED":
+            line += f": {objective} {_format(objective, ended.score)} in {_seconds(ended):.0f}s"
+        elif ended.message:
+            line += f": {_last_line(ended.message)}"
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+        if best:
+            line += f" | best so far: trial {best[0].trial_id}, {_format(objective, best[0].score)}"
+        _say(line)
+        if role() == "local":
+            write_results(Path(self.project_dir), self.hypermodel.search, self.oracle.trials)
+
+
+class RandomTuner(_Reporting, kt.RandomSearch):
+    pass
+
+
+class BayesianTuner(_Reporting, kt.BayesianOptimization):
+    pass
+
+
+class HyperbandTuner(_Reporting, kt.Hyperband):
+    pass
+
+
+def make_tuner(search, folder, n_train):
+    """The KerasTuner tuner for `search`, keeping its state in `folder` (reloaded when present)."""
+    t = search.tune
+    common = dict(
+        hypermodel=ResNetHyperModel(search, n_train),
+        objective=kt.Objective(t["objective"], OBJECTIVES[t["objective"]]),
+        seed=t["seed"], executions_per_trial=t["executions_per_trial"],
+        directory=str(Path(folder).parent), project_name=Path(folder).name,
+    )
+    if t["tuner"] == "hyperband":
+        tuner = HyperbandTuner(max_epochs=t["epochs"], **common)
+        tuner.oracle.max_trials = t["max_trials"]  # the base Oracle stops there; Hyperband leaves it unset
+        return tuner
+    return {"random": RandomTuner, "bayesian": BayesianTuner}[t["tuner"]](max_trials=t["max_trials"], **common)
+
+
+# ------------------------------------------------------------------------------------- distribution
+
+
+def parse_address(text):
+    """``HOST:PORT`` -> (host, port), or ConfigError."""
+    host, _, port = (text or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--chief: expected HOST:PORT, e.g. 10.0.0.5:8000, got {text!r}")
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def distributed(chief=None, worker=None):
+    """KerasTuner's distributed-mode variables for ``--chief HOST:PORT`` (this process serves the
+    oracle) or ``--worker ID --chief HOST:PORT`` (this process runs trials), restored afterwards.
+    Without options the variables are left as they are, so KerasTuner's own convention still works."""
+    if worker is not None and not chief:
+        raise ConfigError("--worker needs --chief HOST:PORT, the address of the chief's oracle")
+    if worker is not None and (not str(worker).strip() or "chief" in str(worker)):
+        raise ConfigError(f"--worker: a worker ID is a name unique among the workers without 'chief', got {worker!r}")
+    saved = {k: os.environ.get(k) for k in ENV}
+    if chief:
+        host, port = parse_address(chief)
+        tuner_id = "chief" if worker is None else f"worker-{worker}"
+        os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def role():
+    """local, chief or worker, from KerasTuner's variables (as KerasTuner itself reads them)."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "local"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def _who():
+    return f"[{os.environ['KERASTUNER_TUNER_ID']}] " if role() == "worker" else ""
+
+
+# ------------------------------------------------------------------------------------- the search
+
+
+def search_folder(out_root, search):
+    return Path(out_root) / search.recipe / "search"
+
+
+def check_folder(folder, search, data_source):
+    """Record what `folder` searches in search.yaml; refuse a folder holding a different search
+    (only tune.max_trials may change, to extend a search)."""
+    record = {"recipe": search.recipe, "variant": search.variant, "data_source": data_source,
+              "tune": {k: v for k, v in search.tune.items() if k != "max_trials"}, **search.config}
+    path = Path(folder) / "search.yaml"
+    if path.exists():
+        diffs = _diff_keys(yaml.safe_load(path.read_text()) or {}, record)
+        if diffs:
+            raise ConfigError(f"{folder} already holds a different search (differs in {', '.join(diffs)}); "
+                              "use another --out or delete that folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def run_search(search, data_source=None, out_root="runs", final=False):
+    """Run (or resume) the search; returns the best trial's id, or None (a worker, or no trial
+    completed). With `final`, retrain the best trial with ``run`` and report its test accuracy."""
+    who = role()
+    if final and who == "worker":
+        raise ConfigError("--final retrains on the chief (or without --chief); a worker only runs trials")
+    cifar = data_lib.load(data_source)
+    folder = search_folder(out_root, search)
+    check_folder(folder, search, cifar.source)
+    d, t = search.config["data"], search.tune
+    splits = data_lib.split(cifar, d["subset"], d["eval_subset"])
+    tuner = make_tuner(search, folder, len(splits.train[1]))
+    _say(f"{_who()}{t['tuner']} search of {', '.join(_range(n, e) for n, e in t['space'].items())}: "
+         f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "
+         f"objective {t['objective']}; data {cifar.source} ({len(splits.train[1])} train / {len(splits.val[1])} val "
+         f"images); width {search.config['model']['width']}, backend {keras.backend.backend()} -> {folder}")
+    if who == "chief":
+        host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+        _say(f"chief: serving the search on {host}:{port}; start workers with --worker ID --chief HOST:{port}")
+    elif who == "local":
+        done = sum(tr.status in ENDED for tr in tuner.oracle.trials.values())
+        if done:
+            _say(f"resuming: {done} trial(s) already ended")
+    if not (who == "chief" and _finished(tuner.oracle, t["max_trials"])):
+        try:
+            tuner.search(train=splits.train, val=splits.val, epochs=t["epochs"], verbose=1 if who == "chief" else 0)
+        except RuntimeError as e:  # KerasTuner gives up after 3 failed trials in a row
+            if "consecutive failures" not in str(e):
+                raise
+            _say(f"search stopped: {str(e).splitlines()[0]}")
+    if who == "worker":
+        _say(f"{_who()}no trials left; the chief writes the results")
+        return None
+    best = write_results(folder, search, tuner.oracle.trials)
+    _say((folder / "trials.md").read_text())
+    if best is None:
+        _say("no trial completed; see the messages in trials.md")
+        return None
+    if final:
+        _say(f"final: retraining trial {best} from best.yaml, with test evaluation")
+        results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), data_source, out_root)
+        accs = [m["test_accuracy"] for _, m in results if m.get("test_accuracy") is not None]
+        if accs:
+            _say(f"final: trial {best}, test accuracy {sum(accs) / len(accs):.2%} over {len(accs)} seed(s)")
+    return best
+
+
+def _finished(oracle, max_trials):
+    """Every trial the search may run has ended (a chief then has nothing to serve)."""
+    trials = oracle.trials.values()
+    return len(trials) >= max_trials and all(tr.status in ENDED for tr in trials)
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+def write_results(folder, search, trials):
+    """trials.csv, trials.md, objective.png and best.yaml from KerasTuner's trials; returns the
+    best completed trial's id (None if none completed)."""
+    folder = Path(folder)
+    objective = search.tune["objective"]
+    rows = [_row(tr, search) for _, tr in sorted(trials.items())]
+    completed = [tr for tr in trials.values() if _status(tr) == "COMPLETED"]  # diverged ones never win
+    best = (max if OBJECTIVES[objective] == "max" else min)(completed, key=lambda tr: tr.score, default=None)
+    columns = ["trial", *search.tune["space"], "epochs", objective, "status", "seconds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(folder / "trials.csv", buf.getvalue())
+    write_atomic(folder / "trials.md", _markdown(rows, columns, search, best))
+    if best is not None:
+        _plot(folder / "objective.png", [r for r in rows if r[objective] is not None], search, best)
+    if best is not None:
+        write_atomic(folder / "best.yaml", yaml.safe_dump(best_recipe(search, best), sort_keys=False))
+    return best.trial_id if best is not None else None
+
+
+def _row(trial, search):
+    hp = trial.hyperparameters.copy()
+    metric = search.tune["objective"]
+    return {"trial": trial.trial_id, **trial_values(hp, search), "epochs": trial_epochs(hp, search),
+            metric: trial.score if trial.status == "COMPLETED" else None,
+            "status": _status(trial).lower(), "seconds": _seconds(trial),
+            "message": _last_line(trial.message) if trial.status != "COMPLETED" else None}
+
+
+def _status(trial):
+    """KerasTuner's status; a completed trial whose training loss went non-finite is DIVERGED."""
+    if trial.status == "COMPLETED" and trial.metrics.exists("loss"):
+        if not math.isfinite(trial.metrics.get_last_value("loss")):
+            return "DIVERGED"
+    return trial.status
+
+
+def _seconds(trial):
+    return trial.metrics.get_last_value("seconds") if trial.metrics.exists("seconds") else None
+
+
+def best_recipe(search, trial):
+    """The trial as a recipe for ``keras-cifar run``: its full config as base, one variant
+    ``trial_<id>``, seeds of its executions."""
+    hp = trial.hyperparameters.copy()
+    values = trial_values(hp, search)
+    first = search.config["train"]["seeds"][0]
+    config = trial_config(search, values, trial_epochs(hp, search),
+                          range(first, first + search.tune["executions_per_trial"]))
+    objective = search.tune["objective"]
+    return {
+        "name": search.recipe,
+        "description": f"Best trial ({trial.trial_id}) of the {search.tune['tuner']} search of recipe "
+                       f"{search.recipe} ({search.variant}): {_describe(values)}; {objective} "
+                       f"{_format(objective, trial.score)} after {config['train']['epochs']} epoch(s).",
+        "base": config,
+        "variants": {f"trial_{trial.trial_id}": {}},
+    }
+
+
+def _markdown(rows, columns, search, best):
+    t = search.tune
+    lines = [f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
+             f"(validation split, last epoch), {t['max_trials']} trials; setup in search.yaml", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "status" else "---" for c in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(c, row[c]) for c in columns) + " |")
+    lines.append("")
+    lines += [f"Trial {row['trial']} {row['status']}: {row['message']}" for row in rows if row["message"]]
+    if best is not None:
+        lines.append(f"Best: trial {best.trial_id}, {t['objective']} {_format(t['objective'], best.score)} "
+                     f"-> best.yaml")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path, rows, search, best):
+    """The objective against each searched hyperparameter, one panel each; the best trial starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import PercentFormatter
+
+    names, objective = list(search.tune["space"]), search.tune["objective"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        entry = search.tune["space"][name]
+        ax.scatter([r[name] for r in rows], [r[objective] for r in rows], color="tab:blue", alpha=0.8)
+        for r in rows:
+            ax.annotate(r["trial"], (r[name], r[objective]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        star = [r for r in rows if r["trial"] == best.trial_id]
+        ax.scatter([r[name] for r in star], [r[objective] for r in star], marker="*", s=250,
+                   color="tab:red", label=f"best (trial {best.trial_id})")
+        log = name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log")
+        if log:
+            ax.set_xscale("log")
+        if isinstance(entry, dict):  # the whole range, so that one sees where trials fell in it
+            ticks = (np.geomspace if log else np.linspace)(entry["min"], entry["max"], 5)
+            ax.set_xlim(*((entry["min"] / 1.2, entry["max"] * 1.2) if log else
+                          (entry["min"] - 0.05 * (entry["max"] - entry["min"]), entry["max"] * 1.05)))
+        else:
+            ticks = entry
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.minorticks_off()
+        if objective == "val_accuracy":
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel(name + (" (log scale)" if log else ""))
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
+                 f"{search.tune['epochs']} epoch(s) each (validation split)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------- formatting
+
+
+def _format(name, value):
+    if value is None:
+        return "-"
+    if name in ("val_accuracy", "accuracy"):
+        return f"{value:.2%}"
+    if name == "seconds":
+        return f"{value:.0f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _describe(values):
+    return ", ".join(f"{name} {_format(name, v)}" for name, v in values.items())
+
+
+def _range(name, entry):
+    if isinstance(entry, list):
+        return f"{name} {'/'.join(_format(name, v) for v in entry)}"
+    return f"{name} {_format(name, entry['min'])}..{_format(name, entry['max'])} ({SPACE[name].sampling})"
+
+
+def _last_line(message):
+    """The last line of a trial's message (KerasTuner stores the whole traceback)."""
+    lines = (message or "").strip().splitlines()
+    return lines[-1] if lines else None
+
+
+def _say(text):
+    print(text, flush=True)
