@@ -146,7 +146,7 @@ def check_run_dir(run_dir, spec, data_source):
     """Refuse to mix a run folder's results with a different config (nothing is written)."""
     cfg_file = Path(run_dir) / "config.yaml"
     if cfg_file.exists():
-        diffs = _diff_keys(_read_config(run_dir)[1], _expected(spec, data_source))
+        diffs = diff_keys(_read_config(run_dir)[1], _expected(spec, data_source))
         if diffs:
             raise ConfigError(
                 f"{run_dir} already holds a run with a different config (differs in {', '.join(diffs)}); "
@@ -190,13 +190,13 @@ def _config_yaml(spec, data_source):
     return yaml.safe_dump({**ident, **_expected(spec, data_source)}, sort_keys=False)
 
 
-def _diff_keys(a, b, prefix=""):
+def diff_keys(a, b, prefix=""):
     """Dotted keys whose values differ between two nested dicts."""
     out = []
     for key in sorted(set(a) | set(b), key=str):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff_keys(va, vb, f"{prefix}{key}.")
+            out += diff_keys(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}")
     return out

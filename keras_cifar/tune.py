@@ -34,7 +34,7 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.config import OBJECTIVES, SPACE, ConfigError
-from keras_cifar.train import _diff_keys, compile_model, run_sweep, write_atomic
+from keras_cifar.train import diff_keys, compile_model, run_sweep, write_atomic
 
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ENDED = ("COMPLETED", "FAILED", "INVALID")
@@ -273,7 +273,7 @@ def check_folder(folder, search, data_source):
               "tune": {k: v for k, v in search.tune.items() if k != "max_trials"}, **search.config}
     path = Path(folder) / "search.yaml"
     if path.exists():
-        diffs = _diff_keys(yaml.safe_load(path.read_text()) or {}, record)
+        diffs = diff_keys(yaml.safe_load(path.read_text()) or {}, record)
         if diffs:
             raise ConfigError(f"{folder} already holds a different search (differs in {', '.join(diffs)}); "
                               "use another --out or delete that folder")
