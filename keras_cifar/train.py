@@ -142,6 +142,13 @@ def run_dir_of(out_root, spec):
     return Path(out_root) / spec.recipe / spec.variant / f"seed{spec.seed}"
 
 
+def check_backend(spec):
+    """Refuse, before training, settings the current backend cannot run."""
+    if keras.backend.backend() == "torch" and spec.config["train"]["steps_per_execution"] != 1:
+        raise ConfigError(f"{spec.key}: train.steps_per_execution must be 1 on the PyTorch backend "
+                          "(a Keras limitation); use --set train.steps_per_execution=1 or another backend")
+
+
 def check_run_dir(run_dir, spec, data_source):
     """Refuse to mix a run folder's results with a different config (nothing is written)."""
     cfg_file = Path(run_dir) / "config.yaml"
@@ -387,6 +394,7 @@ def run_sweep(runs, data_source=None, out_root="runs"):
     """Train every RunSpec in order; returns [(spec, metrics)]. Failed/diverged runs don't stop it."""
     cifar = data_lib.load(data_source)
     for spec in runs:
+        check_backend(spec)
         check_run_dir(run_dir_of(out_root, spec), spec, cifar.source)
     progress = Progress(runs)
     progress.note(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "

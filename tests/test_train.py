@@ -118,3 +118,17 @@ def test_dry_run_after_a_run_says_what_is_done_and_estimates_the_rest(tmp_path, 
     assert lines[0] == "tiny/a/seed0: already completed"
     assert lines[1].startswith("tiny/a/seed1: new, width 4") and "about 0m" in lines[1]
     assert lines[2].startswith("estimated total: 0m")
+
+
+@pytest.mark.backend
+def test_mixed_precision_and_steps_per_execution(tmp_path, cli):
+    args = ("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out",
+            "--set", "train.mixed_precision=true", "--set", "train.steps_per_execution=2")
+    result = cli(*args)
+    if keras.backend.backend() == "torch":
+        assert result.exit_code == 2 and "steps_per_execution must be 1 on the PyTorch backend" in result.output
+        result = cli(*args[:-2])
+    assert result.exit_code == 0, result.output
+    model = keras.saving.load_model(tmp_path / "out/tiny/a/seed0/model.keras")
+    assert model.get_layer("resnet18").get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"  # logits stay float32
