@@ -13,7 +13,7 @@ import keras
 import keras_tuner as kt
 import pytest
 import yaml
-from conftest import REPO, tiny_recipe
+from tests.conftest import REPO, tiny_recipe
 
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
