@@ -65,7 +65,7 @@ def test_shipped_tune_recipe_searches_the_baseline():
 @pytest.mark.parametrize("section, message", [
     ("tune: {tuner: grid}", "tune.tuner: 'grid' is not allowed; use random / bayesian / hyperband"),
     ("tune: {objective: test_accuracy}", "tune.objective: 'test_accuracy' is not allowed; use val_accuracy or val_loss"),
-    ("tune: {max_trials: many}", "tune.max_trials: expected a int, got 'many'"),
+    ("tune: {max_trials: many}", "tune.max_trials: expected an integer, got 'many'"),
     ("tune: {epochs: 0}", "tune.epochs: 0 is not allowed"),
     ("tune: {trials: 3}", "unknown key 'tune.trials'; allowed: tuner, objective, max_trials, epochs, "
                           "executions_per_trial, seed, space"),
