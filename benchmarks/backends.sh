@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The baseline recipe on each backend at a CPU-sized scale: ResNet-18 width 16, 10,000 class-balanced
-# training images of the CIFAR-10 JPEG copy, 10 epochs, full 5,000/5,000 validation/test halves.
+# training images of the CIFAR-10 JPEG copy, EPOCHS epochs (default 10), full 5,000/5,000
+# validation/test halves.
 # Prints final-epoch test accuracy and training throughput per backend (from each run's metrics.json).
-#   bash benchmarks/backends.sh [OUT]      BACKENDS="jax torch" to run a subset
+#   bash benchmarks/backends.sh [OUT]      BACKENDS="jax torch" to run a subset, EPOCHS=3 to be quick
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/backends}
 DATA=${KERAS_CIFAR_DATA:-../shared/data/cifar10-jpeg.tar.gz}
 for b in ${BACKENDS:-tensorflow jax torch}; do
   KERAS_BACKEND=$b keras-cifar run recipes/baseline.yaml --data "$DATA" --out "$OUT/$b" \
-    --set model.width=16 --subset 10000 --epochs 10
+    --set model.width=16 --subset 10000 --epochs "${EPOCHS:-10}"
 done
 python - "$OUT" <<'PY'
 import json, sys
