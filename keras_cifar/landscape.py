@@ -31,7 +31,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 from keras_cifar import augment  # noqa: F401  registers the preprocessing layers that model.keras holds
 from keras_cifar import data as data_lib
 from keras_cifar.losses import get_loss
-from keras_cifar.train import _finite_or_none, _read_config, environment, read_json, write_atomic
+from keras_cifar.train import finite_or_none, read_run_config, environment, read_json, write_atomic
 
 matplotlib.use("Agg")  # files only; takes effect because no figure exists yet
 
@@ -131,7 +131,7 @@ def read_run(run_dir):
     if not (path / "model.keras").is_file():
         status = (read_json(path / "metrics.json") or {}).get("status", "not finished")
         raise LandscapeError(f"{path}: no model.keras (run status: {status}); only completed runs have one")
-    ident, config = _read_config(path)
+    ident, config = read_run_config(path)
     return Run(path, f"{ident['recipe']}/{ident['variant']}/seed{ident['seed']}", config)
 
 
@@ -161,7 +161,7 @@ def value_at(coords, values, point):
     """`values` (shape [len(coords)] * dims) at `point`, linearly interpolated between grid points."""
     for p in point:
         values = np.apply_along_axis(lambda v, p=p: np.interp(p, coords, v), 0, values)
-    return _finite_or_none(float(values))
+    return finite_or_none(float(values))
 
 
 def _extreme(coords, values, pick):

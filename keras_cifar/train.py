@@ -30,7 +30,7 @@ from keras_cifar.runfiles import (
 )
 
 
-def _finite_or_none(x):
+def finite_or_none(x):
     return float(x) if x is not None and math.isfinite(x) else None
 
 
@@ -153,7 +153,7 @@ def check_run_dir(run_dir, spec, data_source):
     """Refuse to mix a run folder's results with a different config (nothing is written)."""
     cfg_file = Path(run_dir) / "config.yaml"
     if cfg_file.exists():
-        diffs = diff_keys(_read_config(run_dir)[1], _expected(spec, data_source))
+        diffs = diff_keys(read_run_config(run_dir)[1], _expected(spec, data_source))
         if diffs:
             raise ConfigError(
                 f"{run_dir} already holds a run with a different config (differs in {', '.join(diffs)}); "
@@ -161,7 +161,7 @@ def check_run_dir(run_dir, spec, data_source):
             )
 
 
-def _read_config(run_dir):
+def read_run_config(run_dir):
     """A run folder's config.yaml split into (run identity, config sections)."""
     full = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
     ident = {k: full.pop(k, None) for k in ("recipe", "variant", "seed")}
@@ -177,7 +177,7 @@ def find_twin(out_root, spec, data_source):
     for cfg_file in sorted(Path(out_root).glob(f"*/*/seed{spec.seed}/config.yaml")):
         twin = cfg_file.parent
         status = (read_json(twin / "metrics.json") or {}).get("status")
-        if status in FINISHED and twin != run_dir_of(out_root, spec) and _read_config(twin)[1] == _expected(spec, data_source):
+        if status in FINISHED and twin != run_dir_of(out_root, spec) and read_run_config(twin)[1] == _expected(spec, data_source):
             return twin
     return None
 
@@ -274,11 +274,11 @@ def _metrics(spec, rows, status, error, splits, data_source):
         "recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed,
         "epochs_completed": len(rows),
         "epochs": spec.config["train"]["epochs"],
-        "test_accuracy": _finite_or_none(last.get("test_accuracy")),
-        "test_loss": _finite_or_none(last.get("test_loss")),
-        "val_accuracy": _finite_or_none(last.get("val_accuracy")),
-        "val_loss": _finite_or_none(last.get("val_loss")),
-        "best_val_accuracy": _finite_or_none(max((r["val_accuracy"] for r in rows), default=None)),
+        "test_accuracy": finite_or_none(last.get("test_accuracy")),
+        "test_loss": finite_or_none(last.get("test_loss")),
+        "val_accuracy": finite_or_none(last.get("val_accuracy")),
+        "val_loss": finite_or_none(last.get("val_loss")),
+        "best_val_accuracy": finite_or_none(max((r["val_accuracy"] for r in rows), default=None)),
         "train_seconds": sum(r["train_seconds"] for r in rows),
         "wall_seconds": sum(r["epoch_seconds"] for r in rows),
         "images_per_second": len(splits.train[1]) * len(measured) / train_time if train_time else None,
@@ -299,7 +299,7 @@ def plan(runs, out_root, data_source=None):
 
     epoch_seconds = {}
     for m_file in Path(out_root).glob("*/*/seed*/metrics.json"):
-        m, config = read_json(m_file) or {}, _read_config(m_file.parent)[1]
+        m, config = read_json(m_file) or {}, read_run_config(m_file.parent)[1]
         if m.get("status") == "completed" and not m.get("reused_from") and config.get("data_source") == source:
             epoch_seconds.setdefault(scale(config), []).append(m["wall_seconds"] / m["epochs_completed"])
     lines, total, unknown = [], 0.0, 0

@@ -34,7 +34,7 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.config import OBJECTIVES, SPACE, ConfigError
-from keras_cifar.train import diff_keys, compile_model, run_sweep, write_atomic
+from keras_cifar.train import compile_model, diff_keys, run_sweep, write_atomic
 
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ENDED = ("COMPLETED", "FAILED", "INVALID")
