@@ -53,6 +53,7 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     command again continues a sweep. At the end it writes the recipe's figures and table into
     OUT/<recipe>/ (see `report`). Example:
 
+    \b
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
     from keras_cifar import config as cfg
