@@ -21,6 +21,19 @@ def _int_list(text):
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _overrides(sets, flags):
+    """The --set values, then the shortcut options that were given (``{"train": {"epochs": None}}``
+    is skipped), as one override dict for the recipe."""
+    from keras_cifar import config as cfg
+
+    overrides = cfg.parse_sets(sets)
+    for section, values in flags.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            overrides = cfg.merge_dicts(overrides, {section: given})
+    return overrides
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="keras-cifar")
 def main():
@@ -60,11 +73,7 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
 
     try:
         recipe_obj = cfg.load_recipe(recipe)
-        overrides = cfg.parse_sets(sets)
-        if epochs:
-            overrides = cfg.merge_dicts(overrides, {"train": {"epochs": epochs}})
-        if subset:
-            overrides = cfg.merge_dicts(overrides, {"data": {"subset": subset}})
+        overrides = _overrides(sets, {"train": {"epochs": epochs}, "data": {"subset": subset}})
         runs = cfg.sweep(recipe_obj, overrides,
                          variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
                          seeds=_int_list(seeds) if seeds else None)
@@ -350,11 +359,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     from keras_cifar.data import DataError
 
     try:
-        overrides = cfg.parse_sets(sets)
-        if epochs:
-            overrides = cfg.merge_dicts(overrides, {"tune": {"epochs": epochs}})
-        if subset:
-            overrides = cfg.merge_dicts(overrides, {"data": {"subset": subset}})
+        overrides = _overrides(sets, {"tune": {"epochs": epochs}, "data": {"subset": subset}})
         from keras_cifar import tune as tune_lib  # keras, KerasTuner: only once the options are good
 
         search = tune_lib.resolve(cfg.load_recipe(recipe), overrides, variant)
