@@ -15,7 +15,7 @@ def __getattr__(name):
 
         return build_resnet18
     if name == "load_model":  # a .keras file of ours, with the custom objects registered, safe_mode on
-        from keras_cifar.export import load_keras
+        from keras_cifar.serving import load_keras
 
         return load_keras
     raise AttributeError(f"module 'keras_cifar' has no attribute {name!r}")

@@ -1,17 +1,34 @@
-"""Command line: ``keras-cifar run|tune|...`` (also ``python -m keras_cifar``). Thin: parses, then calls."""
+"""Command line: ``keras-cifar run|report|compare|tune|export|predict|evaluate|landscape`` (also
+``python -m keras_cifar``). Thin: each command checks its input without Keras (so a mistake is
+reported in a second), then starts the backend and calls the module that does the work. A
+KerasCifarError from anywhere is caught once, in the group: one line on stderr, exit code 2."""
 
 import sys
 from pathlib import Path
 
 import click
 
-from keras_cifar.config import ConfigError
+from keras_cifar import backend
+from keras_cifar import config as cfg
+from keras_cifar import data as data_lib
+from keras_cifar.console import say
+from keras_cifar.errors import KerasCifarError
+
+DATA_HELP = f"CIFAR-10 source: {data_lib.FORMATS}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
 
 
 class UserError(click.ClickException):
-    """A bad recipe, option or dataset: one line on stderr, exit code 2."""
+    """A bad recipe, option, dataset or model: one line on stderr, exit code 2."""
 
     exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KerasCifarError as e:
+            raise UserError(str(e)) from None
 
 
 def _int_list(text):
@@ -24,8 +41,6 @@ def _int_list(text):
 def _overrides(sets, flags):
     """The --set values, then the shortcut options that were given (``{"train": {"epochs": None}}``
     is skipped), as one override dict for the recipe."""
-    from keras_cifar import config as cfg
-
     overrides = cfg.parse_sets(sets)
     for section, values in flags.items():
         given = {k: v for k, v in values.items() if v is not None}
@@ -34,21 +49,25 @@ def _overrides(sets, flags):
     return overrides
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _interrupted(what):
+    say(f"interrupted: {what}; run the same command again to resume", err=True)
+    sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="keras-cifar")
 def main():
     """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
 
-    The backend is Keras's: set KERAS_BACKEND=tensorflow|jax|torch.
+    The backend is Keras's: set KERAS_BACKEND=tensorflow|jax|torch. Exit codes: 0 done, 1 some run or
+    file failed (the others went on), 2 bad input (a one-line error says what and how to fix it),
+    130 interrupted.
     """
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
-              help="Local CIFAR-10: official binary/python archive (.tar.gz or folder), a folder or .tar(.gz) "
-                   "of train/<class>/* and test/<class>/* images, a TFDS data dir, or synthetic[:N]. "
-                   "Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet).")
+@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Root folder; runs go to OUT/<recipe>/<variant>/seed<k>/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
@@ -58,7 +77,8 @@ def main():
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
 @click.option("--dry-run", is_flag=True,
-              help="List what would run (new, resumed, skipped, reused) with estimated times, and stop.")
+              help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
+                   "It refuses what the real run refuses.")
 def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run):
     """Train every variant and seed of RECIPE (defaults < recipe < command line).
 
@@ -69,31 +89,27 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     \b
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
-    from keras_cifar import config as cfg
-
-    try:
-        recipe_obj = cfg.load_recipe(recipe)
-        overrides = _overrides(sets, {"train": {"epochs": epochs}, "data": {"subset": subset}})
-        runs = cfg.sweep(recipe_obj, overrides,
-                         variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-                         seeds=_int_list(seeds) if seeds else None)
-    except ConfigError as e:
-        raise UserError(str(e)) from None
+    recipe_obj = cfg.load_recipe(recipe)
+    runs = cfg.sweep(recipe_obj, _overrides(sets, {"train": {"epochs": epochs}, "data": {"subset": subset}}),
+                     variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+                     seeds=_int_list(seeds) if seeds else None)
+    source = data_lib.canonical_source(data_source)
+    backend.check()
     if dry_run:
-        from keras_cifar.train import plan
+        from keras_cifar.runs import plan
 
-        click.echo("\n".join(plan(runs, out, data_source)))
+        for spec in runs:
+            backend.check_settings(spec.config, spec.key)
+        say("\n".join(plan(runs, out, source)))
         return
-    from keras_cifar.data import DataError
+    cifar = data_lib.load(source)
+    backend.start()
     from keras_cifar.train import run_sweep
 
     try:
-        results = run_sweep(runs, data_source, out)
-    except (ConfigError, DataError) as e:
-        raise UserError(str(e)) from None
+        results = run_sweep(runs, cifar, out)
     except KeyboardInterrupt:
-        click.echo("interrupted: completed runs are kept; run the same command again to resume", err=True)
-        sys.exit(130)
+        _interrupted("completed runs are kept")
     _report_recipe(Path(out) / recipe_obj.name)
     if any(m["status"] == "failed" for _, m in results):
         sys.exit(1)
@@ -103,8 +119,8 @@ def _report_recipe(recipe_dir, out_dir=None):
     """Write one recipe's report and echo where it is and its table."""
     from keras_cifar.report import markdown_table, write_report
 
-    summary, paths = write_report(recipe_dir, out_dir)
-    click.echo(f"\n{summary['recipe']}: {paths[0]} (figures and summary.json beside it)\n{markdown_table(summary)}")
+    summary, _, paths = write_report(recipe_dir, out_dir)
+    say(f"\n{summary['recipe']}: {paths[0]} (figures and summary.json beside it)\n{markdown_table(summary)}")
 
 
 @main.command()
@@ -123,19 +139,17 @@ def report(run_roots, out):
 
         keras-cifar report runs/bn
     """
-    from keras_cifar.report import ReportError, find_recipes
+    from keras_cifar.runs import find_recipes
 
-    try:
-        for recipe_dir in find_recipes(run_roots):
-            _report_recipe(recipe_dir, Path(out) / recipe_dir.name if out else None)
-    except ReportError as e:
-        raise UserError(str(e)) from None
+    for recipe_dir in find_recipes(run_roots):
+        _report_recipe(recipe_dir, Path(out) / recipe_dir.name if out else None)
 
 
 @main.command()
 @click.argument("run_root", type=click.Path(file_okay=False))
-@click.option("--out", default="results/README.md", show_default=True, type=click.Path(dir_okay=False),
-              help="The page to write; figure links in it are relative to its folder.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="The page to write; figure links in it are relative to its folder. [default: "
+                   "RUN_ROOT/comparison.md] An existing page is only replaced if `compare` wrote it for RUN_ROOT.")
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False),
               help="A hand-written Markdown file, included as the page's Discussion section.")
 def compare(run_root, out, notes):
@@ -147,16 +161,13 @@ def compare(run_root, out, notes):
     verdict, its accuracies, ours and whether ours agrees (yes / no / can't tell when the difference is
     within the seed spread), and each experiment's figure and table. Example:
 
-        keras-cifar compare results/runs --out results/README.md
+        keras-cifar compare results/runs --out results/README.md --notes results/notes.md
     """
     from keras_cifar.compare import write_page
-    from keras_cifar.report import ReportError
 
+    out = out or str(Path(run_root) / "comparison.md")
     command = f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
-    try:
-        click.echo(f"wrote {write_page(run_root, out, command, notes)}")
-    except ReportError as e:
-        raise UserError(str(e)) from None
+    say(f"wrote {write_page(run_root, out, command, notes)}")
 
 
 @main.command()
@@ -198,17 +209,20 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
         keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 \\
             --out results/landscapes/bn
     """
-    from keras_cifar import landscape as ls
-    from keras_cifar.data import DataError
+    from keras_cifar.runs import completed_run
 
-    try:
-        written = ls.run_landscape(run_dirs, dims=dims, points=points, span=span, images=images, split=split,
-                                   data_source=data_source, out=out, seed=seed, batch_size=batch_size,
-                                   draw_surface=surface, log=click.echo)
-    except (ls.LandscapeError, DataError, ConfigError) as e:
-        raise UserError(str(e)) from None
-    for path in written:
-        click.echo(f"wrote {path}")
+    from keras_cifar.landscape import Settings, check_settings
+
+    settings = Settings(dims, points, span, images, split, seed, batch_size, surface)
+    check_settings(settings, len(run_dirs), out)
+    runs = [completed_run(d) for d in run_dirs]
+    if data_source:
+        data_lib.canonical_source(data_source)
+    backend.start()
+    from keras_cifar.landscape import run_landscape
+
+    for path in run_landscape(runs, settings, data_source=data_source, out=out):
+        say(f"wrote {path}")
 
 
 @main.command("export")
@@ -227,17 +241,17 @@ def export_cmd(run_dir, out, fmt):
     `serving_default` (float32), `serve_uint8` (uint8); `class_names` returns the class names.
 
     Models trained on any backend export: the SavedModel is written by Keras's TensorFlow backend (in a
-    subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Example:
+    subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Exit code 2
+    when RUN_DIR holds no trained model. Example:
 
         keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
     """
-    from keras_cifar import export as exporting
+    from keras_cifar import serving
 
-    try:
-        version_dir = exporting.export(run_dir, out, fmt)
-    except exporting.ExportError as e:
-        raise UserError(str(e)) from None
-    click.echo(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
+    serving.exportable(run_dir)
+    backend.start()
+    version_dir = serving.export(run_dir, out, fmt)
+    say(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
 
 
 @main.command("predict")
@@ -249,37 +263,36 @@ def predict_cmd(model, images, top_k, as_json):
     """Classify image files with MODEL (an export folder, a .keras file or a run folder).
 
     IMAGES are PNG/JPEG files of any size (centre-cropped to a square, resized to 32x32 RGB) or folders,
-    searched recursively for image files. A file that cannot be read is reported by name and skipped;
-    the exit code is 1 if any file failed, 0 otherwise. Example:
+    searched recursively for image files. A file that cannot be read is reported by name and skipped.
+    Exit code: 0 if every file was predicted, 1 if any failed, 2 for a MODEL that cannot be loaded or
+    no image files at all. Example:
 
         keras-cifar predict models/cifar photos/ cat.png
     """
     import json
 
-    from keras_cifar import export as exporting
+    from keras_cifar import serving
 
-    files = exporting.image_files(images)
+    files = serving.image_files(images)
     if not files:
-        raise UserError(f"no image files in {', '.join(images)}")
-    try:
-        classifier = exporting.load(model)
-    except exporting.ExportError as e:
-        raise UserError(str(e)) from None
-    results, errors = exporting.predict(classifier, files, top_k)
+        raise UserError(f"no image files in {', '.join(images)}; give PNG, JPEG, BMP, GIF or WebP files or folders")
+    serving.resolve(model)
+    backend.start()
+    classifier = serving.load(model)
+    results, errors = serving.predict(classifier, files, top_k)
     if as_json:
-        click.echo(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
+        say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
     elif results:
-        click.echo(exporting.prediction_table(results))
+        say(serving.prediction_table(results))
     for e in errors:
-        click.echo(f"error: {e['file']}: {e['error']}", err=True)
+        say(f"error: {e['file']}: {e['error']}", err=True)
     if errors:
         sys.exit(1)
 
 
 @main.command("evaluate")
 @click.argument("model", type=click.Path(exists=True))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
-              help="CIFAR-10 source, as for `run --data`. Default: $KERAS_CIFAR_DATA, else the TFDS download.")
+@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
 @click.option("--eval-subset", type=click.IntRange(min=1),
               help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).")
 @click.option("--figure", default="confusion_matrix.png", show_default=True, type=click.Path(dir_okay=False),
@@ -295,32 +308,29 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
     """
     import json
 
-    from keras_cifar import data as data_lib
-    from keras_cifar import export as exporting
+    from keras_cifar import plots, serving
 
-    try:
-        classifier = exporting.load(model)
-        cifar = data_lib.load(data_source)
-    except (exporting.ExportError, data_lib.DataError) as e:
-        raise UserError(str(e)) from None
+    serving.resolve(model)
+    cifar = data_lib.load(data_source)
+    backend.start()
+    classifier = serving.load(model)
     x, y = data_lib.split(cifar, eval_subset=eval_subset).test
-    result = exporting.evaluate(classifier, x, y)
+    result = serving.evaluate(classifier, x, y)
     title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"
-    exporting.plot_confusion(result["confusion"], classifier.class_names, title, figure)
+    plots.confusion(figure, result["confusion"], classifier.class_names, title)
     if as_json:
-        click.echo(json.dumps({"model": classifier.source, "data": cifar.source, **result,
-                               "confusion": result["confusion"].tolist(), "figure": figure}))
+        say(json.dumps({"model": classifier.source, "data": cifar.source, **result,
+                        "confusion": result["confusion"].tolist(), "figure": figure}))
         return
-    click.echo(f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
-               f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
-               f"confusion matrix: {figure}")
+    say(f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
+        f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
+        f"confusion matrix: {figure}")
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
-              help="Local CIFAR-10, as for `run` (every worker needs its own copy). Default: $KERAS_CIFAR_DATA, "
-                   "else the TFDS download.")
+              help=DATA_HELP + " Every worker needs its own copy.")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Root folder; the search goes to OUT/<recipe>/search/, --final's run to OUT/<recipe>/trial_<id>/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override tune.epochs (epochs per trial).")
@@ -345,7 +355,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     recipe as in `run`. A line is printed per trial and per epoch. Running the same command again
     resumes the search, and a trial that was interrupted is run again. OUT/<recipe>/search/ then
     holds trials.csv, trials.md, objective.png and best.yaml, a recipe that `keras-cifar run`
-    trains as it is. Example (a small search):
+    trains as it is. Exit code 1 when no trial completed. Example (a small search):
 
     \b
         keras-cifar tune recipes/tune.yaml --data cifar10-jpeg.tar.gz \\
@@ -355,21 +365,18 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     (`--worker 1 --chief CHIEF_HOST:8000`), all with the same recipe and options; the chief writes
     the results when every trial has ended.
     """
-    from keras_cifar import config as cfg
-    from keras_cifar.data import DataError
+    search = cfg.search_of(cfg.load_recipe(recipe),
+                           _overrides(sets, {"tune": {"epochs": epochs}, "data": {"subset": subset}}), variant)
+    backend.check()
+    backend.check_settings(search.config, f"{search.recipe}/{search.variant}")
+    cifar = data_lib.load(data_source)
+    backend.start()
+    from keras_cifar import tune as tune_lib
 
-    try:
-        overrides = _overrides(sets, {"tune": {"epochs": epochs}, "data": {"subset": subset}})
-        from keras_cifar import tune as tune_lib  # keras, KerasTuner: only once the options are good
-
-        search = tune_lib.resolve(cfg.load_recipe(recipe), overrides, variant)
-        with tune_lib.distributed(chief, worker):
-            best = tune_lib.run_search(search, data_source, out, final=final)
-    except (ConfigError, DataError) as e:
-        raise UserError(str(e)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: ended trials are kept; run the same command again to resume "
-                   "(the interrupted trial runs again)", err=True)
-        sys.exit(130)
+    with tune_lib.distributed(chief, worker):
+        try:
+            best = tune_lib.run_search(search, cifar, out, final=final)
+        except KeyboardInterrupt:
+            _interrupted("ended trials are kept (the interrupted trial runs again)")
     if best is None and not worker:
         sys.exit(1)

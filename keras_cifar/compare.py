@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_cifar import report
-from keras_cifar.runfiles import write_atomic
+from keras_cifar.errors import ConfigError
+from keras_cifar.runs import find_recipes, write_atomic
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,27 @@ def judge(order, stats):
     return worst, reasons[worst] + ", ".join(pairs)
 
 
-def our_ordering(stats):
-    """'bn > no_bn' by mean test accuracy, best first; '≈' where the difference is within the seed spread."""
+def relation(a, b, stats):
+    """How `a` and `b` compare: 'a > b' (every seed), 'a ≈ b' (seed ranges overlap), '... (1 seed)'."""
+    verdict = _pair(stats[a], stats[b])
+    if verdict == "can't tell":
+        return f"{a} ≈ {b}" + (" (1 seed)" if min(stats[a]["n"], stats[b]["n"]) < 2 else "")
+    better, worse = (a, b) if verdict.startswith("yes") else (b, a)
+    return f"{better} > {worse}" + (" (1 seed)" if verdict.endswith("1 seed") else "")
+
+
+def our_ordering(stats, order=()):
+    """Our result in words. With the report's ordering `order`, the relation of each pair it ranks,
+    in its order (the pairs the verdict judges): 'batch128 ≈ batch256; batch64 > batch256'. Without one,
+    the variants by mean test accuracy, best first, '≈' where the seed ranges overlap."""
+    lacking = "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
+    if order and all(stats.get(v) for v in order):
+        return "; ".join(relation(a, b, stats) for a, b in zip(order, order[1:])) + lacking
     ranked = sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
     text = ranked[0] if ranked else ""
     for better, worse in zip(ranked, ranked[1:]):
         text += (" ≈ " if _pair(stats[better], stats[worse]) == "can't tell" else " > ") + worse
-    return text + "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
+    return text + lacking
 
 
 # ----------------------------------------------------------------------------------------- page
@@ -131,7 +146,8 @@ def _section(name, claim, summary, variants, recipe_dir, out_dir):
     reused = report.reuse_notes(summary)
     if reused:
         lines += [f"- {note}" for note in reused] + [""]
-    lines += [f"Our ordering: {our_ordering(_stats_by_variant(summary))}. Agrees with the report: **{answer}** "
+    ours = our_ordering(_stats_by_variant(summary), claim.order if claim else ())
+    lines += [f"Our ordering: {ours}. Agrees with the report: **{answer}** "
               f"({reason}).", ""]
     lines += [f"More: [table and setup]({rel / 'report.md'}) · [train/validation curves]"
               f"({rel / 'train_val_curves.png'}) · [summary.json]({rel / 'summary.json'})", ""]
@@ -147,25 +163,38 @@ def _summary_row(name, claim, summary):
         f"{claim.verdict} ({claim.source})" if claim else "not in the report",
         report_acc,
         _ours_cell(summary) if summary else "–",
-        our_ordering(stats) if summary else "–",
+        our_ordering(stats, claim.order if claim else ()) if summary else "–",
         f"**{answer}**",
     ]) + " |"
+
+
+def _marker(root, out):
+    """The page's first line: which runs it was made from, relative to the page's folder."""
+    return f"<!-- keras-cifar compare: the runs in {Path(os.path.relpath(Path(root).resolve(), out.parent.resolve())).as_posix()} -->"
+
+
+def check_page(root, out):
+    """Refuse to replace a file that `compare` did not write for `root` (a hand-written README, say)."""
+    out = Path(out)
+    if out.exists() and not out.read_text(errors="replace").startswith(_marker(root, out) + "\n"):
+        raise ConfigError(f"{out} exists and was not written by `keras-cifar compare` for {root}; "
+                          "pass another --out, or delete that file first")
 
 
 def write_page(root, out, command, notes=None):
     """Write every recipe's report under `root`, then the comparison page `out`; returns out's path."""
     out = Path(out)
+    check_page(root, out)
+    recipe_dirs = {d.name: d for d in find_recipes([root])}
     out.parent.mkdir(parents=True, exist_ok=True)
-    recipe_dirs = {d.name: d for d in report.find_recipes([root])}
     names = [n for n in REPORT] + [n for n in recipe_dirs if n not in REPORT]
     summaries, all_variants, sections = {}, [], []
     for name in names:
         if name in recipe_dirs:
-            summaries[name], _ = report.write_report(recipe_dirs[name])
-            variants = report.load_variants(recipe_dirs[name])
+            summaries[name], variants, _ = report.write_report(recipe_dirs[name])
             all_variants += variants
             sections += _section(name, REPORT.get(name), summaries[name], variants, recipe_dirs[name], out.parent)
-    lines = ["# Reproducing the report's ResNet-18 study on CIFAR-10", "",
+    lines = [_marker(root, out), "# Reproducing the report's ResNet-18 study on CIFAR-10", "",
              f"Generated by `{command}` from the run folders in `{root}`: rerun it rather than edit this page.",
              f"The report: *{REPORT_TITLE}*.", "", "## Setup", ""]
     lines += _setup(all_variants, out, command) + ["", "## Summary", ""]

@@ -13,9 +13,7 @@ from typing import Any, Callable
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe or override that cannot be used; the message says where and what is allowed."""
+from keras_cifar.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,9 @@ def _non_negative(v):
 
 
 def _activation(name):
+    """The report's activations pass at once; any other name is looked up in Keras (which imports it)."""
+    if name in ("relu", "tanh", "sigmoid"):
+        return True
     import keras
 
     try:
@@ -350,6 +351,29 @@ def sweep(recipe, overrides=None, variants=None, seeds=None):
         for seed in config["train"]["seeds"]:  # each run's config names its own seed only
             runs.append(RunSpec(recipe.name, vname, seed, merge(config, {"train": {"seeds": [seed]}}, "", "")))
     return runs
+
+
+@dataclass(frozen=True)
+class Search:
+    """What ``keras-cifar tune`` searches: one recipe variant's resolved config and its tune section."""
+
+    recipe: str
+    variant: str
+    config: dict
+    tune: dict
+
+
+def search_of(recipe, overrides=None, variant=None):
+    """The Search for a loaded Recipe, command-line overrides (``tune.*`` included) applied last."""
+    overrides = dict(overrides or {})
+    tune = merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")
+    if variant is None:
+        if len(recipe.variants) > 1:
+            raise ConfigError(f"{recipe.path}: has variants {', '.join(recipe.variants)}; "
+                              "choose the one to tune with --variant NAME")
+        variant = next(iter(recipe.variants))
+    spec = sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
+    return Search(recipe.name, variant, spec.config, tune)
 
 
 def merge_dicts(a, b):

@@ -11,11 +11,17 @@ import importlib.util
 import io
 import os
 import pickle
+import socket
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from keras_cifar import backend
+from keras_cifar.errors import DataError
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
@@ -25,10 +31,8 @@ FORMATS = (
     "a prepared TFDS data dir holding cifar10/, or synthetic[:N]"
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-class DataError(ValueError):
-    """Data that cannot be found or read; the message names the path and the accepted formats."""
+TFDS_DOWNLOAD = "tfds:cifar10"  # the source name of the TFDS download
+TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, should its builder not say
 
 
 @dataclass(frozen=True)
@@ -55,34 +59,38 @@ class Splits:
 
 
 def canonical_source(source=None):
-    """The name `load(source)` gives its data (``Cifar.source``), without reading anything."""
+    """The name of a ``--data`` value: what ``load`` records as ``Cifar.source`` and a run folder as
+    its data_source. A local path must exist; nothing else is read. ``None`` means
+    $KERAS_CIFAR_DATA, else the TFDS download."""
     source = str(source or os.environ.get("KERAS_CIFAR_DATA") or "tfds")
     if source == "tfds":
-        return "tfds:cifar10"
-    if source.startswith("synthetic"):
-        return f"synthetic:{int(source.partition(':')[2] or 2000)}"
+        return TFDS_DOWNLOAD
+    if source == "synthetic" or source.startswith("synthetic:"):
+        n = source.partition(":")[2] or "2000"
+        if not n.isdigit() or int(n) < 10:
+            raise DataError(f"{source}: synthetic:N needs a whole number N >= 10 of training images")
+        return f"synthetic:{int(n)}"
     path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; --data accepts {FORMATS}")
     return f"tfds:{path}" if path.is_dir() and (path / "cifar10").is_dir() else str(path)
 
 
 def load(source=None, cache_dir=None):
-    """Load CIFAR-10 from `source` (see module doc); ``None`` means $KERAS_CIFAR_DATA, else TFDS."""
-    source = source or os.environ.get("KERAS_CIFAR_DATA") or "tfds"
-    source = str(source)
-    if source == "tfds":
-        return _load_tfds(None, download=True)
-    if source.startswith("synthetic"):
-        return synthetic(int(source.partition(":")[2] or 2000))
-    path = Path(source).expanduser().resolve()
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder; --data accepts {FORMATS}")
-    if path.is_dir() and (path / "cifar10").is_dir():
-        return _load_tfds(path, download=False)
+    """Load CIFAR-10 from `source` (see module doc and ``canonical_source``)."""
+    name = canonical_source(source)
+    if name == TFDS_DOWNLOAD:
+        return _load_tfds(None)
+    if name.startswith("tfds:"):
+        return _load_tfds(Path(name.partition(":")[2]))
+    if name.startswith("synthetic:"):
+        return synthetic(int(name.partition(":")[2]))
+    path = Path(name)
     cache = _cache_file(path, cache_dir)
     if cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as z:
-                return Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=str(path))
+                return Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=name)
         except (OSError, ValueError, KeyError):
             cache.unlink(missing_ok=True)  # a corrupt cache is rebuilt from the source
     data = _read_path(path)
@@ -107,27 +115,83 @@ def _check(data, path):
             raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {FORMATS}")
 
 
-def _load_tfds(data_dir, download):
+# ------------------------------------------------------------------------------------------- TFDS
+
+
+def _load_tfds(data_dir):
+    """CIFAR-10 from a prepared TFDS data dir, or (`data_dir` None) downloaded and prepared by TFDS
+    in $TFDS_DATA_DIR or ~/tensorflow_datasets. Offline, the download fails at once, before TFDS
+    creates any folder; a download that fails later leaves no empty folders behind."""
+    offline = f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {FORMATS}"
+    backend.start()  # TFDS reads with TensorFlow, which must come after the backend's library
     try:
         import tensorflow_datasets as tfds
-    except ImportError:
-        raise DataError(
-            "the default CIFAR-10 source is TFDS, which is not installed; install tensorflow-datasets "
-            f"or pass --data PATH: {FORMATS}"
-        ) from None
+    except ImportError as e:
+        raise DataError(f"the default CIFAR-10 source is TFDS, which cannot be imported ({e}); "
+                        f"pip install tensorflow-datasets. {offline}") from None
+    download = data_dir is None
+    if download:
+        data_dir = Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+        url = _tfds_url(tfds, data_dir)
+        problem = _unreachable(url)
+        if problem:
+            raise DataError(f"the TFDS download of CIFAR-10 cannot reach {url} ({problem}): no internet? {offline}")
+    before = _folders(data_dir)
+    where = "the TFDS download of CIFAR-10" if download else f"TFDS data dir {data_dir}"
     try:
-        train, test = tfds.as_numpy(
-            tfds.load("cifar10", split=["train", "test"], batch_size=-1, as_supervised=True,
-                      data_dir=str(data_dir) if data_dir else None, download=download)
-        )
+        train, test = tfds.as_numpy(tfds.load("cifar10", split=["train", "test"], batch_size=-1,
+                                              as_supervised=True, data_dir=str(data_dir), download=download))
+    except ImportError as e:  # a library TFDS needs but did not declare
+        raise DataError(f"{where} failed: a library it needs is missing ({e}); pip install "
+                        f"{getattr(e, 'name', None) or 'it'} and try again") from None
     except Exception as e:  # network, missing files, corrupt records: all end here
-        where = f"TFDS data dir {data_dir}" if data_dir else "the TFDS download of CIFAR-10 (needs internet)"
-        raise DataError(
-            f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {FORMATS}"
-        ) from None
+        _remove_new_empty_folders(data_dir, before)
+        raise DataError(f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                        f"{offline}") from None
     return Cifar(train[0], train[1].astype(np.int32), test[0], test[1].astype(np.int32),
-                 source=f"tfds:{data_dir or 'cifar10'}")
+                 source=TFDS_DOWNLOAD if download else f"tfds:{data_dir}")
+
+
+def _tfds_url(tfds, data_dir):
+    """Where TFDS's cifar10 builder downloads from (a private attribute: TFDS_URL should it change)."""
+    try:
+        return tfds.builder("cifar10", data_dir=str(data_dir))._cifar_info.url
+    except Exception:  # noqa: BLE001 - any change inside TFDS
+        return TFDS_URL
+
+
+def _unreachable(url, timeout=10.0):
+    """Why `url`'s host cannot be reached (name lookup or connection, bounded by `timeout`), or None.
+    Behind a proxy (*_PROXY set) the download goes through it, so nothing is checked."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    parts = urlsplit(url)
+    outcome = ["timed out"]
+
+    def probe():
+        try:
+            socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            outcome[0] = None
+        except OSError as e:
+            outcome[0] = f"{type(e).__name__}: {e}"
+
+    thread = threading.Thread(target=probe, daemon=True)  # a name lookup ignores socket timeouts
+    thread.start()
+    thread.join(timeout)
+    return outcome[0]
+
+
+def _folders(root):
+    root = Path(root)
+    return {p for p in root.rglob("*") if p.is_dir()} | {root} if root.exists() else set()
+
+
+def _remove_new_empty_folders(root, before):
+    """Delete the folders under `root` (and `root`) that did not exist in `before` and are empty."""
+    for folder in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _read_path(path):
@@ -136,13 +200,16 @@ def _read_path(path):
         if path.is_dir():
             files = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
             return _decode(path, {k: (lambda p=p: p.read_bytes()) for k, p in files.items()})
-        with tarfile.open(path, "r:*") as tar:
+        try:
+            tar = tarfile.open(path, "r:*")
+        except tarfile.ReadError:
+            raise DataError(f"{path}: not a folder or a .tar(.gz) archive; --data accepts {FORMATS}") from None
+        with tar:
             members = [m for m in tar.getmembers() if m.isfile()]
             return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members})
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); --data accepts {FORMATS}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "no message"
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {first}); --data accepts {FORMATS}") from None
 
 
 def _decode(path, files):

@@ -15,32 +15,45 @@ that landscapes of differently scaled networks can be compared. Choices, as in t
 """
 
 import itertools
-import json
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import keras
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import LogNorm
-from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from keras_cifar import augment  # noqa: F401  registers the preprocessing layers that model.keras holds
 from keras_cifar import data as data_lib
-from keras_cifar.losses import get_loss
-from keras_cifar.train import finite_or_none, read_run_config, environment, read_json, write_atomic
-
-matplotlib.use("Agg")  # files only; takes effect because no figure exists yet
+from keras_cifar import plots
+from keras_cifar.console import Eta, count, say
+from keras_cifar.errors import ConfigError, RunFolderError
+from keras_cifar.runs import environment, finite_or_none, write_json
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5
+PROGRESS_EVERY = 10.0  # seconds between progress lines
 
 
-class LandscapeError(ValueError):
-    """A run folder or setting a landscape cannot use; the message is one line."""
+@dataclass(frozen=True)
+class Settings:
+    """What a landscape scans: the grid, the images it evaluates and the seed of its directions."""
+
+    dims: int = 1
+    points: int = 21
+    span: tuple = (-1.0, 1.0)
+    images: int = 2000
+    split: str = "train"
+    seed: int = 0
+    batch_size: int = 500
+    surface: bool = False
+
+
+def check_settings(settings, n_runs, out):
+    """Refuse settings that cannot work, before any model is loaded."""
+    if n_runs > 1 and out is None:
+        raise ConfigError("several RUN_DIRs are compared in one figure: pass --out DIR")
+    if settings.surface and settings.dims != 2:
+        raise ConfigError("--surface draws the 2D landscape: add --dims 2")
+    grid(settings.span, settings.points)
 
 
 # -------------------------------------------------------------------------------------- directions
@@ -72,9 +85,9 @@ def grid(span, points):
     """`points` coordinates from span[0] to span[1]; the one nearest 0 is exactly 0 when 0 is inside."""
     lo, hi = span
     if not lo < hi:
-        raise LandscapeError(f"--range {lo:g} {hi:g}: the first value must be below the second")
+        raise ConfigError(f"--range {lo:g} {hi:g}: the first value must be below the second")
     if not lo <= 0 <= hi:
-        raise LandscapeError(f"--range {lo:g} {hi:g} must contain 0, the trained weights")
+        raise ConfigError(f"--range {lo:g} {hi:g} must contain 0, the trained weights")
     coords = np.linspace(lo, hi, points)
     coords[np.isclose(coords, 0.0, rtol=0, atol=1e-9 * (hi - lo))] = 0.0
     return coords
@@ -83,30 +96,35 @@ def grid(span, points):
 # -------------------------------------------------------------------------------------------- scan
 
 
-def scan(model, inputs, directions, coords, verbose=1):
+def scan(model, inputs, directions, coords, label=None):
     """Evaluate the compiled `model` at theta* + sum_k coords[i_k] * directions[k] for every grid index.
 
     `inputs`: keyword arguments for ``model.evaluate``; `directions`: one or two lists of arrays
     matching ``model.trainable_variables``. Returns {metric name: array of shape [len(coords)] * dims}.
     The compiled evaluation is built once and reused; the weights are restored exactly afterwards,
-    also when the scan fails or is interrupted.
+    also when the scan fails or is interrupted. With a `label`, a progress line at most every
+    PROGRESS_EVERY seconds, and at the end.
     """
     variables = model.trainable_variables
     dims = len(directions)
     moved = [i for i in range(len(variables)) if any(np.any(d[i]) for d in directions)]
     theta = {i: np.array(variables[i].numpy()) for i in moved}
     shape = (len(coords),) * dims
-    surface = {}
-    progress = keras.utils.Progbar(int(np.prod(shape)), verbose=verbose, unit_name="point")
+    surface, eta, last_line = {}, Eta(int(np.prod(shape))), time.perf_counter()
     try:
-        for n, index in enumerate(itertools.product(range(len(coords)), repeat=dims)):
+        for index in itertools.product(range(len(coords)), repeat=dims):
+            start = time.perf_counter()
             for i in moved:
                 step = sum(coords[j] * d[i].astype(np.float64) for j, d in zip(index, directions))
                 variables[i].assign((theta[i] + step).astype(theta[i].dtype))
             logs = model.evaluate(**inputs, verbose=0, return_dict=True)
             for name, value in logs.items():
                 surface.setdefault(name, np.full(shape, np.nan))[index] = value
-            progress.update(n + 1)
+            now = time.perf_counter()
+            eta.tick(now - start)
+            if label and (now - last_line >= PROGRESS_EVERY or eta.done == eta.total):
+                say(f"  {label}: {eta.text('points')}")
+                last_line = now
     finally:
         for i in moved:
             variables[i].assign(theta[i])
@@ -116,28 +134,14 @@ def scan(model, inputs, directions, coords, verbose=1):
 # ------------------------------------------------------------------------------------ run folders
 
 
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    label: str  # recipe/variant/seed<k>
-    config: dict  # config.yaml without the run identity; holds data_source
-
-
-def read_run(run_dir):
-    """A completed run folder: its config and label; a LandscapeError says why it cannot be used."""
-    path = Path(run_dir)
-    if not (path / "config.yaml").is_file():
-        raise LandscapeError(f"{path}: not a run folder (no config.yaml)")
-    if not (path / "model.keras").is_file():
-        status = (read_json(path / "metrics.json") or {}).get("status", "not finished")
-        raise LandscapeError(f"{path}: no model.keras (run status: {status}); only completed runs have one")
-    ident, config = read_run_config(path)
-    return Run(path, f"{ident['recipe']}/{ident['variant']}/seed{ident['seed']}", config)
-
-
 def load_model(run):
     """The run's trained classifier, compiled for evaluation with the run's loss and accuracy."""
-    model = keras.saving.load_model(run.path / "model.keras", compile=False)
+    import keras
+
+    from keras_cifar.losses import get_loss
+    from keras_cifar.serving import load_keras
+
+    model = load_keras(run.path / "model.keras")
     model.compile(loss=get_loss(run.config["loss"]),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=run.config["train"]["jit_compile"])
@@ -203,132 +207,68 @@ def summarize(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
     }
 
 
-# ---------------------------------------------------------------------------------------- figures
-
-
-def _subtitle(settings):
-    return (f"{settings['images']} {settings['split']} images, filter-normalized random directions "
-            f"(seed {settings['seed']})")
-
-
-def plot_1d(path, coords, labels, loss, accuracy, settings):
-    """Loss (log scale) and accuracy against a, one line per run."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, l, a in zip(labels, loss, accuracy):
-        ax_loss.plot(coords, l, marker=".", label=label)
-        ax_acc.plot(coords, 100 * a, marker=".", label=label)
-    ax_loss.set_yscale("log")
-    ax_loss.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax_loss.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
-    ax_loss.set(title="Loss landscape", xlabel="a (step along direction d; 0 = trained weights)", ylabel="loss")
-    ax_acc.set(title="Accuracy landscape", xlabel="a (step along direction d; 0 = trained weights)",
-               ylabel="accuracy (%)", ylim=(0, 100))
-    for ax in (ax_loss, ax_acc):
-        ax.axvline(0, color="grey", lw=0.8, ls=":")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(_subtitle(settings))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _loss_levels(loss):
-    """Shared, log-spaced contour levels over all runs' finite positive losses."""
-    finite = loss[np.isfinite(loss) & (loss > 0)]
-    lo, hi = (finite.min(), finite.max()) if finite.size else (1e-3, 1.0)
-    return np.geomspace(lo, max(hi, lo * 1.001), 25)
-
-
-def plot_2d(path, coords, labels, loss, accuracy, settings):
-    """Filled contours of loss and accuracy over (a, b): one row per run, one colour scale for all."""
-    a, b = np.meshgrid(coords, coords, indexing="ij")
-    levels = _loss_levels(loss)
-    fig, axes = plt.subplots(len(labels), 2, figsize=(10, 4.2 * len(labels)), squeeze=False)
-    for row, label in enumerate(labels):
-        ax_loss, ax_acc = axes[row]
-        masked = np.ma.masked_invalid(np.clip(loss[row], levels[0], levels[-1]))
-        cs = ax_loss.contourf(a, b, masked, levels=levels, norm=LogNorm(), cmap="viridis")
-        fig.colorbar(cs, ax=ax_loss, label="loss", format="%.3g")
-        cs = ax_acc.contourf(a, b, 100 * accuracy[row], levels=np.linspace(0, 100, 21), cmap="magma")
-        fig.colorbar(cs, ax=ax_acc, label="accuracy (%)")
-        for ax, what in ((ax_loss, "Loss"), (ax_acc, "Accuracy")):
-            ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", ms=12)
-            ax.set(title=f"{what} landscape: {label}", xlabel="a (direction d)", ylabel="b (direction e)",
-                   aspect="equal")
-    fig.suptitle(_subtitle(settings) + "; * = trained weights")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_surface(path, coords, labels, loss, settings):
-    """3D surfaces of log10(loss) over (a, b), side by side, on one z scale."""
-    a, b = np.meshgrid(coords, coords, indexing="ij")
-    z = np.log10(np.clip(loss, *_loss_levels(loss)[[0, -1]]))
-    fig = plt.figure(figsize=(5.5 * len(labels), 5))
-    for i, label in enumerate(labels):
-        ax = fig.add_subplot(1, len(labels), i + 1, projection="3d")
-        ax.plot_surface(a, b, z[i], cmap="viridis", vmin=np.nanmin(z), vmax=np.nanmax(z), linewidth=0)
-        ax.set(title=label, xlabel="a", ylabel="b", zlabel="log10 loss", zlim=(np.nanmin(z), np.nanmax(z)))
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.yaxis.set_major_locator(MaxNLocator(5))
-    fig.suptitle("Loss surface; " + _subtitle(settings))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------------------ driver
 
 
-def run_landscape(run_dirs, dims=1, points=21, span=(-1.0, 1.0), images=2000, split="train",
-                  data_source=None, out=None, seed=0, batch_size=500, draw_surface=False, log=print):
-    """Scan every run folder on the same grid and direction recipe; write landscape_<dims>d.npz/.json
-    and figures to `out` (default: the run folder, for one run). Returns the written paths."""
-    if len(run_dirs) > 1 and out is None:
-        raise LandscapeError("several RUN_DIRs are compared in one figure: pass --out DIR")
-    if draw_surface and dims != 2:
-        raise LandscapeError("--surface draws the 2D landscape: add --dims 2")
-    coords = grid(span, points)
-    runs = [read_run(d) for d in run_dirs]
+def title(runs, settings):
+    """What is compared, at what scale, on which images."""
+    from keras_cifar.report import scale_text
+
+    scales = {scale_text(r) for r in runs}
+    names = " vs ".join(r.label for r in runs)
+    scale = scales.pop() if len(scales) == 1 else "; ".join(f"{r.label}: {scale_text(r)}" for r in runs)
+    return (f"{names} ({scale})\n{settings.images} {settings.split} images per point, filter-normalized "
+            f"random directions (seed {settings.seed})")
+
+
+def run_landscape(runs, settings, data_source=None, out=None):
+    """Scan every completed run (runs.Run) on the same grid and direction recipe; write
+    landscape_<dims>d.npz/.json and figures to `out` (default: the run folder, for one run).
+    Returns the written paths."""
+    import keras
+
     if len({r.label for r in runs}) < len(runs):
-        raise LandscapeError("the same run was given twice: " + ", ".join(r.label for r in runs))
+        raise ConfigError("the same run was given twice: " + ", ".join(r.label for r in runs))
+    coords = grid(settings.span, settings.points)
     out = Path(out or runs[0].path)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"dims": dims, "points": points, "range": [float(v) for v in span], "images": images,
-                "split": split, "seed": seed, "batch_size": batch_size, "sharpness_radius": SHARPNESS_RADIUS,
-                "directions": "Gaussian, filter-normalized (Li et al. 2018); zero for biases and BatchNorm "
-                              "gamma/beta; BatchNorm moving statistics as trained (inference mode); "
-                              "no augmentation", **environment()}
+    record = {**asdict(settings), "range": [float(v) for v in settings.span], "sharpness_radius": SHARPNESS_RADIUS,
+              "directions": "Gaussian, filter-normalized (Li et al. 2018); zero for biases and BatchNorm "
+                            "gamma/beta; BatchNorm moving statistics as trained (inference mode); "
+                            "no augmentation", **environment()}
+    del record["span"], record["surface"]
     datasets, surfaces, summaries = {}, [], []
     for run in runs:
         source = data_source or run.config.get("data_source")
         if not source:
-            raise LandscapeError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
+            raise RunFolderError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
         if source not in datasets:
             datasets[source] = data_lib.load(source)
-        x, y = evaluation_images(datasets[source], run.config, split, images)
+        x, y = evaluation_images(datasets[source], run.config, settings.split, settings.images)
         keras.backend.clear_session()
         model = load_model(run)
-        directions = [random_direction(model.trainable_variables, seed, axis) for axis in range(dims)]
-        log(f"{run.label}: {len(coords) ** dims} points x {len(y)} {split} images from {datasets[source].source}")
-        feeder = data_lib.Feeder(batch_size, run.config["data"]["pipeline"])
+        directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
+        say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
+            f"from {datasets[source].source}")
+        feeder = data_lib.Feeder(settings.batch_size, run.config["data"]["pipeline"])
         start = time.perf_counter()
-        surface = scan(model, feeder.evaluate(x, y), directions, coords)
-        seconds = time.perf_counter() - start
+        surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
         surfaces.append(surface)
         summaries.append({"label": run.label, "run_dir": str(run.path), "data_source": datasets[source].source,
-                          "images": len(y), "seconds": round(seconds, 1),
+                          "images": len(y), "seconds": round(time.perf_counter() - start, 1),
                           **summarize(coords, surface["loss"], surface["accuracy"])})
     labels = [r.label for r in runs]
     loss = np.stack([s["loss"] for s in surfaces])
     accuracy = np.stack([s["accuracy"] for s in surfaces])
-    stem = out / f"landscape_{dims}d"
-    written = [stem.with_suffix(".npz"), stem.with_suffix(".json"), stem.with_suffix(".png")]
-    np.savez(written[0], coords=coords, loss=loss, accuracy=accuracy, labels=np.array(labels))
-    write_atomic(written[1], json.dumps({"settings": settings, "runs": summaries}, indent=2) + "\n")
-    (plot_1d if dims == 1 else plot_2d)(written[2], coords, labels, loss, accuracy, settings)
-    if draw_surface:
-        written.append(out / "landscape_2d_surface.png")
-        plot_surface(written[-1], coords, labels, loss, settings)
-    return written
+    stem = out / f"landscape_{settings.dims}d"
+    np.savez(stem.with_suffix(".npz"), coords=coords, loss=loss, accuracy=accuracy, labels=np.array(labels))
+    write_json(stem.with_suffix(".json"), {"settings": record, "runs": summaries})
+    heading = title(runs, settings)
+    if settings.dims == 1:
+        figures = [plots.landscape_1d(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
+    else:
+        figures = [plots.landscape_2d(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
+    if settings.surface:
+        figures.append(plots.landscape_surface(out / "landscape_2d_surface.png", coords, labels, loss,
+                                               "Loss surface: " + heading))
+    return [stem.with_suffix(".npz"), stem.with_suffix(".json"), *figures]

@@ -9,105 +9,37 @@ Numbers: final-epoch test accuracy, mean ± sample standard deviation (ddof=1) o
 The table bolds the highest mean test accuracy, as the report's tables do; nothing is selected on it.
 """
 
-import json
 import math
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from keras_cifar import plots
+from keras_cifar.console import count, duration
+from keras_cifar.errors import RunFolderError
+from keras_cifar.runs import LAYOUT, natural_key, recipe_runs, write_json, write_atomic
 
-from keras_cifar.runfiles import read_history, read_json, write_atomic
-
-RUN_FILES = ("config.yaml", "history.csv", "metrics.json")
-LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.csv or metrics.json"
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
 FIGURE_FORMATS = ("png", "svg")
 
 
-class ReportError(ValueError):
-    """Run folders that cannot be reported on; the message says what layout is expected."""
-
-
-@dataclass
-class Run:
-    seed: int
-    path: Path
-    status: str  # completed | diverged | failed | unfinished
-    metrics: dict
-    config: dict
-    history: list
-
-    @property
-    def epochs(self):
-        return self.metrics.get("epochs") or (self.config.get("train") or {}).get("epochs")
-
-    @property
-    def epochs_completed(self):
-        return self.metrics.get("epochs_completed", len(self.history))
-
-
 @dataclass
 class Variant:
+    """A recipe's variant: its runs (runs.Run, by seed) and the seeds other variants have but it lacks."""
+
     name: str
     runs: list
-    missing: list = field(default_factory=list)  # seeds that other variants of the recipe have
+    missing: list = field(default_factory=list)
 
     @property
     def completed(self):
         return [r for r in self.runs if r.status == "completed"]
 
 
-# ------------------------------------------------------------------------------------- finding runs
-
-
-def _seed_of(path):
-    match = re.fullmatch(r"seed(\d+)", path.name)
-    return int(match.group(1)) if match else None
-
-
-def _is_run(path):
-    return path.is_dir() and _seed_of(path) is not None and any((path / f).exists() for f in RUN_FILES)
-
-
-def _is_recipe(path):
-    return any(_is_run(seed) for variant in path.iterdir() if variant.is_dir() for seed in variant.iterdir())
-
-
-def find_recipes(paths):
-    """Recipe folders under `paths` (each a recipe folder or an OUT root holding several), in order."""
-    found = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise ReportError(f"{path}: not a folder; expected a recipe run folder or an OUT root ({LAYOUT})")
-        recipes = [path] if _is_recipe(path) else [p for p in sorted(path.iterdir()) if p.is_dir() and _is_recipe(p)]
-        if not recipes:
-            raise ReportError(f"{path}: no runs found; expected {LAYOUT}")
-        found += [r for r in recipes if r not in found]
-    return found
-
-
-def _natural_key(name):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def load_run(path):
-    metrics = read_json(path / "metrics.json") or {}
-    config_file = path / "config.yaml"
-    config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.exists() else {}
-    return Run(_seed_of(path), path, metrics.get("status", "unfinished"), metrics, config,
-               read_history(path / "history.csv"))
-
-
 def load_variants(recipe_dir):
     """The recipe's variants (natural name order) with their runs; seeds missing from a variant are noted."""
-    variants = []
-    for vdir in sorted((p for p in Path(recipe_dir).iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name)):
-        runs = sorted((load_run(p) for p in vdir.iterdir() if _is_run(p)), key=lambda r: r.seed)
-        if runs:
-            variants.append(Variant(vdir.name, runs))
+    variants = [Variant(name, runs) for name, runs in recipe_runs(recipe_dir).items()]
     seeds = {r.seed for v in variants for r in v.runs}
     for v in variants:
         v.missing = sorted(seeds - {r.seed for r in v.runs})
@@ -190,21 +122,15 @@ def summarize(recipe_dir, variants):
 # ------------------------------------------------------------------------------------------ table
 
 
-def _pct(x):
+def _in_percent(x):
+    """0.6142 -> '61.42' (the tables' columns say %)."""
     return f"{100 * x:.2f}"
-
-
-def _duration(seconds):
-    if seconds is None:
-        return "–"
-    s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def accuracy_cell(stats, n_seeds, bold):
     if not stats:
         return "–"
-    text = _pct(stats["mean"]) + (f" ± {_pct(stats['std'])}" if stats["std"] is not None else "")
+    text = _in_percent(stats["mean"]) + (f" ± {_in_percent(stats['std'])}" if stats["std"] is not None else "")
     n = f"n={stats['n']}" + (f" of {n_seeds}" if stats["n"] < n_seeds else "")
     return f"**{text}** ({n})" if bold else f"{text} ({n})"
 
@@ -222,10 +148,10 @@ def markdown_table(summary, reference=None):
         ips = row["images_per_second"]
         cells = [row["variant"],
                  accuracy_cell(row["test_accuracy"], n_seeds, row["variant"] in summary["highest_test_accuracy"]),
-                 _pct(val["mean"]) if val else "–",
+                 _in_percent(val["mean"]) if val else "–",
                  ", ".join(map(str, row["epochs"])) or "–",
                  row["status"],
-                 _duration(row["train_seconds"]),
+                 duration(row["train_seconds"]) if row["train_seconds"] is not None else "–",
                  f"{ips:.0f}" if ips else "–"]
         if reference is not None:
             cells.insert(1, f"{reference[row['variant']]:.2f}" if row["variant"] in reference else "–")
@@ -243,7 +169,7 @@ TABLE_NOTE = ("Mean ± sample standard deviation over the n completed seeds (no 
               "mean final-epoch test accuracy, as in the report's tables (reported, not used to select anything). "
               "Best val accuracy: each run's best epoch, averaged over seeds. Train time per run: the training part "
               "of every epoch, first-epoch compilation included, evaluation excluded; images/s leaves out the first "
-              "epoch.")
+              "epoch, which compiles (– for a 1-epoch run).")
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -271,7 +197,7 @@ def variant_differences(variants):
 
 
 def _values(items):
-    return ", ".join(sorted({str(i) for i in items if i is not None}, key=_natural_key)) or "–"
+    return ", ".join(sorted({str(i) for i in items if i is not None}, key=natural_key)) or "–"
 
 
 def _backend(metrics):
@@ -305,77 +231,21 @@ def setup_lines(variants):
 # ---------------------------------------------------------------------------------------- figures
 
 
-def _colors(variants):
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10"].colors
-    return {v.name: palette[i % len(palette)] for i, v in enumerate(variants)}
-
-
-def _series(runs, key, scale):
-    """(epochs, mean, min, max) of `key` over `runs`, per epoch, ignoring runs without a finite value."""
-    by_epoch = {}
-    for run in runs:
-        for row in run.history:
-            value = row.get(key)
-            if value is not None and math.isfinite(value):
-                by_epoch.setdefault(row["epoch"], []).append(value * scale)
-    epochs = sorted(by_epoch)
-    return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
-            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
-
-
-def _plot(ax, variants, colors, key, scale=1.0, style="-", label=True):
-    """One line per variant: the mean over its healthy runs (completed or unfinished) with a min-max band;
-    diverged or failed runs drawn alone, thin, ending in a cross."""
+def _draw(ax, variants, colors, key, scale=1.0, style="-", legend=True):
+    """One curve per variant: healthy runs (completed or unfinished) as mean and band, broken ones alone."""
     for v in variants:
         healthy = [r for r in v.runs if r.status in ("completed", "unfinished")]
         broken = [r for r in v.runs if r not in healthy]
-        epochs, mean, low, high = _series(healthy, key, scale)
-        if epochs:
-            ax.plot(epochs, mean, style, color=colors[v.name], lw=1.8,
-                    label=f"{v.name} ({_counts_text(v)})" if label else None)
-            if len(healthy) > 1:
-                ax.fill_between(epochs, low, high, color=colors[v.name], alpha=0.18, lw=0)
-        for run in broken:
-            epochs, values, _, _ = _series([run], key, scale)
-            if epochs:
-                ax.plot(epochs, values, ":", color=colors[v.name], lw=1.0,
-                        label=f"{v.name} seed{run.seed} ({run.status})" if label else None)
-                ax.plot(epochs[-1:], values[-1:], "x", color=colors[v.name], ms=8, mew=2)
+        plots.draw_runs(ax, key, colors[v.name], healthy, broken, v.name,
+                        legend=f"{v.name} ({_counts_text(v)})" if legend else False, scale=scale, style=style)
 
 
-def _new_figure(ncols):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0 * ncols, 4.6), layout="constrained")
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
-
-
-def _decorate(ax, title, ylabel):
-    from matplotlib.ticker import MaxNLocator
-
-    ax.set_title(title)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-
-
-def _legend(fig, handles, labels):
-    """One legend under the panels, so that it never hides a curve."""
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
+def _last_epoch(variants):
+    return max((row["epoch"] for v in variants for r in v.runs for row in r.history), default=1)
 
 
 def _save(fig, out_dir, stem):
-    """PNG and SVG; byte-identical when the runs are unchanged (no date, fixed SVG ids), for committed results."""
-    from matplotlib import rc_context
-
-    paths = [Path(out_dir) / f"{stem}.{fmt}" for fmt in FIGURE_FORMATS]
-    with rc_context({"svg.hashsalt": "keras-cifar"}):
-        for path in paths:
-            fig.savefig(path, dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
-    return paths
+    return [plots.save(fig, Path(out_dir) / f"{stem}.{fmt}") for fmt in FIGURE_FORMATS]
 
 
 def _loss_label(variants):
@@ -386,12 +256,12 @@ def _loss_label(variants):
 
 
 def figure_test(recipe, variants, colors, subtitle, out_dir):
-    fig, (acc, loss) = _new_figure(2)
-    _plot(acc, variants, colors, "test_accuracy", 100)
-    _plot(loss, variants, colors, "test_loss", label=False)
-    _decorate(acc, "Test accuracy", "test accuracy (%)")
-    _decorate(loss, "Test loss", f"test {_loss_label(variants)}")
-    _legend(fig, *acc.get_legend_handles_labels())
+    fig, ((acc, loss),) = plots.figure(2)
+    _draw(acc, variants, colors, "test_accuracy", 100)
+    _draw(loss, variants, colors, "test_loss", legend=False)
+    plots.epoch_axes(acc, "Test accuracy", "test accuracy (%)", _last_epoch(variants))
+    plots.epoch_axes(loss, "Test loss", f"test {_loss_label(variants)}", _last_epoch(variants))
+    plots.legend_below(fig, *acc.get_legend_handles_labels())
     fig.suptitle(f"{recipe}: test accuracy and loss per epoch\n{subtitle}")
     return _save(fig, out_dir, "test_curves")
 
@@ -399,24 +269,24 @@ def figure_test(recipe, variants, colors, subtitle, out_dir):
 def figure_train_val(recipe, variants, colors, subtitle, out_dir):
     from matplotlib.lines import Line2D
 
-    fig, (acc, loss) = _new_figure(2)
+    fig, ((acc, loss),) = plots.figure(2)
     for ax, key, scale in ((acc, "accuracy", 100), (loss, "loss", 1.0)):
-        _plot(ax, variants, colors, key, scale, style="--", label=False)
-        _plot(ax, variants, colors, f"val_{key}", scale, label=ax is acc)
-    _decorate(acc, "Accuracy: train (dashed) and validation (solid)", "accuracy (%)")
-    _decorate(loss, "Loss: train (dashed) and validation (solid)", _loss_label(variants))
+        _draw(ax, variants, colors, key, scale, style="--", legend=False)
+        _draw(ax, variants, colors, f"val_{key}", scale, legend=ax is acc)
+    plots.epoch_axes(acc, "Accuracy: train (dashed) and validation (solid)", "accuracy (%)", _last_epoch(variants))
+    plots.epoch_axes(loss, "Loss: train (dashed) and validation (solid)", _loss_label(variants), _last_epoch(variants))
     handles, labels = acc.get_legend_handles_labels()
-    _legend(fig, handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
-            labels + ["train (augmented, averaged over the epoch)", "validation"])
+    plots.legend_below(fig, handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
+                       labels + ["train (augmented, averaged over the epoch)", "validation"])
     fig.suptitle(f"{recipe}: train and validation curves\n{subtitle}")
     return _save(fig, out_dir, "train_val_curves")
 
 
 def figure_lr(recipe, variants, colors, subtitle, out_dir):
-    fig, (ax,) = _new_figure(1)
-    _plot(ax, variants, colors, "lr")
-    _decorate(ax, "Learning rate at the end of each epoch", "learning rate")
-    _legend(fig, *ax.get_legend_handles_labels())
+    fig, ((ax,),) = plots.figure(1)
+    _draw(ax, variants, colors, "lr")
+    plots.epoch_axes(ax, "Learning rate at the end of each epoch", "learning rate", _last_epoch(variants))
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     fig.suptitle(f"{recipe}: learning rate per epoch\n{subtitle}")
     return _save(fig, out_dir, "lr")
 
@@ -425,6 +295,14 @@ def _lr_differs(variants):
     """Whether two variants' learning rates differ at an epoch both have run (unfinished runs are shorter)."""
     curves = [{row["epoch"]: row["lr"] for row in r.history} for v in variants for r in v.runs]
     return any(not math.isclose(a[e], b[e], rel_tol=1e-6) for a in curves for b in curves for e in a.keys() & b.keys())
+
+
+def scale_text(run):
+    """'ResNet-18 width 16, 10 epochs, 10,000 training images' for one run."""
+    c = run.config
+    subset = (c.get("data") or {}).get("subset")
+    return (f"ResNet-18 width {c['model']['width']}, {count(c['train']['epochs'], 'epoch')}, "
+            + (f"{subset:,} training images" if subset else "all training images"))
 
 
 def _subtitle(variants):
@@ -460,19 +338,20 @@ def report_markdown(summary, variants, figures):
 
 
 def write_report(recipe_dir, out_dir=None):
-    """Write figures (PNG, SVG), report.md and summary.json for one recipe folder; returns (summary, paths)."""
+    """Write figures (PNG, SVG), report.md and summary.json for one recipe folder; returns
+    (summary, variants, paths written)."""
     recipe_dir = Path(recipe_dir)
     out_dir = Path(out_dir or recipe_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = load_variants(recipe_dir)
     if not variants:
-        raise ReportError(f"{recipe_dir}: no runs found; expected {LAYOUT}")
+        raise RunFolderError(f"{recipe_dir}: no runs found; expected {LAYOUT}")
     summary = summarize(recipe_dir, variants)
-    colors, subtitle, recipe = _colors(variants), _subtitle(variants), summary["recipe"]
+    colors, subtitle, recipe = plots.colors([v.name for v in variants]), _subtitle(variants), summary["recipe"]
     figures = figure_test(recipe, variants, colors, subtitle, out_dir)
     figures += figure_train_val(recipe, variants, colors, subtitle, out_dir)
     if recipe == "lr" or _lr_differs(variants):
         figures += figure_lr(recipe, variants, colors, subtitle, out_dir)
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     write_atomic(out_dir / "report.md", report_markdown(summary, variants, figures))
-    return summary, [out_dir / "report.md", out_dir / "summary.json", *figures]
+    return summary, variants, [out_dir / "report.md", out_dir / "summary.json", *figures]

@@ -15,7 +15,6 @@ whichever backend trained the model. The ``.keras`` file is backend-agnostic: un
 export loads it in a subprocess with ``KERAS_BACKEND=tensorflow`` (TensorFlow must be installed).
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,21 +22,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from keras_cifar import augment, losses, optim  # noqa: F401  (registers the custom objects .keras files use)
 from keras_cifar.data import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
+from keras_cifar.errors import ModelError
+from keras_cifar.runs import MODEL_FILE, RunFolder
 
-FORMATS = ("saved_model", "keras")
+EXPORT_FORMATS = ("saved_model", "keras")
 LABELS_FILE = "labels.txt"
 BATCH = 256
 IMAGE_SIZE = 32
 INFERENCE_NAME = "inference"  # the exported Keras model's name
-
-
-class ExportError(ValueError):
-    """A model path or file that cannot be used; the message names it and says what is expected."""
 
 
 # ------------------------------------------------------------------------------------ loading models
@@ -45,21 +40,27 @@ class ExportError(ValueError):
 
 def load_keras(path):
     """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
+    import keras
+
+    from keras_cifar import augment, losses, models, optim  # noqa: F401  (register the custom objects)
+
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ExportError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
+        raise ModelError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def inference_model(model):
     """float32 images (0..255) -> normalize -> ResNet-18 logits: the trained classifier without its
     augmentation layer, sharing its weights. An inference model passes through unchanged."""
+    import keras
+
     if model.name == INFERENCE_NAME:
         return model
     try:
         normalize, net = model.get_layer("normalize"), model.get_layer("resnet18")
     except ValueError:
-        raise ExportError(f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and "
+        raise ModelError(f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and "
                           "'resnet18' layers)") from None
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
     return keras.Model(images, net(normalize(images)), name=INFERENCE_NAME)
@@ -73,21 +74,18 @@ def resolve(path):
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "saved_model", path
-        if (path / "model.keras").is_file():
-            return "keras", path / "model.keras"
+        if (path / MODEL_FILE).is_file():
+            return "keras", path / MODEL_FILE
         versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
         if versions:
             return resolve(versions[-1][1])
     status = _run_status(path)
-    raise ExportError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or "
+    raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or "
                       f"saved_model.pb{status})")
 
 
 def _run_status(path):
-    try:
-        status = json.loads((Path(path) / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return ""
+    status = (RunFolder(path).read_metrics() or {}).get("status")
     return f"; the run's status is {status}" if status else ""
 
 
@@ -115,14 +113,14 @@ def load(path):
         names = tuple(_read_labels(labels)) if labels.is_file() else CLASS_NAMES
         return Classifier(lambda x: np.asarray(model.predict_on_batch(x)), names, str(where))
     if not has_tensorflow():
-        raise ExportError(f"{where}: reading a SavedModel needs TensorFlow (pip install tensorflow)")
+        raise ModelError(f"{where}: reading a SavedModel needs TensorFlow (pip install tensorflow)")
     import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(str(where))
         names = tuple(n.decode() for n in loaded.class_names()["class_names"].numpy())
     except (OSError, ValueError, AttributeError, tf.errors.OpError) as e:
-        raise ExportError(f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: "
+        raise ModelError(f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: "
                           f"{_first_line(e)})") from None
     return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where))
 
@@ -130,15 +128,23 @@ def load(path):
 # ------------------------------------------------------------------------------------------- export
 
 
+def exportable(source):
+    """The .keras file that `source` (a run folder or a .keras file) exports, or a ModelError."""
+    kind, keras_file = resolve(source)
+    if kind != "keras":
+        raise ModelError(f"{source}: is already an exported SavedModel; export a run folder or a .keras file")
+    return keras_file
+
+
 def export(source, out=None, fmt="saved_model"):
     """Write the inference model of `source` (a run folder or .keras file) to ``out/<version>/``, the
     next free version number (1 for a new folder); returns that folder. ``out`` defaults to
     ``<run folder>/export``."""
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; use {' or '.join(FORMATS)}")
-    kind, keras_file = resolve(source)
-    if kind != "keras":
-        raise ExportError(f"{source}: is already an exported SavedModel; export a run folder or a .keras file")
+    import keras
+
+    if fmt not in EXPORT_FORMATS:
+        raise ModelError(f"unknown format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
+    keras_file = exportable(source)
     out = Path(out) if out else keras_file.parent / "export"
     version_dir = out / str(_next_version(out))
     if fmt == "keras" or keras.backend.backend() == "tensorflow":
@@ -173,6 +179,7 @@ def write_version(keras_file, version_dir, fmt):
 
 
 def _write_saved_model(model, path):
+    import keras
     import tensorflow as tf
 
     def outputs(images):
@@ -192,21 +199,21 @@ def _write_in_tensorflow(keras_file, version_dir):
     """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own PyTorch exporter
     needs torch_xla; one writer for all backends gives the same plain-TensorFlow SavedModel."""
     if not has_tensorflow():
-        raise ExportError("SavedModel export needs TensorFlow installed (pip install tensorflow); "
+        raise ModelError("SavedModel export needs TensorFlow installed (pip install tensorflow); "
                           "--format keras works without it")
     package_root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    code = ("import sys\nfrom keras_cifar.export import ExportError, write_version\n"
+    code = ("import sys\nfrom keras_cifar.serving import ModelError, write_version\n"
             "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
-            "except ExportError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n")
+            "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n")
     done = subprocess.run([sys.executable, "-c", code, str(keras_file), str(version_dir)],
                           env=env, capture_output=True, text=True, check=False)
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-    if done.returncode == 2:  # an ExportError: its message says it all
-        raise ExportError(last)
+    if done.returncode == 2:  # an ModelError: its message says it all
+        raise ModelError(last)
     if done.returncode:
-        raise ExportError(f"SavedModel export under the TensorFlow backend failed: {last}")
+        raise ModelError(f"SavedModel export under the TensorFlow backend failed: {last}")
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -256,7 +263,7 @@ def read_images(files):
 def predict(classifier, files, top_k=3):
     """([{"file", "top": [{"class", "probability"}]}], [{"file", "error"}]) for image files."""
     images, ok, errors = read_images(files)
-    probs = _softmax(classifier.logits(images))
+    probs = np.exp(_log_softmax(classifier.logits(images)))
     top_k = min(top_k, probs.shape[1])
     results = []
     for f, p in zip(ok, probs):
@@ -280,9 +287,9 @@ def prediction_table(results):
     return "\n".join(lines)
 
 
-def _softmax(logits):
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 # ----------------------------------------------------------------------------------------- evaluate
@@ -290,40 +297,15 @@ def _softmax(logits):
 
 def evaluate(classifier, images, labels):
     """Accuracy, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted)."""
-    logits = classifier.logits(images)
+    logits = classifier.logits(images).astype(np.float64)
     labels = np.asarray(labels)
-    loss = losses.get_loss("cross_entropy")(labels, logits)
+    log_probs = _log_softmax(logits)
     n = len(classifier.class_names)
     confusion = np.zeros((n, n), np.int64)
     np.add.at(confusion, (labels, logits.argmax(axis=-1)), 1)
     return {"accuracy": float(np.trace(confusion) / len(labels)),
-            "cross_entropy": float(keras.ops.convert_to_numpy(loss)),
+            "cross_entropy": float(-log_probs[np.arange(len(labels)), labels].mean()),
             "images": len(labels), "confusion": confusion}
-
-
-def plot_confusion(confusion, class_names, title, path):
-    """Save the confusion matrix as a figure (counts in each cell, row = true class)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(confusion, cmap="Blues")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    threshold = confusion.max() / 2
-    for (i, j), count in np.ndenumerate(confusion):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > threshold else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _read_labels(path):

@@ -18,13 +18,10 @@ and writes the results, workers run trials.
 
 import collections
 import contextlib
-import csv
-import io
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -34,33 +31,12 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.config import OBJECTIVES, SPACE, ConfigError
-from keras_cifar.train import compile_model, diff_keys, run_sweep, write_atomic
+from keras_cifar import plots
+from keras_cifar.runs import diff_keys, write_atomic, write_csv
+from keras_cifar.train import compile_model, run_sweep
 
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ENDED = ("COMPLETED", "FAILED", "INVALID")
-
-
-@dataclass(frozen=True)
-class Search:
-    """What one search tunes: a recipe variant's resolved config and the resolved tune section."""
-
-    recipe: str
-    variant: str
-    config: dict
-    tune: dict
-
-
-def resolve(recipe, overrides=None, variant=None):
-    """The Search for a loaded Recipe, command-line overrides (``tune.*`` included) applied last."""
-    overrides = dict(overrides or {})
-    tune = cfg.merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")
-    if variant is None:
-        if len(recipe.variants) > 1:
-            raise ConfigError(f"{recipe.path}: has variants {', '.join(recipe.variants)}; "
-                              "choose the one to tune with --variant NAME")
-        variant = next(iter(recipe.variants))
-    spec = cfg.sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
-    return Search(recipe.name, variant, spec.config, tune)
 
 
 # ------------------------------------------------------------------------------------- the space
@@ -282,13 +258,12 @@ def check_folder(folder, search, data_source):
     write_atomic(path, yaml.safe_dump(record, sort_keys=False))
 
 
-def run_search(search, data_source=None, out_root="runs", final=False):
+def run_search(search, cifar, out_root="runs", final=False):
     """Run (or resume) the search; returns the best trial's id, or None (a worker, or no trial
     completed). With `final`, retrain the best trial with ``run`` and report its test accuracy."""
     who = role()
     if final and who == "worker":
         raise ConfigError("--final retrains on the chief (or without --chief); a worker only runs trials")
-    cifar = data_lib.load(data_source)
     folder = search_folder(out_root, search)
     check_folder(folder, search, cifar.source)
     d, t = search.config["data"], search.tune
@@ -322,7 +297,7 @@ def run_search(search, data_source=None, out_root="runs", final=False):
         return None
     if final:
         _say(f"final: retraining trial {best} from best.yaml, with test evaluation")
-        results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), data_source, out_root)
+        results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), cifar, out_root)
         accs = [m["test_accuracy"] for _, m in results if m.get("test_accuracy") is not None]
         if accs:
             _say(f"final: trial {best}, test accuracy {sum(accs) / len(accs):.2%} over {len(accs)} seed(s)")
@@ -347,11 +322,7 @@ def write_results(folder, search, trials):
     completed = [tr for tr in trials.values() if _status(tr) == "COMPLETED"]  # diverged ones never win
     best = (max if OBJECTIVES[objective] == "max" else min)(completed, key=lambda tr: tr.score, default=None)
     columns = ["trial", *search.tune["space"], "epochs", objective, "status", "seconds"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(folder / "trials.csv", buf.getvalue())
+    write_csv(folder / "trials.csv", rows, columns)
     write_atomic(folder / "trials.md", _markdown(rows, columns, search, best))
     if best is not None:
         _plot(folder / "objective.png", [r for r in rows if r[objective] is not None], search, best)
@@ -416,48 +387,12 @@ def _markdown(rows, columns, search, best):
 
 
 def _plot(path, rows, search, best):
-    """The objective against each searched hyperparameter, one panel each; the best trial starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.ticker import PercentFormatter
-
-    names, objective = list(search.tune["space"]), search.tune["objective"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        entry = search.tune["space"][name]
-        ax.scatter([r[name] for r in rows], [r[objective] for r in rows], color="tab:blue", alpha=0.8)
-        for r in rows:
-            ax.annotate(r["trial"], (r[name], r[objective]), xytext=(4, 4), textcoords="offset points", fontsize=7)
-        star = [r for r in rows if r["trial"] == best.trial_id]
-        ax.scatter([r[name] for r in star], [r[objective] for r in star], marker="*", s=250,
-                   color="tab:red", label=f"best (trial {best.trial_id})")
-        log = name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log")
-        if log:
-            ax.set_xscale("log")
-        if isinstance(entry, dict):  # the whole range, so that one sees where trials fell in it
-            ticks = (np.geomspace if log else np.linspace)(entry["min"], entry["max"], 5)
-            ax.set_xlim(*((entry["min"] / 1.2, entry["max"] * 1.2) if log else
-                          (entry["min"] - 0.05 * (entry["max"] - entry["min"]), entry["max"] * 1.05)))
-        else:
-            ticks = entry
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
-        ax.minorticks_off()
-        if objective == "val_accuracy":
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set_xlabel(name + (" (log scale)" if log else ""))
-        ax.set_ylabel(objective)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
-                 f"{search.tune['epochs']} epoch(s) each (validation split)", fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    """The objective against each searched hyperparameter; the best trial starred."""
+    space = {name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
+             for name, entry in search.tune["space"].items()}
+    plots.objective(path, rows, space, search.tune["objective"], best.trial_id,
+                    f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
+                    f"{search.tune['epochs']} epoch(s) each (validation split)")
 
 
 # ------------------------------------------------------------------------------------- formatting

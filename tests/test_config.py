@@ -3,16 +3,16 @@
 import pytest
 
 from keras_cifar import config as cfg
-from tests.conftest import REPO, tiny_recipe
+from tests.helpers import REPO, tiny_recipe
 
 
 def test_precedence_defaults_base_variant_command_line(tmp_path):
-    path = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 8}, optimizer: {momentum: 0.0}}\n")
+    path = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}, optimizer: {momentum: 0.0}}\n")
     recipe = cfg.load_recipe(path)
     runs = cfg.sweep(recipe, cfg.parse_sets(["optimizer.learning_rate=0.05", "train.epochs=3"]), seeds=[1, 2])
     assert [(r.variant, r.seed) for r in runs] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
     a, b = runs[0].config, runs[2].config
-    assert a["model"]["width"] == 4 and b["model"]["width"] == 8  # base, then variant
+    assert a["model"]["width"] == 8 and b["model"]["width"] == 16  # base, then variant
     assert a["optimizer"]["momentum"] == 0.9 and b["optimizer"]["momentum"] == 0.0  # default, then variant
     assert a["optimizer"]["learning_rate"] == b["optimizer"]["learning_rate"] == 0.05  # command line wins
     assert a["train"]["epochs"] == 3 and a["data"]["batch_size"] == 32
@@ -108,6 +108,6 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
     assert result.exit_code == 0
     assert [line.split(":")[0] for line in result.output.splitlines()] == [
         "tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1", "estimated total"]
-    assert "tiny/a/seed0: new, width 4, 1 epochs, batch 32, no timing yet at this scale" in result.output
+    assert "tiny/a/seed0: new, width 8, 1 epoch, batch 32, no timing yet at this scale" in result.output
     assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
     assert not (tmp_path / "out").exists()

@@ -1,14 +1,20 @@
 """Data sources (each format on fixtures written here, and a slice of the real JPEG copy) and the split."""
 
+import functools
+import http.server
 import io
 import pickle
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_cifar import data
+from keras_cifar.errors import DataError
+from tests.conftest import REAL_DATA
 
 
 def _fake_cifar(n_train=50, n_test=40, seed=0):
@@ -75,14 +81,26 @@ def test_class_folder_tree_png_and_jpeg(tmp_path):
     assert got.x_test.shape == (10, 32, 32, 3) and sorted(got.y_test) == sorted(y_te)
 
 
-def test_slice_of_the_real_jpeg_copy(jpeg_slice):
-    got = data.load(jpeg_slice)
-    assert got.x_train.shape == (300, 32, 32, 3) and got.x_test.shape == (100, 32, 32, 3)
-    assert np.bincount(got.y_train).tolist() == [30] * 10
-    assert got.x_train.dtype == np.uint8 and 40 < got.x_train.mean() < 200  # real pictures, not blank
+def test_jpeg_tree_laid_out_like_the_cifar10_jpeg_copy(jpeg_tree):
+    path, arrays = jpeg_tree
+    got = data.load(path)
+    assert got.x_train.shape == (640, 32, 32, 3) and got.x_test.shape == (160, 32, 32, 3)
+    assert np.bincount(got.y_train).tolist() == [64] * 10 and got.x_train.dtype == np.uint8
+    for want, have in zip(arrays, (got.x_train, got.y_train, got.x_test, got.y_test)):
+        np.testing.assert_array_equal(want, have)  # each JPEG decoded as PIL decodes it
 
 
-def test_second_load_comes_from_the_cache(jpeg_slice, tmp_path):
+@pytest.mark.real_data
+def test_real_cifar10_copy():
+    """Opt-in (KERAS_CIFAR_DATA=path): the whole data set loads, with the official sizes and classes."""
+    got = data.load(REAL_DATA)
+    assert got.x_train.shape == (50000, 32, 32, 3) and got.x_test.shape == (10000, 32, 32, 3)
+    assert np.bincount(got.y_train).tolist() == [5000] * 10 and np.bincount(got.y_test).tolist() == [1000] * 10
+    assert 100 < got.x_train.mean() < 140  # natural pictures (CIFAR-10's mean is about 121), not blank
+
+
+def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path):
+    jpeg_slice = jpeg_tree[0]
     first = data.load(jpeg_slice, cache_dir=tmp_path)
     cached = list(tmp_path.glob("*.npz"))
     assert len(cached) == 1
@@ -93,7 +111,7 @@ def test_second_load_comes_from_the_cache(jpeg_slice, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a tar at all", "cannot read"),
+    (b"not a tar at all", "not a folder or a .tar(.gz) archive"),
     (None, "found no train/<class>/* and test/<class>/* images"),
 ])
 def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message):
@@ -137,12 +155,91 @@ def test_split_is_10_1_1_stratified_disjoint_and_fixed():
     assert {r.tobytes() for r in small.test[0]} <= test_rows  # the small test set stays inside the test half
 
 
-def test_tfds_failure_says_how_to_pass_data(monkeypatch):
+def test_source_names_are_checked_without_reading(tmp_path):
+    assert data.canonical_source() == "tfds:cifar10" and data.canonical_source("synthetic") == "synthetic:2000"
+    assert data.canonical_source(tmp_path) == str(tmp_path.resolve())
+    with pytest.raises(DataError, match="synthetic:N needs a whole number"):
+        data.canonical_source("synthetic:many")
+    with pytest.raises(DataError, match="no such file or folder"):
+        data.canonical_source(tmp_path / "nope.tar.gz")
+
+
+# --------------------------------------------------------------------------------------------- TFDS
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tfds_cifar10(tmp_path, monkeypatch):
+    """TFDS's own cifar10 builder, downloading a tiny CIFAR-10 binary archive served on 127.0.0.1,
+    preparing into TFDS_DATA_DIR=tmp_path/tfds. Yields (the archive's arrays, a function that points
+    the builder at another URL)."""
+    from tensorflow_datasets.image_classification import cifar
+
+    arrays = _fake_cifar(50, 20)
+    folder = tmp_path / "srv" / "cifar-10-batches-bin"
+    _write_binary(folder, *arrays)
+    (folder / "batches.meta.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
+    _tar(folder, tmp_path / "srv" / "cifar-10-binary.tar.gz")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_QuietHandler, directory=str(tmp_path / "srv")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    original = cifar.Cifar10._cifar_info
+
+    def serve_from(url):
+        monkeypatch.setattr(cifar.Cifar10, "_cifar_info", property(lambda self: original.fget(self)._replace(url=url)))
+
+    serve_from(f"http://127.0.0.1:{server.server_address[1]}/cifar-10-binary.tar.gz")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    yield arrays, serve_from
+    server.shutdown()
+
+
+def _pairs(x, y):
+    return sorted((img.tobytes(), int(label)) for img, label in zip(x, y))
+
+
+def test_tfds_downloads_and_prepares_cifar10(tfds_cifar10, tmp_path):
+    """The default source goes through TFDS's own download and preparation (which needs the
+    importlib_resources that TFDS 4.9 does not declare)."""
+    (x_train, y_train, x_test, y_test), _ = tfds_cifar10
+    got = data.load()
+    assert got.source == "tfds:cifar10"
+    assert _pairs(got.x_train, got.y_train) == _pairs(x_train, y_train)  # TFDS shuffles the order
+    assert _pairs(got.x_test, got.y_test) == _pairs(x_test, y_test)
+    assert (tmp_path / "tfds" / "cifar10" / "3.0.2").is_dir()
+
+
+def test_tfds_offline_fails_at_once_naming_data_and_leaves_no_folders(tfds_cifar10, tmp_path):
+    _, serve_from = tfds_cifar10
+    serve_from("http://127.0.0.1:9/cifar-10-binary.tar.gz")  # nothing listens on the discard port
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"cannot reach http://127.0.0.1:9/.*no internet\? Without internet pass --data"):
+        data.load()
+    assert time.perf_counter() - start < 30
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_tfds_failures_say_what_is_missing(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
+    monkeypatch.setattr(data, "_unreachable", lambda url: None)  # as if online
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
 
-    monkeypatch.setattr(tfds, "load", offline)
-    with pytest.raises(data.DataError, match="TFDS download of CIFAR-10 .*failed.*pass --data PATH"):
+    def fail(error):
+        def load(*args, **kwargs):
+            (tmp_path / "tfds" / "cifar10" / "incomplete.X").mkdir(parents=True)  # what TFDS leaves when it fails
+            raise error
+        return load
+
+    monkeypatch.setattr(tfds, "load", fail(ConnectionError("connection reset")))
+    with pytest.raises(DataError, match="TFDS download of CIFAR-10 failed: ConnectionError: connection reset.*--data PATH"):
+        data.load()
+    assert not (tmp_path / "tfds").exists()  # the empty folders it created are gone
+    monkeypatch.setattr(tfds, "load", fail(ModuleNotFoundError("No module named 'importlib_resources'",
+                                                               name="importlib_resources")))
+    with pytest.raises(DataError, match="a library it needs is missing .*pip install importlib_resources"):
         data.load()

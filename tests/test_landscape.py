@@ -5,17 +5,15 @@ import json
 import keras
 import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
-from tests.conftest import tiny_recipe
 
 from keras_cifar import data as data_lib
 from keras_cifar import landscape as ls
-from keras_cifar.cli import main
 from keras_cifar.config import load_recipe, sweep
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
+from keras_cifar.runs import RunFolder, completed_run
 from keras_cifar.train import compile_model
+from tests.helpers import WIDTH, tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +24,15 @@ def runs(tmp_path_factory):
     recipe = load_recipe(tiny_recipe(tmp, variants="  bn: {}\n  no_bn: {model: {batch_norm: false}}\n"))
     folders = []
     for spec in sweep(recipe):
-        folder = tmp / "runs" / spec.recipe / spec.variant / f"seed{spec.seed}"
-        folder.mkdir(parents=True)
-        ident = {"recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed, "data_source": "synthetic:200"}
-        (folder / "config.yaml").write_text(yaml.safe_dump({**ident, **spec.config}, sort_keys=False))
-        compile_model(spec.config, steps_per_epoch=1).save(folder / "model.keras")
-        folders.append(folder)
+        folder = RunFolder.of(tmp / "runs", spec)
+        folder.write_config(spec, "synthetic:200")
+        folder.save_model(compile_model(spec.config, steps_per_epoch=1).save)
+        folders.append(folder.path)
     return folders
 
 
 def tiny_classifier():
-    model = build_classifier({"width": 4}, augment=True)
+    model = build_classifier({"width": WIDTH}, augment=True)
     model.compile(loss=get_loss("cross_entropy"), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -79,7 +75,7 @@ def test_landscape_at_zero_equals_evaluate():
     x, y = cifar.x_train, cifar.y_train  # two full batches: one compiled shape
     expected = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     direction = ls.random_direction(model.trainable_variables, seed=0)
-    surface = ls.scan(model, {"x": x, "y": y, "batch_size": 32}, [direction], ls.grid((-1, 1), 3), verbose=0)
+    surface = ls.scan(model, {"x": x, "y": y, "batch_size": 32}, [direction], ls.grid((-1, 1), 3))
     assert surface["loss"].shape == surface["accuracy"].shape == (3,)
     assert surface["loss"][1] == pytest.approx(expected["loss"], rel=1e-6)
     assert surface["accuracy"][1] == pytest.approx(expected["accuracy"])
@@ -95,7 +91,7 @@ def test_quadratic_loss_has_its_1d_minimum_at_zero():
     model.compile(loss="mse")  # loss(a) = a^2 * mean((x d)^2): a parabola with its minimum at a = 0
     direction = ls.random_direction(model.trainable_variables, seed=3)
     coords = ls.grid((-1, 1), 9)  # steps of 0.25: the sharpness points a = +-0.5 are on the grid
-    surface = ls.scan(model, {"x": x, "y": x @ w_star, "batch_size": 64}, [direction], coords, verbose=0)
+    surface = ls.scan(model, {"x": x, "y": x @ w_star, "batch_size": 64}, [direction], coords)
     np.testing.assert_allclose(surface["loss"], coords**2 * np.mean((x @ direction[0]) ** 2), rtol=1e-4, atol=1e-9)
     assert np.argmin(surface["loss"]) == 4 and coords[4] == 0
     summary = ls.summarize(coords, surface["loss"], np.zeros(9))
@@ -110,7 +106,7 @@ def test_weights_are_restored_exactly_also_after_an_error():
     before = weights(model)
     directions = [ls.random_direction(model.trainable_variables, seed=0, axis=k) for k in (0, 1)]
     inputs = {"x": cifar.x_train, "y": cifar.y_train, "batch_size": 40}
-    surface = ls.scan(model, inputs, directions, ls.grid((-1, 1), 3), verbose=0)
+    surface = ls.scan(model, inputs, directions, ls.grid((-1, 1), 3))
     assert surface["loss"].shape == (3, 3)
     assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
 
@@ -125,16 +121,15 @@ def test_weights_are_restored_exactly_also_after_an_error():
 
     model.evaluate = failing_evaluate
     with pytest.raises(KeyboardInterrupt):
-        ls.scan(model, inputs, directions, ls.grid((-1, 1), 3), verbose=0)
+        ls.scan(model, inputs, directions, ls.grid((-1, 1), 3))
     assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
 
 
 @pytest.mark.backend
-def test_cli_1d_in_the_run_folder_matches_evaluate(runs):
-    result = CliRunner().invoke(main, ["landscape", str(runs[0]), "--points", "5", "--split", "test",
-                                       "--images", "1000"], catch_exceptions=False)
+def test_cli_1d_in_the_run_folder_matches_evaluate(runs, cli):
+    result = cli("landscape", runs[0], "--points", "5", "--split", "test", "--images", "1000")
     assert result.exit_code == 0, result.output
-    assert "5/5" in result.output  # the progress bar
+    assert "tiny/bn/seed0: 5/5 points" in result.output  # the progress line
     report = json.loads((runs[0] / "landscape_1d.json").read_text())
     assert report["settings"]["dims"] == 1 and report["settings"]["split"] == "test"
     (entry,) = report["runs"]
@@ -144,7 +139,7 @@ def test_cli_1d_in_the_run_folder_matches_evaluate(runs):
     assert surface["loss"].shape == surface["accuracy"].shape == (1, 5)
     assert (runs[0] / "landscape_1d.png").stat().st_size > 10_000
 
-    run = ls.read_run(runs[0])
+    run = completed_run(runs[0])
     x, y = ls.evaluation_images(data_lib.load("synthetic:200"), run.config, "test", 1000)
     expected = ls.load_model(run).evaluate(x, y, batch_size=500, verbose=0, return_dict=True)
     assert entry["centre"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
@@ -184,3 +179,23 @@ def test_cli_rejects_folders_without_a_model(cli, tmp_path):
     (tmp_path / "metrics.json").write_text('{"status": "failed"}')
     result = cli("landscape", tmp_path)
     assert result.exit_code == 2 and "no model.keras (run status: failed)" in result.output
+
+
+def test_figures_say_what_is_compared_with_labelled_log_scales(runs, tmp_path):
+    """Figure text, read back from SVGs that keep their text as text."""
+    import matplotlib
+
+    from keras_cifar import plots
+
+    coords = np.linspace(-1, 1, 5)
+    loss = np.array([[3.0, 1.5, 1.0, 1.4, 2.9], [1.9, 1.6, 1.5, 1.6, 1.8]])
+    loss2 = np.stack([np.add.outer(row, row) for row in loss])
+    title = ls.title([completed_run(r) for r in runs], ls.Settings(images=40))
+    assert title.startswith("tiny/bn/seed0 vs tiny/no_bn/seed0 (ResNet-18 width 8, 1 epoch, all training images)")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        one = plots.landscape_1d(tmp_path / "1d.svg", coords, ["bn", "no_bn"], loss, loss / 4, title).read_text()
+        two = plots.landscape_2d(tmp_path / "2d.svg", coords, ["bn", "no_bn"], loss2, loss2 / 8, title).read_text()
+    assert "loss (log scale)" in one and "tiny/bn/seed0 vs tiny/no_bn/seed0" in one
+    assert two.count("loss (log scale)") == 2 and "accuracy (%)" in two
+    for tick in (">2<", ">5<"):  # 1-2-5 ticks on the log colour bars (losses 2..6 here)
+        assert tick in two

@@ -7,7 +7,7 @@ import pytest
 from keras_cifar import build_resnet18
 from keras_cifar.augment import CIFAR_MEAN, CIFAR_STD, Normalize, RandomCropFlip
 from keras_cifar.losses import MultiMarginLoss, get_loss
-from tests.conftest import as_numpy
+from tests.helpers import WIDTH, as_numpy
 
 pytestmark = pytest.mark.backend
 
@@ -25,7 +25,7 @@ def test_width_64_has_the_pytorch_parameter_count():
 
 def test_flags_remove_bn_and_shortcuts_and_set_activation():
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    plain = build_resnet18(width=4, batch_norm=False, shortcut=False, activation="tanh", num_classes=7)
+    plain = build_resnet18(width=WIDTH, batch_norm=False, shortcut=False, activation="tanh", num_classes=7)
     types = _layer_types(plain)
     assert "BatchNormalization" not in types and "Add" not in types
     assert types.count("Conv2D") == 17
@@ -37,21 +37,29 @@ def test_flags_remove_bn_and_shortcuts_and_set_activation():
 def test_initial_weights_follow_the_seed_and_differ_between_layers():
     def conv_kernels(seed):
         keras.utils.set_random_seed(seed)
-        model = build_resnet18(width=4)
+        model = build_resnet18(width=WIDTH)
         return [as_numpy(model.get_layer(n).kernel) for n in ("stage1_block1_1_conv", "stage1_block2_1_conv")]
 
     first, again, other = conv_kernels(0), conv_kernels(0), conv_kernels(1)
     np.testing.assert_array_equal(first[0], again[0])  # same seed, same weights
     assert not np.array_equal(first[0], first[1])  # two layers of one shape start apart
     assert not np.array_equal(first[0], other[0])
-    fan_in = 3 * 3 * 4
+    fan_in = 3 * 3 * WIDTH
     assert np.std(first[0]) == pytest.approx((1 / (3 * fan_in)) ** 0.5, rel=0.15)  # PyTorch's default scale
 
 
+def test_initial_weights_are_numpys_draws_so_equal_on_every_backend():
+    keras.utils.set_random_seed(3)
+    stem = as_numpy(build_resnet18(width=WIDTH).get_layer("stem_conv").kernel)
+    bound = 1 / np.sqrt(3 * 3 * 3)  # fan_in of the 3x3 stem on RGB
+    np.random.seed(3)
+    np.testing.assert_allclose(stem, np.random.uniform(-bound, bound, (3, 3, 3, WIDTH)), rtol=1e-6)
+
+
 def test_layer_names_are_deterministic():
-    names = [layer.name for layer in build_resnet18(width=4).layers]
+    names = [layer.name for layer in build_resnet18(width=WIDTH).layers]
     keras.backend.clear_session()
-    assert names == [layer.name for layer in build_resnet18(width=4).layers]
+    assert names == [layer.name for layer in build_resnet18(width=WIDTH).layers]
     assert "stage4_block2_add" in names and names[-1] == "logits"
 
 

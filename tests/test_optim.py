@@ -8,7 +8,7 @@ import pytest
 
 from keras_cifar.config import defaults
 from keras_cifar.optim import SGD, make_optimizer, make_schedule
-from tests.conftest import as_numpy
+from tests.helpers import as_numpy
 
 pytestmark = pytest.mark.backend
 

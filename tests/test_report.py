@@ -2,48 +2,14 @@
 
 import json
 import math
+import re
 import statistics
-from pathlib import Path
 
 import pytest
-import yaml
 
-from keras_cifar import compare, report
-from keras_cifar.runfiles import write_history
-from tests.conftest import tiny_recipe
-
-EPOCHS = 4
-
-
-def make_run(out, recipe, variant, seed, final_acc, status="completed", epochs_done=EPOCHS, config=None):
-    """A run folder as `keras-cifar run` leaves it; accuracy climbs linearly to `final_acc`.
-    status "unfinished" writes no metrics.json (a run still going); "diverged" ends in a NaN loss."""
-    run = Path(out) / recipe / variant / f"seed{seed}"
-    run.mkdir(parents=True)
-    cfg = {"recipe": recipe, "variant": variant, "seed": seed, "data_source": "/data/cifar10-jpeg.tar.gz",
-           "model": {"width": 8, "batch_norm": True}, "data": {"batch_size": 32, "subset": 1000},
-           "optimizer": {"learning_rate": 0.1}, "schedule": {"name": "cosine"}, "loss": "cross_entropy",
-           "train": {"epochs": EPOCHS, "seeds": [seed]}}
-    for section, values in (config or {}).items():
-        cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    rows = []
-    for e in range(1, epochs_done + 1):
-        acc = final_acc * e / EPOCHS
-        lr = 0.1 if cfg["schedule"]["name"] == "constant" else 0.05 * (1 + math.cos(math.pi * e / EPOCHS))
-        loss = float("nan") if status == "diverged" and e == epochs_done else 2.0 - acc
-        rows.append({"epoch": e, "loss": loss, "accuracy": acc, "val_loss": loss, "val_accuracy": acc - 0.01,
-                     "test_loss": loss, "test_accuracy": acc, "lr": lr, "epoch_seconds": 10.0, "train_seconds": 8.0})
-    write_history(run / "history.csv", rows)
-    if status != "unfinished":
-        metrics = {"status": status, "epochs_completed": epochs_done, "epochs": EPOCHS,
-                   "test_accuracy": None if status == "diverged" else final_acc,
-                   "val_accuracy": final_acc - 0.01, "best_val_accuracy": final_acc - 0.01,
-                   "train_seconds": 8.0 * epochs_done, "wall_seconds": 10.0 * epochs_done,
-                   "images_per_second": 125.0, "backend": "jax", "device": "gpu: Test GPU",
-                   "data": {"source": "/data/cifar10-jpeg.tar.gz", "train": 1000, "val": 5000, "test": 5000}}
-        (run / "metrics.json").write_text(json.dumps(metrics))
-    return run
+from keras_cifar import compare, plots, report
+from keras_cifar.runs import RunFolder, find_recipes
+from tests.helpers import REPO, make_run, tiny_recipe
 
 
 @pytest.fixture
@@ -62,7 +28,7 @@ def _row(summary, variant):
 
 
 def test_report_table_numbers_diverged_run_and_missing_seed(bn_runs):
-    summary, paths = report.write_report(bn_runs / "bn")
+    summary, _, paths = report.write_report(bn_runs / "bn")
     bn, no_bn = _row(summary, "bn"), _row(summary, "no_bn")
     mean = (0.60 + 0.62 + 0.67) / 3
     std = math.sqrt(((0.60 - mean) ** 2 + (0.62 - mean) ** 2 + (0.67 - mean) ** 2) / 2)  # sample std, ddof=1
@@ -80,9 +46,10 @@ def test_report_table_numbers_diverged_run_and_missing_seed(bn_runs):
     names = {p.name for p in paths}
     assert {f"{stem}.{ext}" for stem in ("test_curves", "train_val_curves") for ext in ("png", "svg")} <= names
     assert "lr.png" not in names  # both variants ran the same schedule
-    for p in paths:
-        assert p.stat().st_size > 1000 if p.suffix in (".png", ".svg") else p.exists()
     assert (bn_runs / "bn" / "test_curves.png").read_bytes()[:4] == b"\x89PNG"
+    again = {p.name: p.read_bytes() for p in paths}
+    report.write_report(bn_runs / "bn")
+    assert again == {p.name: p.read_bytes() for p in paths}  # deterministic: committed figures change with data only
 
 
 def test_unfinished_and_failed_runs_are_shown_not_dropped(tmp_path):
@@ -90,7 +57,7 @@ def test_unfinished_and_failed_runs_are_shown_not_dropped(tmp_path):
     fixed = {"schedule": {"name": "constant"}}
     make_run(tmp_path, "lr", "fixed", 0, 0.5, status="unfinished", epochs_done=2, config=fixed)
     make_run(tmp_path, "lr", "fixed", 1, 0.5, status="failed", epochs_done=3, config=fixed)
-    summary, paths = report.write_report(tmp_path / "lr")
+    summary, _, paths = report.write_report(tmp_path / "lr")
     fixed = _row(summary, "fixed")
     assert fixed["test_accuracy"] is None
     assert fixed["status"] == "seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs"
@@ -100,12 +67,25 @@ def test_unfinished_and_failed_runs_are_shown_not_dropped(tmp_path):
     assert {"lr.png", "lr.svg"} <= {p.name for p in paths}  # the learning rates differ
 
 
+def test_a_one_epoch_run_is_a_visible_point_on_whole_epochs_and_has_no_images_per_second(tmp_path):
+    make_run(tmp_path, "bn", "bn", 0, 0.3, epochs_done=1, epochs=1)
+    fig, ((ax,),) = plots.figure()
+    run = RunFolder(tmp_path / "bn" / "bn" / "seed0").load()
+    plots.draw_runs(ax, "test_accuracy", "tab:blue", [run], [], "bn")
+    plots.epoch_axes(ax, "t", "y", 1)
+    (line,) = ax.lines
+    assert line.get_marker() == "o" and list(line.get_xdata()) == [1]
+    assert ax.get_xlim() == (0.5, 1.5) and [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1]
+    summary, _, _ = report.write_report(tmp_path / "bn")
+    assert report.markdown_table(summary).splitlines()[-1].endswith("| 0m08s | – |")
+
+
 def test_find_recipes_in_an_out_root_and_a_clear_error_without_runs(tmp_path, cli):
     make_run(tmp_path / "runs", "bn", "bn", 0, 0.6)
     make_run(tmp_path / "runs", "loss", "cross_entropy", 0, 0.6)
     (tmp_path / "runs" / "notes").mkdir()
-    assert report.find_recipes([tmp_path / "runs"]) == [tmp_path / "runs" / "bn", tmp_path / "runs" / "loss"]
-    assert report.find_recipes([tmp_path / "runs" / "bn"]) == [tmp_path / "runs" / "bn"]
+    assert find_recipes([tmp_path / "runs"]) == [tmp_path / "runs" / "bn", tmp_path / "runs" / "loss"]
+    assert find_recipes([tmp_path / "runs" / "bn"]) == [tmp_path / "runs" / "bn"]
 
     result = cli("report", tmp_path / "runs" / "notes")
     assert result.exit_code == 2 and "no runs found; expected OUT/<recipe>/<variant>/seed<k>/" in result.output
@@ -124,16 +104,26 @@ def test_cli_report_writes_every_recipe_into_out(bn_runs, tmp_path, cli):
 def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
     from keras_cifar import train
 
-    def fake_sweep(runs, data_source, out_root):  # stands in for training
+    def fake_sweep(runs, cifar, out_root):  # stands in for training
         for spec in runs:
             make_run(out_root, spec.recipe, spec.variant, spec.seed, 0.5 if spec.variant == "a" else 0.6)
         return [(spec, {"status": "completed"}) for spec in runs]
 
     monkeypatch.setattr(train, "run_sweep", fake_sweep)
-    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 8}}\n"), "--out", tmp_path / "out")
+    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}}\n"), "--out", tmp_path / "out",
+                 "--data", "synthetic:100")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "tiny" / "test_curves.png").exists()
     assert "tiny: " in result.output and "| b | **60.00** (n=1)" in result.output
+
+
+def test_readme_quotes_the_committed_bn_report():
+    """The README's example output of `keras-cifar report results/runs/bn` is the committed runs' table."""
+    variants = report.load_variants(REPO / "results" / "runs" / "bn")
+    table = report.markdown_table(report.summarize(REPO / "results" / "runs" / "bn", variants))
+    quoted = re.search(r"\$ keras-cifar report results/runs/bn\n(.*?)\n\n", (REPO / "README.md").read_text(), re.S)
+    assert quoted, "README lost its `keras-cifar report results/runs/bn` example"
+    assert [line.strip() for line in quoted.group(1).splitlines()[1:]] == table.splitlines()
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -159,8 +149,17 @@ def test_judge_three_way_worst_pair_decides_and_missing_data():
     order = ("relu", "tanh", "sigmoid")
     assert compare.judge(order, stats) == ("can't tell", "within the seed spread: tanh vs sigmoid")
     assert compare.our_ordering(stats) == "relu > sigmoid ≈ tanh"
+    assert compare.our_ordering(stats, order) == "relu > tanh; tanh ≈ sigmoid"  # the pairs the verdict judged
     assert compare.judge(order, {**stats, "sigmoid": None})[0] == "no data"
     assert compare.judge((), stats)[0] == "n/a"
+
+
+def test_ordering_shows_the_pair_that_decided_a_no():
+    """Means 64 > 128 > 256 overlap pairwise, yet 64 beats 256 in every seed: against the report's 256 > 64."""
+    stats = {"batch64": _stats(0.61, 0.67), "batch128": _stats(0.58, 0.66), "batch256": _stats(0.49, 0.60)}
+    order = ("batch128", "batch256", "batch64")
+    assert compare.judge(order, stats)[0] == "no"
+    assert compare.our_ordering(stats, order) == "batch128 ≈ batch256; batch64 > batch256"
 
 
 def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
@@ -178,7 +177,7 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
     page = out.read_text()
     summary = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
     assert summary["| [bn](#bn)"].endswith("| no_bn > bn | **no** |")
-    assert summary["| [activation](#activation)"].endswith("| relu > tanh > sigmoid | **yes** |")
+    assert summary["| [activation](#activation)"].endswith("| relu > tanh; tanh > sigmoid | **yes** |")
     assert "relu 95.48 / tanh 92.37 / sigmoid 87.63" in summary["| [activation](#activation)"]
     assert summary["| momentum (not run yet)"].endswith("| **n/a** |")
     assert "| relu | 95.48 | **70.50 ± 0.71** (n=2) |" in page  # the report's number beside ours
@@ -188,3 +187,20 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
                  "JPEG copy of CIFAR-10: lossy", "gpu: Test GPU", f"keras-cifar compare {runs} --out {out}",
                  "## Discussion\n\nAt 4 epochs BN loses."):
         assert fact in page
+    assert cli("compare", runs, "--out", out).exit_code == 0  # its own page: replaced
+
+
+def test_compare_writes_beside_the_runs_and_never_replaces_a_page_it_did_not_write(tmp_path, cli):
+    runs = tmp_path / "results" / "runs"
+    make_run(runs, "bn", "bn", 0, 0.6)
+    readme = tmp_path / "results" / "README.md"
+    readme.write_text("# Our results, written by hand\n")
+    result = cli("compare", runs, "--out", readme)
+    assert result.exit_code == 2 and "was not written by `keras-cifar compare`" in result.output
+    assert readme.read_text() == "# Our results, written by hand\n"
+    assert cli("compare", runs).exit_code == 0
+    assert (runs / "comparison.md").read_text().splitlines()[1] == "# Reproducing the report's ResNet-18 study on CIFAR-10"
+    other = tmp_path / "other"
+    make_run(other, "bn", "bn", 0, 0.6)
+    result = cli("compare", other, "--out", runs / "comparison.md")  # a page made for other runs
+    assert result.exit_code == 2

@@ -1,4 +1,4 @@
-"""Export to SavedModel / .keras, reload, predict image files, evaluate on the test split."""
+"""Serving: export to SavedModel / .keras, reload, predict image files, evaluate on the test split."""
 
 import json
 import subprocess
@@ -7,30 +7,31 @@ import sys
 import keras
 import numpy as np
 import pytest
-from tests.conftest import as_numpy
 from PIL import Image
 
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
-from keras_cifar import export as exporting
+from keras_cifar import serving
+from keras_cifar.errors import ModelError
 from keras_cifar.train import compile_model
+from tests.helpers import WIDTH, as_numpy
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A compiled width-4 classifier with random BatchNorm statistics (so inference differs from training
+def saved(tmp_path_factory):
+    """A compiled width-8 classifier with random BatchNorm statistics (so inference differs from training
     mode), saved as a .keras file, with its logits on random uint8 images from the current backend."""
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("float32")
     config = cfg.defaults()
-    config["model"]["width"] = 4
+    config["model"]["width"] = WIDTH
     model = compile_model(config, steps_per_epoch=2)
     rng = np.random.default_rng(0)
     for layer in model.get_layer("resnet18").layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape).astype("float32"))
             layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape).astype("float32"))
-    path = tmp_path_factory.mktemp("trained") / "model.keras"
+    path = tmp_path_factory.mktemp("saved") / "model.keras"
     model.save(path)
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     logits = as_numpy(model.predict(images, verbose=0))
@@ -39,9 +40,9 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
+def exported(saved, tmp_path_factory):
     """The trained model exported as a SavedModel (on JAX/PyTorch through a TensorFlow subprocess)."""
-    return exporting.export(trained[0], tmp_path_factory.mktemp("export") / "cifar")
+    return serving.export(saved[0], tmp_path_factory.mktemp("export") / "cifar")
 
 
 def _softmax(z):
@@ -50,10 +51,10 @@ def _softmax(z):
 
 
 @pytest.mark.backend
-def test_saved_model_reloads_with_the_keras_models_predictions(trained, exported):
+def test_saved_model_reloads_with_the_keras_models_predictions(saved, exported):
     import tensorflow as tf
 
-    _, images, logits = trained
+    _, images, logits = saved
     assert exported.name == "1" and (exported / "saved_model.pb").is_file()
     loaded = tf.saved_model.load(str(exported))
     out = loaded.serve(images.astype(np.float32))
@@ -68,10 +69,10 @@ def test_saved_model_reloads_with_the_keras_models_predictions(trained, exported
     assert (exported / "labels.txt").read_text().split() == names
 
 
-def test_export_numbers_versions_and_reloads_in_plain_tensorflow(trained, exported, tmp_path):
+def test_export_numbers_versions_and_reloads_in_plain_tensorflow(saved, exported, tmp_path):
     """A second export adds version 2; a python with only TensorFlow imported serves the SavedModel."""
-    path, images, logits = trained
-    assert exporting.export(path, exported.parent) == exported.parent / "2"
+    path, images, logits = saved
+    assert serving.export(path, exported.parent) == exported.parent / "2"
     assert sorted(p.name for p in exported.parent.iterdir()) == ["1", "2"]  # no temporary folders left
     np.save(tmp_path / "images.npy", images)
     code = (
@@ -88,9 +89,9 @@ def test_export_numbers_versions_and_reloads_in_plain_tensorflow(trained, export
 
 
 @pytest.mark.backend
-def test_keras_format_export_loads_in_safe_mode(trained, tmp_path):
-    path, images, logits = trained
-    version = exporting.export(path, tmp_path / "k", fmt="keras")
+def test_keras_format_export_loads_in_safe_mode(saved, tmp_path):
+    path, images, logits = saved
+    version = serving.export(path, tmp_path / "k", fmt="keras")
     model = keras.saving.load_model(version / "model.keras", safe_mode=True)
     assert "augment" not in [layer.name for layer in model.layers]
     np.testing.assert_allclose(as_numpy(model.predict(images.astype(np.float32), verbose=0)), logits, atol=1e-5)
@@ -113,15 +114,15 @@ def _write_images(folder):
 
 def test_read_image_crops_the_centre_square_and_resizes(tmp_path):
     wide, small, _ = _write_images(tmp_path / "imgs")
-    image = exporting.read_image(wide)
+    image = serving.read_image(wide)
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert (image == (255, 0, 0)).all()  # the blue sides were cropped away
-    assert exporting.image_files([tmp_path / "imgs"]) == sorted([wide, small, tmp_path / "imgs" / "corrupt.jpg"])
+    assert serving.image_files([tmp_path / "imgs"]) == sorted([wide, small, tmp_path / "imgs" / "corrupt.jpg"])
 
 
 @pytest.mark.backend
-def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(trained, exported, tmp_path, cli):
-    path, _, _ = trained
+def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(saved, exported, tmp_path, cli):
+    path, _, _ = saved
     wide, small, corrupt = _write_images(tmp_path / "imgs")
     by_model = {}
     for model in (path, exported.parent):  # a .keras file and an export folder (highest version)
@@ -133,8 +134,8 @@ def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(trained, exported
         assert [p["file"] for p in out["predictions"]] == [str(small), str(wide)]  # ... the rest predicted
         by_model[model] = [[t["class"] for t in p["top"]] for p in out["predictions"]]
         assert all(len(p["top"]) == 2 for p in out["predictions"])
-    classifier = exporting.load(path)
-    expected = classifier.logits(np.stack([exporting.read_image(small), exporting.read_image(wide)])).argmax(-1)
+    classifier = serving.load(path)
+    expected = classifier.logits(np.stack([serving.read_image(small), serving.read_image(wide)])).argmax(-1)
     assert [c[0] for c in by_model[path]] == [data_lib.CLASS_NAMES[i] for i in expected]
     assert by_model[path] == by_model[exported.parent]
 
@@ -145,8 +146,9 @@ def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(trained, exported
 
 
 @pytest.mark.backend
-def test_evaluate_matches_model_evaluate(trained, exported, jpeg_slice, tmp_path, cli):
-    path, _, _ = trained
+def test_evaluate_matches_model_evaluate(saved, exported, jpeg_tree, tmp_path, cli):
+    path, _, _ = saved
+    jpeg_slice = jpeg_tree[0]
     x, y = data_lib.split(data_lib.load(jpeg_slice)).test
     model = keras.saving.load_model(path, safe_mode=True)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -156,7 +158,7 @@ def test_evaluate_matches_model_evaluate(trained, exported, jpeg_slice, tmp_path
         result = cli("evaluate", source, "--data", jpeg_slice, "--figure", figure, "--json")
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
-        assert out["images"] == len(y) == 50
+        assert out["images"] == len(y) == 80
         assert out["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)  # Keras sums in float32
         assert out["cross_entropy"] == pytest.approx(expected["loss"], abs=1e-5)
         confusion = np.array(out["confusion"])
@@ -179,12 +181,14 @@ def test_unusable_paths_are_one_line_errors(tmp_path, cli):
 
 
 
-@pytest.mark.backend
 def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
-    """On JAX and PyTorch this error comes back from the TensorFlow subprocess."""
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"not a zip file")
     result = cli("export", bad, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {bad}: cannot load the Keras model")
+    assert not (tmp_path / "out").exists()
+    # Under JAX and PyTorch export runs in a TensorFlow subprocess: its error comes back the same
+    with pytest.raises(ModelError, match=f"^{bad}: cannot load the Keras model"):
+        serving._write_in_tensorflow(bad, tmp_path / "out" / "1")
     assert not (tmp_path / "out").exists()

@@ -1,134 +1,115 @@
-"""Training end to end through the CLI: run folders, resume, divergence, learning; on every backend."""
+"""Training end to end through the CLI: run folders, divergence, mixed precision, learning and resume
+on every backend; refusal, reuse and planning on copies of the shared sweep."""
 
-import csv
 import json
+import shutil
 
 import keras
-import numpy as np
 import pytest
-import yaml
 
-from keras_cifar import train
-from tests.conftest import tiny_recipe
+from keras_cifar.runs import HISTORY_COLUMNS, RunFolder
+from tests.helpers import tiny_recipe
 
 
-def _history(run_dir):
-    with open(run_dir / "history.csv") as f:
-        return list(csv.DictReader(f))
+def _metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.mark.backend
-def test_run_writes_a_valid_run_folder(tmp_path, cli, jpeg_slice):
-    out = tmp_path / "out"
-    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {batch_norm: false}}\n"),
-                 "--data", jpeg_slice, "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "ETA" in result.output and "test acc" in result.output
-    for variant in ("a", "b"):
-        run_dir = out / "tiny" / variant / "seed0"
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert config["variant"] == variant and config["model"]["batch_norm"] == (variant == "a")
-        rows = _history(run_dir)
-        assert list(rows[0]) == list(train.HISTORY_COLUMNS) and len(rows) == 1
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1
+def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
+    assert trained.exit_code == 0, trained.output
+    assert "ETA" in trained.output and "test acc" in trained.output and "3 runs, 6 epochs" in trained.output
+    for variant in ("a", "bf16"):
+        folder = RunFolder(trained.out / "tiny" / variant / "seed0")
+        ident, config = folder.read_config()
+        assert ident == {"recipe": "tiny", "variant": variant, "seed": 0}
+        assert config["train"]["mixed_precision"] == (variant == "bf16")
+        rows = folder.read_history()
+        assert tuple(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == [1, 2]
+        metrics = folder.read_metrics()
+        assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
         assert metrics["backend"] == keras.backend.backend()
-        assert metrics["data"] == {"source": str(jpeg_slice), "train": 300, "val": 40, "test": 40}
-        assert metrics["test_accuracy"] == pytest.approx(float(rows[0]["test_accuracy"]))
-        assert 0 <= metrics["test_accuracy"] <= 1 and metrics["images_per_second"] > 0
-        model = keras.saving.load_model(run_dir / "model.keras")
-        assert model.output_shape == (None, 10)
-        assert not list(run_dir.glob("checkpoint-*"))
-
-
-@pytest.mark.backend
-def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, cli, monkeypatch):
-    recipe = tiny_recipe(tmp_path)
-    args = ("run", recipe, "--data", "synthetic:200", "--out", tmp_path / "out", "--epochs", "3")
-    original = train.Monitor.on_epoch_end
-
-    def stop_after_two(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.Monitor, "on_epoch_end", stop_after_two)
-    assert cli(*args).exit_code == 130
-    run_dir = tmp_path / "out" / "tiny" / "a" / "seed0"
-    before = _history(run_dir)
-    assert len(before) == 2 and (run_dir / "checkpoint-epoch2.keras").exists()
-    assert not (run_dir / "metrics.json").exists()
-
-    monkeypatch.setattr(train.Monitor, "on_epoch_end", original)
-    result = cli(*args)
-    assert "resuming after epoch 2" in result.output
-    after = _history(run_dir)
-    assert [r["epoch"] for r in after] == ["1", "2", "3"] and after[:2] == before
-    assert float(after[2]["lr"]) == pytest.approx(0.0, abs=1e-6)  # the schedule went on from step 2 epochs
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
-    assert "already completed, skipped" in cli(*args).output
-
-
-@pytest.mark.backend
-def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, cli):
-    recipe = tiny_recipe(tmp_path, "  boom: {optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n  ok: {}\n")
-    result = cli("run", recipe, "--data", "synthetic:200", "--out", tmp_path / "out", "--epochs", "2")
-    assert result.exit_code == 0, result.output
-    boom = json.loads((tmp_path / "out/tiny/boom/seed0/metrics.json").read_text())
+        assert metrics["data"] == {"source": str(trained.data), "train": 640 if variant == "a" else 160,
+                                   "val": 64, "test": 64}
+        assert metrics["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
+        assert keras.saving.load_model(folder.model_file).output_shape == (None, 10)
+        assert folder.checkpoint() == (None, 0)
+    assert _metrics(trained.out / "tiny" / "bf16" / "seed0")["images_per_second"] > 0  # epoch 2, compiled
+    boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
     assert boom["status"] == "diverged" and boom["epochs_completed"] == 1 and boom["test_accuracy"] is None
-    assert json.loads((tmp_path / "out/tiny/ok/seed0/metrics.json").read_text())["status"] == "completed"
-    assert "boom" in result.output and "diverged" in result.output.splitlines()[-2]
+    assert "tiny/boom/seed0: diverged" in trained.output
+    assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == \
+        ["completed", "completed", "diverged"]
 
 
 @pytest.mark.backend
-def test_synthetic_source_is_learned(tmp_path, cli):
-    recipe = tiny_recipe(tmp_path, "  a: {}\n", extra_base="  optimizer: {learning_rate: 0.05}\n")
-    result = cli("run", recipe, "--data", "synthetic:1000", "--out", tmp_path / "out", "--epochs", "4",
-                 "--set", "model.width=8", "--set", "data.eval_subset=200", "--set", "data.pipeline=numpy")
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "out/tiny/a/seed0/metrics.json").read_text())
-    assert metrics["test_accuracy"] > 0.9, result.output
+def test_interrupted_run_resumes_from_its_last_epoch(trained, cli):
+    first = trained.interrupted  # Ctrl-C after epoch 1 of tiny/a/seed0
+    assert first.exit_code == 130 and "run the same command again to resume" in trained.first
+    assert len(first.history) == 1 and first.checkpoint == 1 and first.metrics is None
+    assert "tiny/a/seed0: resuming after epoch 1" in trained.output
+    folder = RunFolder(trained.out / "tiny" / "a" / "seed0")
+    after = folder.read_history()
+    assert [r["epoch"] for r in after] == [1, 2] and after[:1] == first.history
+    assert after[1]["lr"] == pytest.approx(0.0, abs=1e-6)  # the schedule went on from step 1 epoch in
+    metrics = folder.read_metrics()
+    assert metrics["epochs_completed"] == 2
+    assert metrics["images_per_second"] is None  # both epochs compiled (the start and the resume)
+    assert "already completed, skipped" in cli("run", trained.recipe, "--data", trained.data, "--out", trained.out,
+                                               "--epochs", "2", "--variants", "a").output
 
 
-def test_run_folder_with_another_config_is_refused(tmp_path, cli):
-    recipe = tiny_recipe(tmp_path)
-    cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out")
-    result = cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out", "--set", "model.width=8")
-    assert result.exit_code == 2 and "different config (differs in model.width)" in result.output
+@pytest.mark.backend
+def test_the_model_learns(trained):
+    """Two epochs on 640 images of 10 learnable patterns: far above chance (10%) on held-out images."""
+    folder = RunFolder(trained.out / "tiny" / "a" / "seed0")
+    assert folder.read_metrics()["test_accuracy"] > 0.3
+    assert folder.read_history()[-1]["accuracy"] > 0.6
 
 
-def test_equal_config_in_another_recipe_is_reused(tmp_path, cli):
-    first = tiny_recipe(tmp_path)
-    cli("run", first, "--data", "synthetic:100", "--out", tmp_path / "out")
-    second = tmp_path / "other.yaml"
-    second.write_text(first.read_text().replace("name: tiny", "name: other").replace("  a: {}", "  same: {}"))
-    result = cli("run", second, "--data", "synthetic:100", "--out", tmp_path / "out")
+@pytest.mark.backend
+def test_mixed_precision_and_steps_per_execution(trained, tmp_path, cli):
+    model = keras.saving.load_model(trained.out / "tiny" / "bf16" / "seed0" / "model.keras")
+    assert model.get_layer("resnet18").get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"  # logits stay float32
+    if keras.backend.backend() == "torch":  # refused before anything is written
+        result = cli("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out",
+                     "--set", "train.steps_per_execution=2")
+        assert result.exit_code == 2 and "steps_per_execution must be 1 on the PyTorch backend" in result.output
+        assert not (tmp_path / "out").exists()
+
+
+def _copy(trained, tmp_path):
+    return shutil.copytree(trained.out, tmp_path / "out")
+
+
+def test_run_folder_with_another_config_is_refused_also_by_the_dry_run(trained, tmp_path, cli):
+    out = _copy(trained, tmp_path)
+    for extra in ((), ("--dry-run",)):
+        result = cli("run", trained.recipe, "--data", trained.data, "--out", out, "--epochs", "2",
+                     "--set", "model.width=16", *extra)
+        assert result.exit_code == 2, result.output
+        assert "different config (differs in model.width)" in result.output
+
+
+def test_equal_config_in_another_recipe_is_reused(trained, tmp_path, cli):
+    out = _copy(trained, tmp_path)
+    other = tmp_path / "other.yaml"
+    other.write_text(trained.recipe.read_text().replace("name: tiny", "name: other").replace("  a: {}", "  same: {}"))
+    result = cli("run", other, "--data", trained.data, "--out", out, "--epochs", "2", "--variants", "same")
     assert "same config as tiny/a/seed0, reused" in result.output
-    reused = json.loads((tmp_path / "out/other/same/seed0/metrics.json").read_text())
-    original = json.loads((tmp_path / "out/tiny/a/seed0/metrics.json").read_text())
+    reused, original = _metrics(out / "other/same/seed0"), _metrics(out / "tiny/a/seed0")
     assert reused["variant"] == "same" and reused["reused_from"] == "tiny/a/seed0"
     assert reused["test_accuracy"] == original["test_accuracy"]
 
 
-def test_dry_run_after_a_run_says_what_is_done_and_estimates_the_rest(tmp_path, cli):
-    recipe = tiny_recipe(tmp_path)
-    out = tmp_path / "out"
-    cli("run", recipe, "--data", "synthetic:100", "--out", out)
-    lines = cli("run", recipe, "--data", "synthetic:100", "--out", out, "--seeds", "0,1", "--dry-run").output.splitlines()
+def test_dry_run_says_what_is_done_and_estimates_the_rest(trained, tmp_path, cli):
+    out = _copy(trained, tmp_path)
+    args = ("run", trained.recipe, "--out", out, "--epochs", "2", "--variants", "a,boom", "--seeds", "0,1", "--dry-run")
+    lines = cli(*args, "--data", trained.data).output.splitlines()
     assert lines[0] == "tiny/a/seed0: already completed"
-    assert lines[1].startswith("tiny/a/seed1: new, width 4") and "about 0m" in lines[1]
-    assert lines[2].startswith("estimated total: 0m")
-
-
-@pytest.mark.backend
-def test_mixed_precision_and_steps_per_execution(tmp_path, cli):
-    args = ("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out",
-            "--set", "train.mixed_precision=true", "--set", "train.steps_per_execution=2")
-    result = cli(*args)
-    if keras.backend.backend() == "torch":
-        assert result.exit_code == 2 and "steps_per_execution must be 1 on the PyTorch backend" in result.output
-        result = cli(*args[:-2])
-    assert result.exit_code == 0, result.output
-    model = keras.saving.load_model(tmp_path / "out/tiny/a/seed0/model.keras")
-    assert model.get_layer("resnet18").get_layer("stem_conv").compute_dtype == "bfloat16"
-    assert model.output.dtype == "float32"  # logits stay float32
+    assert lines[1].startswith("tiny/a/seed1: new, width 8, 2 epochs, batch 32, about 0m")  # timed by seed 0
+    assert lines[2] == "tiny/boom/seed0: already diverged"
+    assert lines[4].startswith("estimated total: 0m")
+    result = cli(*args, "--data", tmp_path / "missing.tar.gz")  # refused as the real run would
+    assert result.exit_code == 2 and "missing.tar.gz: no such file or folder" in result.output

@@ -13,11 +13,11 @@ import keras
 import keras_tuner as kt
 import pytest
 import yaml
-from tests.conftest import REPO, tiny_recipe
 
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import tune
+from tests.helpers import REPO, tiny_compile_model, tiny_recipe
 
 TUNE = ("tune:\n  max_trials: 3\n  epochs: 1\n"
         "  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n")
@@ -29,7 +29,13 @@ def tune_recipe(tmp_path, section=TUNE):
 
 
 def search_of(tmp_path, section=TUNE, sets=()):
-    return tune.resolve(cfg.load_recipe(tune_recipe(tmp_path, section)), cfg.parse_sets(sets))
+    return cfg.search_of(cfg.load_recipe(tune_recipe(tmp_path, section)), cfg.parse_sets(sets))
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """Trials train a model of a few hundred weights: these tests are about the search's bookkeeping."""
+    monkeypatch.setattr(tune, "compile_model", tiny_compile_model)
 
 
 def read_rows(folder):
@@ -51,7 +57,7 @@ def test_tune_section_defaults_recipe_and_command_line(tmp_path):
     assert search.tune["max_trials"] == 2 and search.tune["epochs"] == 1
     assert search.tune["space"] == {"learning_rate": {"min": 0.01, "max": 0.2}, "momentum": [0.0, 0.9],
                                      "weight_decay": {"min": 1e-5, "max": 1e-3}}
-    assert search.config["model"]["width"] == 8 and search.variant == "a"
+    assert search.config["model"]["width"] == 8 and search.variant == "a"  # from --set; the recipe's is 8 too
 
 
 def test_shipped_tune_recipe_searches_the_baseline():
@@ -102,10 +108,10 @@ def test_bad_command_line_and_options_are_one_line_errors(tmp_path, cli):
 
 
 def test_tune_needs_a_variant_when_the_recipe_has_several(tmp_path):
-    path = tiny_recipe(tmp_path, variants="  a: {}\n  b: {model: {width: 8}}\n")
+    path = tiny_recipe(tmp_path, variants="  a: {}\n  b: {model: {width: 16}}\n")
     with pytest.raises(cfg.ConfigError, match="choose the one to tune with --variant"):
-        tune.resolve(cfg.load_recipe(path))
-    assert tune.resolve(cfg.load_recipe(path), variant="b").config["model"]["width"] == 8
+        cfg.search_of(cfg.load_recipe(path))
+    assert cfg.search_of(cfg.load_recipe(path), variant="b").config["model"]["width"] == 16
 
 
 # ------------------------------------------------------------------------------------- the space
@@ -137,7 +143,7 @@ def test_search_folder_refuses_a_different_search(tmp_path):
     tune.check_folder(folder, search_of(tmp_path, sets=["tune.max_trials=9"]), DATA)  # extending is fine
     with pytest.raises(cfg.ConfigError, match=r"already holds a different search \(differs in model.width, "
                                               r"tune.space.batch_size\)"):
-        tune.check_folder(folder, search_of(tmp_path, sets=["model.width=8", "tune.space.batch_size=[8]"]), DATA)
+        tune.check_folder(folder, search_of(tmp_path, sets=["model.width=16", "tune.space.batch_size=[8]"]), DATA)
     with pytest.raises(cfg.ConfigError, match="differs in data_source"):
         tune.check_folder(folder, search_of(tmp_path), "synthetic:300")
 
@@ -172,8 +178,7 @@ class StepCounter(keras.callbacks.Callback):
         self.steps += 1
 
 
-@pytest.mark.backend
-def test_batch_size_reaches_fit_and_the_schedule(tmp_path):
+def test_batch_size_reaches_fit_and_the_schedule(tmp_path, tiny_model):
     search = search_of(tmp_path)
     splits = data_lib.split(data_lib.synthetic(200), None, None)
     model_of = tune.ResNetHyperModel(search, len(splits.train[1]))
@@ -194,7 +199,7 @@ def test_batch_size_reaches_fit_and_the_schedule(tmp_path):
 
 
 @pytest.mark.backend
-def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli, monkeypatch):
+def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli, monkeypatch, jpeg_tree):
     alive = []  # weak references to every model built, in order
 
     def compile_and_watch(config, steps):
@@ -206,22 +211,23 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     compile_model = tune.compile_model
     monkeypatch.setattr(tune, "compile_model", compile_and_watch)
     out = tmp_path / "out"
-    result = cli("tune", tune_recipe(tmp_path), "--data", DATA, "--out", out, "--final")
+    result = cli("tune", tune_recipe(tmp_path), "--data", jpeg_tree[0], "--subset", "256", "--out", out, "--final",
+                 "--set", "tune.max_trials=2")  # 256 images: whole batches of 32 and 64, one shape to compile
     assert result.exit_code == 0, result.output
-    assert len(alive) == 4  # KerasTuner's first build declares the space, then one per trial
+    assert len(alive) == 3  # KerasTuner's first build declares the space, then one per trial
     gc.collect()
     assert all(ref() is None for ref in alive)
 
     folder = out / "tiny" / "search"
     rows = read_rows(folder)
-    assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["status"] for r in rows} == {"completed"}
+    assert [r["trial"] for r in rows] == ["0", "1"] and {r["status"] for r in rows} == {"completed"}
     assert list(rows[0]) == ["trial", "learning_rate", "batch_size", "epochs", "val_accuracy", "status", "seconds"]
     assert all(0.01 <= float(r["learning_rate"]) <= 0.2 and r["batch_size"] in ("32", "64") for r in rows)
     assert all(float(r["seconds"]) > 0 for r in rows)
     md = (folder / "trials.md").read_text()
     assert "| trial | learning_rate | batch_size | epochs | val_accuracy | status | seconds |" in md
     assert (folder / "objective.png").stat().st_size > 10_000
-    assert "trial 2 completed: val_accuracy" in result.output and "epoch 1/1" in result.output
+    assert "trial 1 completed: val_accuracy" in result.output and "epoch 1/1" in result.output
 
     best = yaml.safe_load((folder / "best.yaml").read_text())
     best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
@@ -229,7 +235,8 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     assert variant == f"trial_{best_row['trial']}"
     assert best["base"]["data"]["batch_size"] == int(best_row["batch_size"])
     assert best["base"]["optimizer"]["learning_rate"] == pytest.approx(float(best_row["learning_rate"]))
-    assert cli("run", folder / "best.yaml", "--data", DATA, "--dry-run").exit_code == 0
+    assert cli("run", folder / "best.yaml", "--data", jpeg_tree[0], "--dry-run").exit_code == 0
+    assert best["base"]["data"]["subset"] == 256
 
     # --final trained best.yaml as `run` does: same val accuracy as the trial, plus a test accuracy
     metrics = json.loads((out / "tiny" / variant / "seed0" / "metrics.json").read_text())
@@ -239,16 +246,16 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
-def test_bayesian_and_hyperband_searches(tmp_path, tuner):
+def test_bayesian_and_hyperband_searches(tmp_path, tuner, tiny_model):
     search = search_of(tmp_path, sets=[f"tune.tuner={tuner}", "tune.max_trials=2", "tune.epochs=3"])
-    best = tune.run_search(search, DATA, tmp_path / "out")
+    best = tune.run_search(search, data_lib.load(DATA), tmp_path / "out")
     rows = read_rows(tmp_path / "out" / "tiny" / "search")
     assert [r["status"] for r in rows] == ["completed", "completed"]  # hyperband too stops at max_trials
     assert [r["epochs"] for r in rows] == (["1", "1"] if tuner == "hyperband" else ["3", "3"])
     assert best in ("0", "1") and cfg.load_recipe(tmp_path / "out" / "tiny" / "search" / "best.yaml")
 
 
-def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch):
+def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch, tiny_model):
     fits = []
     fit = tune.ResNetHyperModel.fit
 
@@ -275,7 +282,7 @@ def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch):
     assert json.loads((folder / "oracle.json").read_text())["run_times"] == {"0": 1, "1": 1}
 
 
-def test_failed_trials_are_reported(tmp_path, cli, monkeypatch):
+def test_failed_trials_are_reported(tmp_path, cli, monkeypatch, tiny_model):
     def fail(self, hp, model, *args, **kwargs):
         raise ValueError("batch too large for the device")
 
@@ -300,7 +307,8 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
     recipe = tune_recipe(tmp_path)
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
-    base = [sys.executable, "-m", "keras_cifar", "tune", str(recipe), "--data", DATA]
+    base = [sys.executable, "-c", "import sys; from tests.helpers import tune_with_tiny_model; "
+            "sys.exit(tune_with_tiny_model(sys.argv[1:]))", "tune", str(recipe), "--data", DATA]
     roles = {"chief": ["--chief", address], "w1": ["--worker", "1", "--chief", address],
              "w2": ["--worker", "2", "--chief", address]}
     procs = {}
@@ -310,7 +318,7 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
                                        stdout=log, stderr=subprocess.STDOUT)
     try:
         for name, proc in procs.items():
-            assert proc.wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+            assert proc.wait(timeout=240) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -1,0 +1,60 @@
+"""What the commands print: lines, counts, percentages, durations, and progress with an ETA."""
+
+import click
+
+
+def say(text="", err=False):
+    """One line (or several) on stdout, or stderr with ``err``, flushed at once."""
+    click.echo(text, err=err)
+
+
+def count(n, noun):
+    """'1 run', '3 runs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def pct(x):
+    """'61.42%', or '-' for a missing value."""
+    return "-" if x is None else f"{x:.2%}"
+
+
+def duration(seconds):
+    """'0m07s', '12m30s', '2h05m'; '-' for a missing value."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Eta:
+    """Time left for `total` units of work (epochs, trials, grid points): the median time of the units
+    timed so far, leaving out the first unit after each start (it compiles) once others are known."""
+
+    def __init__(self, total):
+        self.total = total
+        self.done = 0
+        self._steady, self._first = [], []
+        self._starting = True
+
+    def restart(self):
+        """Work starts anew (another run or model): its next unit compiles again."""
+        self._starting = True
+
+    def skip(self, units):
+        """Units that take no time (already done, reused, ended early)."""
+        self.done += units
+
+    def tick(self, seconds, units=1):
+        self.done += units
+        (self._first if self._starting else self._steady).append(seconds / units)
+        self._starting = False
+
+    def left(self):
+        """Seconds left, or None before anything was timed."""
+        times = sorted(self._steady or self._first)
+        return max(self.total - self.done, 0) * times[len(times) // 2] if times else None
+
+    def text(self, unit):
+        """'12/40 epochs, ETA 3m10s'."""
+        left = self.left()
+        return f"{self.done}/{self.total} {unit}" + (f", ETA {duration(left)}" if left is not None else "")

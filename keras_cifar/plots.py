@@ -1,0 +1,224 @@
+"""Figures: the helpers that report, tune, landscape and evaluate share (a figure, deterministic
+saving, epoch curves), and the landscape, search and confusion-matrix figures.
+
+Matplotlib's Figure API only: importing this module switches no global backend, so a notebook that
+imports keras_cifar keeps its own. Matplotlib itself is imported when a figure is drawn.
+"""
+
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from keras_cifar.runs import replace_atomic
+
+MARKERS_UP_TO = 30  # epochs; longer curves are drawn without markers
+
+
+def figure(ncols=1, nrows=1, size=(6.0, 4.6), **subplot_kw):
+    """(Figure, 2-D array of axes), laid out by matplotlib's constrained layout."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False, subplot_kw=subplot_kw or None)
+
+
+def save(fig, path):
+    """Write the figure atomically in the format of `path`'s suffix. PNG and SVG come out
+    byte-identical for the same data (no date, fixed SVG ids), so committed figures only change
+    when their numbers do."""
+    from matplotlib import rc_context
+
+    path = Path(path)
+    fmt = path.suffix[1:]
+    with rc_context({"svg.hashsalt": "keras-cifar"}):
+        replace_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120,
+                                                     metadata={"Date": None} if fmt == "svg" else None))
+    return path
+
+
+# ---------------------------------------------------------------------------------- epoch curves
+
+
+def series(runs, key, scale=1.0):
+    """(epochs, mean, min, max) of history column `key` over `runs`, per epoch, finite values only."""
+    by_epoch = {}
+    for run in runs:
+        for row in run.history:
+            value = row.get(key)
+            if value is not None and math.isfinite(value):
+                by_epoch.setdefault(row["epoch"], []).append(value * scale)
+    epochs = sorted(by_epoch)
+    return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
+            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
+
+
+def draw_runs(ax, key, color, healthy, broken, name, legend=True, scale=1.0, style="-"):
+    """One curve for `name`: the mean of `key` over the `healthy` runs with a min-max band (several
+    runs), and each of the `broken` runs (diverged, failed) thin and dotted, ending in a cross.
+    Markers on short runs, so that a run of one epoch still shows its point. `legend`: True for a
+    legend entry named `name`, a string for another text, False for none."""
+    label = (name if legend is True else legend) if legend else None
+    epochs, mean, low, high = series(healthy, key, scale)
+    marker = "o" if 0 < len(epochs) <= MARKERS_UP_TO else None
+    if epochs:
+        ax.plot(epochs, mean, style, color=color, lw=1.8, marker=marker, ms=3.5, label=label)
+        if len(healthy) > 1:
+            ax.fill_between(epochs, low, high, color=color, alpha=0.18, lw=0)
+    for run in broken:
+        epochs, values, _, _ = series([run], key, scale)
+        if epochs:
+            ax.plot(epochs, values, ":", color=color, lw=1.0,
+                    label=f"{name} seed{run.seed} ({run.status})" if legend else None)
+            ax.plot(epochs[-1:], values[-1:], "x", color=color, ms=8, mew=2)
+
+
+def epoch_axes(ax, title, ylabel, last_epoch):
+    """Title, labels, grid and whole-number epoch ticks from 1 to `last_epoch`."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel, xlim=(0.5, max(last_epoch, 1) + 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+
+
+def legend_below(fig, handles, labels):
+    """One legend under the panels, where it never hides a curve."""
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
+
+
+def colors(names):
+    """A fixed colour per name, in order (tab10)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+# ------------------------------------------------------------------------------------- landscapes
+
+
+def _log_ticks(lo, hi):
+    """1-2-5 values from `lo` to `hi` (at least the two ends), for a log-scaled colour bar."""
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    return ticks if len(ticks) >= 2 else [lo, hi]
+
+
+def loss_levels(loss):
+    """Shared log-spaced contour levels over all runs' finite positive losses."""
+    finite = loss[np.isfinite(loss) & (loss > 0)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (1e-3, 1.0)
+    return np.geomspace(lo, max(hi, lo * 1.001), 25)
+
+
+def landscape_1d(path, coords, labels, loss, accuracy, title):
+    """Loss (log scale) and accuracy against a, one line per run."""
+    from matplotlib.ticker import LogFormatter
+
+    fig, ((ax_loss, ax_acc),) = figure(2, size=(5.6, 4.4))
+    for label, l, a in zip(labels, loss, accuracy):
+        ax_loss.plot(coords, l, marker=".", label=label)
+        ax_acc.plot(coords, 100 * a, marker=".", label=label)
+    ax_loss.set_yscale("log")
+    ax_loss.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax_loss.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    xlabel = "a (step along direction d; 0 = trained weights)"
+    ax_loss.set(title="Loss landscape", xlabel=xlabel, ylabel="loss (log scale)")
+    ax_acc.set(title="Accuracy landscape", xlabel=xlabel, ylabel="accuracy (%)", ylim=(0, 100))
+    for ax in (ax_loss, ax_acc):
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def landscape_2d(path, coords, labels, loss, accuracy, title):
+    """Filled contours of loss (log colour scale, 1-2-5 ticks) and accuracy over (a, b): one row
+    per run, one colour scale for all runs."""
+    from matplotlib.colors import LogNorm
+
+    a, b = np.meshgrid(coords, coords, indexing="ij")
+    levels = loss_levels(loss)
+    fig, axes = figure(2, len(labels), size=(5.0, 4.2))
+    for row, label in enumerate(labels):
+        ax_loss, ax_acc = axes[row]
+        masked = np.ma.masked_invalid(np.clip(loss[row], levels[0], levels[-1]))
+        cs = ax_loss.contourf(a, b, masked, levels=levels, norm=LogNorm(), cmap="viridis")
+        bar = fig.colorbar(cs, ax=ax_loss, label="loss (log scale)")
+        bar.set_ticks(_log_ticks(levels[0], levels[-1]), labels=[f"{t:g}" for t in _log_ticks(levels[0], levels[-1])])
+        bar.minorticks_off()
+        cs = ax_acc.contourf(a, b, 100 * accuracy[row], levels=np.linspace(0, 100, 21), cmap="magma")
+        fig.colorbar(cs, ax=ax_acc, label="accuracy (%)", ticks=range(0, 101, 20))
+        for ax, what in ((ax_loss, "Loss"), (ax_acc, "Accuracy")):
+            ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", ms=12)
+            ax.set(title=f"{what}: {label}", xlabel="a (direction d)", ylabel="b (direction e)", aspect="equal")
+    fig.suptitle(title + "\n* = trained weights")
+    return save(fig, path)
+
+
+def landscape_surface(path, coords, labels, loss, title):
+    """3D surfaces of log10(loss) over (a, b), side by side on one z scale, seen from above enough
+    that the near rim of a bowl does not hide its floor."""
+    a, b = np.meshgrid(coords, coords, indexing="ij")
+    z = np.log10(np.clip(loss, *loss_levels(loss)[[0, -1]]))
+    lo, hi = np.nanmin(z), np.nanmax(z)
+    fig, axes = figure(len(labels), size=(5.5, 5.0), projection="3d")
+    for ax, label, zi in zip(axes[0], labels, z):
+        ax.plot_surface(a, b, zi, cmap="viridis", vmin=lo, vmax=hi, linewidth=0)
+        ax.set(title=label, xlabel="a", ylabel="b", zlabel="log10 loss", zlim=(lo, hi))
+        ax.view_init(elev=55, azim=-60)
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+# -------------------------------------------------------------------------------- search, evaluate
+
+
+def objective(path, rows, space, objective_name, best_trial, title):
+    """The objective against each searched hyperparameter, one panel each; the best trial starred.
+    `space`: {name: (entry, log)} where entry is a list of choices or a {min, max} range."""
+    from matplotlib.ticker import PercentFormatter
+
+    fig, axes = figure(len(space), size=(4.2, 3.6))
+    for ax, (name, (entry, log)) in zip(axes[0], space.items()):
+        ax.scatter([r[name] for r in rows], [r[objective_name] for r in rows], color="tab:blue", alpha=0.8)
+        for r in rows:
+            ax.annotate(r["trial"], (r[name], r[objective_name]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        star = [r for r in rows if r["trial"] == best_trial]
+        ax.scatter([r[name] for r in star], [r[objective_name] for r in star], marker="*", s=250,
+                   color="tab:red", label=f"best (trial {best_trial})")
+        if log:
+            ax.set_xscale("log")
+        if isinstance(entry, dict):  # the whole range, so that one sees where trials fell in it
+            lo, hi = entry["min"], entry["max"]
+            ticks = (np.geomspace if log else np.linspace)(lo, hi, 5)
+            ax.set_xlim(*((lo / 1.2, hi * 1.2) if log else (lo - 0.05 * (hi - lo), hi * 1.05)))
+        else:
+            ticks = entry
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.minorticks_off()
+        if objective_name == "val_accuracy":
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set(xlabel=name + (" (log scale)" if log else ""), ylabel=objective_name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def confusion(path, matrix, class_names, title):
+    """The confusion matrix, counts in each cell; rows true class, columns predicted."""
+    fig, ((ax,),) = figure(size=(7, 6))
+    im = ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    threshold = matrix.max() / 2
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, str(n), ha="center", va="center", fontsize=8, color="white" if n > threshold else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="images")
+    return save(fig, path)

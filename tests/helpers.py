@@ -1,0 +1,125 @@
+"""Helpers the tests share: recipes, data written on the fly, fabricated run folders, a tiny model."""
+
+import io
+import math
+import tarfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_cifar import data
+from keras_cifar.config import RunSpec
+from keras_cifar.runs import RunFolder
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH = 8  # the narrowest test model: PyTorch's CPU convolution hangs on AVX2-only CPUs with 4 channels
+
+
+def tiny_recipe(tmp_path, variants="  a: {}\n", extra_base="", name="tiny"):
+    """Write a small recipe (width 8, batch 32, 1 epoch, 64 validation / 64 test images) and return its path."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ndescription: test recipe\nbase:\n"
+        f"  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 64}}\n  train: {{epochs: 1}}\n"
+        + extra_base + "variants:\n" + variants
+    )
+    return path
+
+
+def as_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def write_jpeg_tree(out, train_per_class, test_per_class, seed=0):
+    """A class-folder .tar.gz (``train/<class>/NNNN.jpg``, ``test/<class>/NNNN.jpg``), laid out like
+    the CIFAR-10 JPEG copy, of learnable synthetic images (data.synthetic's class patterns). Returns
+    (path, the decoded arrays as data.load should read them: x_train, y_train, x_test, y_test)."""
+    cifar = data.synthetic(10 * train_per_class, 10 * test_per_class, seed=seed)
+    decoded = []
+    with tarfile.open(out, "w:gz") as tar:
+        for split, x, y in (("train", cifar.x_train, cifar.y_train), ("test", cifar.x_test, cifar.y_test)):
+            order = np.lexsort((np.arange(len(y)), y))  # data.load reads class by class, files in name order
+            for i, k in enumerate(order):
+                buf = io.BytesIO()
+                Image.fromarray(x[k]).save(buf, "JPEG", quality=90)
+                info = tarfile.TarInfo(f"cifar10/{split}/{data.CLASS_NAMES[y[k]]}/{i:04d}.jpg")
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+                decoded.append((split, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")), y[k]))
+    arrays = []
+    for split in ("train", "test"):
+        arrays += [np.stack([img for s, img, _ in decoded if s == split]),
+                   np.array([label for s, _, label in decoded if s == split], np.int32)]
+    return Path(out), tuple(arrays)
+
+
+def make_run(out, recipe, variant, seed, final_acc, status="completed", epochs_done=4, epochs=4, config=None,
+             seconds=(10.0, 8.0)):
+    """A finished (or unfinished, or diverged) run folder, written through runs.RunFolder as training
+    writes it; accuracy climbs linearly to `final_acc`. "unfinished" writes no metrics.json (a run
+    still going); "diverged" ends in a NaN loss. Returns the folder."""
+    cfg = {"model": {"width": 8, "batch_norm": True}, "data": {"batch_size": 32, "subset": 1000},
+           "optimizer": {"learning_rate": 0.1}, "schedule": {"name": "cosine"}, "loss": "cross_entropy",
+           "train": {"epochs": epochs, "seeds": [seed]}}
+    for section, values in (config or {}).items():
+        cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
+    spec = RunSpec(recipe, variant, seed, cfg)
+    folder = RunFolder.of(out, spec)
+    folder.write_config(spec, "/data/cifar10-jpeg.tar.gz")
+    rows = []
+    for e in range(1, epochs_done + 1):
+        acc = final_acc * e / epochs
+        lr = 0.1 if cfg["schedule"]["name"] == "constant" else 0.05 * (1 + math.cos(math.pi * e / epochs))
+        loss = float("nan") if status == "diverged" and e == epochs_done else 2.0 - acc
+        rows.append({"epoch": e, "loss": loss, "accuracy": acc, "val_loss": loss, "val_accuracy": acc - 0.01,
+                     "test_loss": loss, "test_accuracy": acc, "lr": lr,
+                     "epoch_seconds": seconds[0], "train_seconds": seconds[1]})
+    folder.write_history(rows)
+    if status != "unfinished":
+        folder.write_metrics({
+            "status": status, "recipe": recipe, "variant": variant, "seed": seed,
+            "epochs_completed": epochs_done, "epochs": epochs,
+            "test_accuracy": None if status == "diverged" else final_acc,
+            "val_accuracy": final_acc - 0.01, "best_val_accuracy": final_acc - 0.01,
+            "train_seconds": seconds[1] * epochs_done, "wall_seconds": seconds[0] * epochs_done,
+            "images_per_second": 125.0 if epochs_done > 1 else None, "backend": "jax", "device": "gpu: Test GPU",
+            "data": {"source": "/data/cifar10-jpeg.tar.gz", "train": 1000, "val": 5000, "test": 5000}})
+    return folder.path
+
+
+def tiny_compile_model(config, steps_per_epoch):
+    """A stand-in for train.compile_model in tests of orchestration (tuner bookkeeping, resume,
+    distribution): the config's optimizer, schedule and loss on a model of a few hundred weights."""
+    from keras_cifar.losses import get_loss
+    from keras_cifar.optim import make_optimizer
+
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.AveragePooling2D(8)(x)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=get_loss(config["loss"]),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def tune_with_tiny_model(args):
+    """`keras-cifar ARGS` with trials on tiny_compile_model, for tests that run the CLI in a subprocess
+    (the distributed search: a chief and workers). Returns the exit code."""
+    from keras_tuner.src.distribute import oracle_chief
+
+    from keras_cifar import tune
+    from keras_cifar.cli import main
+
+    tune.compile_model = tiny_compile_model
+    # A chief polls every 20 s for trials still running when the search ends; 0.5 s keeps a test short.
+    oracle_chief.time = type("Clock", (), {"sleep": staticmethod(lambda s: time.sleep(min(s, 0.5)))})
+    try:
+        main(args)
+    except SystemExit as e:
+        return e.code
+    return 0

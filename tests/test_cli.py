@@ -1,0 +1,88 @@
+"""The command line's contract: mistakes are one-line errors with exit code 2, found before Keras is
+imported; a wrong backend is named with its fix; TensorFlow starts without its log lines."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_cifar import backend
+from keras_cifar.config import defaults
+from keras_cifar.errors import BackendError
+from tests.helpers import REPO, tiny_recipe
+
+
+def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
+    """Each case fails with exit code 2 and its message while neither Keras nor TensorFlow is loaded,
+    so the answer comes in about a second instead of after TensorFlow's 5-30 s import."""
+    recipe = tiny_recipe(tmp_path)
+    (tmp_path / "notes.txt").write_text("not data")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["run", recipe, "--set", "model.widht=16"], "unknown key 'model.widht'"),
+        (["run", recipe, "--data", tmp_path / "notes.txt"], "not a folder or a .tar(.gz) archive"),
+        (["run", recipe, "--data", tmp_path / "empty"], "found no train/<class>/* and test/<class>/* images"),
+        (["run", recipe, "--data", tmp_path / "missing", "--dry-run"], "no such file or folder"),
+        (["tune", recipe, "--set", "tune.tuner=grid"], "tune.tuner: 'grid' is not allowed"),
+        (["predict", tmp_path, tmp_path / "empty"], "no image files in"),
+        (["export", tmp_path], "not a run folder, .keras file or export folder"),
+        (["evaluate", tmp_path, "--data", "synthetic:100"], "not a run folder, .keras file or export folder"),
+        (["landscape", tmp_path / "empty"], "not a run folder (no config.yaml)"),
+        (["landscape", tmp_path, tmp_path / "empty"], "several RUN_DIRs are compared in one figure"),
+    ]
+    script = textwrap.dedent("""
+        import sys, click
+        from keras_cifar.cli import main
+        for args in CASES:
+            try:
+                main([str(a) for a in args], standalone_mode=False)
+                print("no error")
+            except click.ClickException as e:
+                print(e.exit_code, e.format_message().replace("\\n", " "))
+            print("imported:", sorted({"keras", "tensorflow", "jax", "torch"} & set(sys.modules)))
+    """).replace("CASES", repr([[str(a) for a in args] for args, _ in cases]))
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 * len(cases), done.stdout + done.stderr
+    for (args, message), result, imported in zip(cases, lines[::2], lines[1::2]):
+        assert result.startswith("2 ") and message in result, (args, result)
+        assert imported == "imported: []", (args, imported)
+
+
+def test_unknown_or_missing_backend_is_one_line_with_the_fix(tmp_path, cli, monkeypatch):
+    recipe = tiny_recipe(tmp_path)
+    monkeypatch.setenv("KERAS_BACKEND", "pytorch")
+    result = cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: KERAS_BACKEND=pytorch is not a backend keras-cifar runs on; "
+                                     "set KERAS_BACKEND to tensorflow, jax or torch")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)
+    result = cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 2 and 'jax is not installed: pip install -e ".[jax]"' in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_narrow_models_are_refused_where_pytorch_hangs(monkeypatch):
+    """PyTorch's CPU convolution breaks on 4-channel 1x1 stride-2 layers without AVX-512."""
+    config = defaults()
+    config["model"]["width"] = 4
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    monkeypatch.setattr(backend, "_torch_cpu_lacks_avx512", lambda: True)
+    with pytest.raises(BackendError, match="model.width 4 on PyTorch's CPU without AVX-512 would hang"):
+        backend.check_settings(config, "tiny/a/seed0")
+    config["model"]["width"] = 8
+    backend.check_settings(config, "tiny/a/seed0")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    config["model"]["width"] = 4
+    backend.check_settings(config, "tiny/a/seed0")
+
+
+def test_tensorflow_starts_without_its_log_lines():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # as a user's shell has it
+    done = subprocess.run([sys.executable, "-c", "from keras_cifar import backend; backend.start()"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**env, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
