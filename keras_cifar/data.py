@@ -1,14 +1,13 @@
 """CIFAR-10 sources, the report's 10:1:1 split, and input pipelines.
 
-Sources (``--data``, or the ``KERAS_CIFAR_DATA`` environment variable; TFDS download otherwise):
-the official binary or python archives (``.tar.gz`` or extracted), a folder or ``.tar(.gz)`` of
-``train/<class>/*`` and ``test/<class>/*`` images, a prepared TFDS data dir, or ``synthetic[:N]``.
-Decoded arrays are cached as one uint8 ``.npz`` file, so a second run starts in seconds.
+Sources (``--data``, or the ``KERAS_CIFAR_DATA`` environment variable; the TFDS download otherwise):
+a local copy in any of formats.FORMATS (a folder or a ``.tar(.gz)``), a prepared TFDS data dir, or
+``synthetic[:N]``. A local copy is decoded once and cached as one uint8 ``.npz`` file, so a second
+run starts in seconds.
 """
 
 import hashlib
 import importlib.util
-import io
 import os
 import pickle
 import socket
@@ -22,17 +21,17 @@ import numpy as np
 
 from keras_cifar import backend
 from keras_cifar.errors import DataError
+from keras_cifar.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
 
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
-FORMATS = (
-    "the official CIFAR-10 binary or python archive (cifar-10-binary.tar.gz, cifar-10-python.tar.gz, "
-    "or their extracted folders), a folder or .tar(.gz) of train/<class>/* and test/<class>/* images, "
-    "a prepared TFDS data dir holding cifar10/, or synthetic[:N]"
-)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TFDS_DOWNLOAD = "tfds:cifar10"  # the source name of the TFDS download
 TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, should its builder not say
+
+
+def accepted():
+    """What --data accepts, in words (from the FORMATS registry)."""
+    return (f"a local CIFAR-10 copy, as a folder or .tar(.gz): {FORMATS.help()}; a prepared TFDS data dir "
+            "holding cifar10/; or synthetic[:N] (a learnable stand-in for tests)")
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,21 @@ def canonical_source(source=None):
     its data_source. A local path must exist; nothing else is read. ``None`` means
     $KERAS_CIFAR_DATA, else the TFDS download."""
     source = str(source or os.environ.get("KERAS_CIFAR_DATA") or "tfds")
-    if source == "tfds":
+    if source in ("tfds", TFDS_DOWNLOAD):
         return TFDS_DOWNLOAD
     if source == "synthetic" or source.startswith("synthetic:"):
         n = source.partition(":")[2] or "2000"
         if not n.isdigit() or int(n) < 10:
             raise DataError(f"{source}: synthetic:N needs a whole number N >= 10 of training images")
         return f"synthetic:{int(n)}"
-    path = Path(source).expanduser().resolve()
+    path = Path(source.removeprefix("tfds:")).expanduser().resolve()
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; --data accepts {FORMATS}")
-    return f"tfds:{path}" if path.is_dir() and (path / "cifar10").is_dir() else str(path)
+        raise DataError(f"{path}: no such file or folder; --data accepts {accepted()}")
+    if path.is_dir() and (path / "cifar10").is_dir():
+        return f"tfds:{path}"
+    if source.startswith("tfds:"):
+        raise DataError(f"{source}: {path} holds no prepared TFDS cifar10/ folder")
+    return str(path)
 
 
 def load(source=None, cache_dir=None):
@@ -112,7 +115,7 @@ def _cache_file(path, cache_dir):
 def _check(data, path):
     for name, x, y, n in (("train", data.x_train, data.y_train, 1), ("test", data.x_test, data.y_test, 1)):
         if len(x) < n or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
-            raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {FORMATS}")
+            raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {accepted()}")
 
 
 # ------------------------------------------------------------------------------------------- TFDS
@@ -122,7 +125,7 @@ def _load_tfds(data_dir):
     """CIFAR-10 from a prepared TFDS data dir, or (`data_dir` None) downloaded and prepared by TFDS
     in $TFDS_DATA_DIR or ~/tensorflow_datasets. Offline, the download fails at once, before TFDS
     creates any folder; a download that fails later leaves no empty folders behind."""
-    offline = f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {FORMATS}"
+    offline = f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {accepted()}"
     backend.start()  # TFDS reads with TensorFlow, which must come after the backend's library
     try:
         import tensorflow_datasets as tfds
@@ -203,97 +206,22 @@ def _read_path(path):
         try:
             tar = tarfile.open(path, "r:*")
         except tarfile.ReadError:
-            raise DataError(f"{path}: not a folder or a .tar(.gz) archive; --data accepts {FORMATS}") from None
+            raise DataError(f"{path}: not a folder or a .tar(.gz) archive; --data accepts {accepted()}") from None
         with tar:
             members = [m for m in tar.getmembers() if m.isfile()]
             return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members})
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "no message"
-        raise DataError(f"{path}: cannot read ({type(e).__name__}: {first}); --data accepts {FORMATS}") from None
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {first}); --data accepts {accepted()}") from None
 
 
 def _decode(path, files):
-    """Pick the layout from the file names; `files` maps relative names to byte readers."""
-    by_base = {Path(n).name: n for n in files}
-    if "data_batch_1.bin" in by_base:
-        train = [_read_binary(files[by_base[f"data_batch_{i}.bin"]]()) for i in range(1, 6)]
-        return _concat(train, [_read_binary(files[by_base["test_batch.bin"]]())], str(path))
-    if "data_batch_1" in by_base and "test_batch" in by_base:
-        train = [_read_python(files[by_base[f"data_batch_{i}"]]()) for i in range(1, 6)]
-        return _concat(train, [_read_python(files[by_base["test_batch"]]())], str(path))
-    return _read_image_tree(path, files)
-
-
-def _concat(train, test, source):
-    x_train, y_train = (np.concatenate(a) for a in zip(*train))
-    x_test, y_test = (np.concatenate(a) for a in zip(*test))
-    return Cifar(x_train, y_train, x_test, y_test, source)
-
-
-def _read_binary(raw):
-    records = np.frombuffer(raw, np.uint8)
-    if records.size % 3073:
-        raise DataError("binary batch is not a whole number of 3073-byte records (truncated file?)")
-    records = records.reshape(-1, 3073)
-    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), records[:, 0].astype(np.int32)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain dicts, lists and numpy arrays only: nothing else in a CIFAR batch is expected."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not a CIFAR-10 array")
-
-
-def _read_python(raw):
-    batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError("python batch has no b'data' / b'labels' entries")
-    images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(batch[b"labels"], np.int32)
-
-
-def _read_image_tree(path, files):
-    """``train/<class>/<file>`` and ``test/<class>/<file>`` anywhere below the root (class = folder)."""
-    from PIL import Image, UnidentifiedImageError
-
-    entries = {"train": [], "test": []}
-    for name in files:
-        parts = Path(name).parts
-        if len(parts) >= 3 and parts[-3] in entries and name.lower().endswith(IMAGE_SUFFIXES):
-            entries[parts[-3]].append((parts[-2], name))
-    if not entries["train"] or not entries["test"]:
-        raise DataError(f"{path}: found no train/<class>/* and test/<class>/* images; --data accepts {FORMATS}")
-    classes = sorted({c for c, _ in entries["train"]})
-    if set(classes) <= set(CLASS_NAMES):
-        classes = list(CLASS_NAMES)
-    index = {c: i for i, c in enumerate(classes)}
-    out = []
-    for split in ("train", "test"):
-        images, labels = [], []
-        for cls, name in sorted(entries[split]):
-            if cls not in index:
-                raise DataError(f"{path}: {name}: class '{cls}' is not among the training classes")
-            try:
-                with Image.open(io.BytesIO(files[name]())) as im:
-                    arr = np.asarray(im.convert("RGB"), np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{path}: {name}: not a readable image ({e})") from None
-            if arr.shape != (32, 32, 3):
-                raise DataError(f"{path}: {name}: expected a 32x32 image, got {arr.shape[1]}x{arr.shape[0]}")
-            images.append(arr)
-            labels.append(index[cls])
-        out += [np.stack(images), np.asarray(labels, np.int32)]
-    return Cifar(*out, source=str(path))
+    """Read the copy with the first registered format that recognises its file names."""
+    for read in (entry.factory for entry in FORMATS.entries.values()):
+        arrays = read(path, files)
+        if arrays is not None:
+            return Cifar(*arrays, source=str(path))
+    raise DataError(f"{path}: no CIFAR-10 copy found in it; --data accepts {accepted()}")
 
 
 def synthetic(n_train=2000, n_test=None, seed=0):

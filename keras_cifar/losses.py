@@ -1,36 +1,35 @@
-"""Losses by recipe name, including PyTorch's MultiMarginLoss, which Keras lacks."""
+"""Losses by recipe name: the LOSSES registry (``loss:`` in a recipe). Keras is imported when a loss is
+built, so that recipes are checked without it. Both losses take integer labels and logits."""
 
-import keras
-from keras import ops
+from keras_cifar.registry import Registry
+
+LOSSES = Registry("loss")
 
 
-@keras.saving.register_keras_serializable("keras_cifar")
-class MultiMarginLoss(keras.losses.Loss):
-    """PyTorch ``nn.MultiMarginLoss`` (p=1): mean over the C classes of max(0, margin - x[y] + x[i]), i != y.
+@LOSSES.add("cross_entropy", "softmax cross-entropy of the logits")
+def cross_entropy():
+    import keras
 
-    ``y_true`` holds integer labels, ``y_pred`` raw logits.
-    """
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
 
-    def __init__(self, margin=1.0, name="multi_margin", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.margin = margin
 
-    def call(self, y_true, y_pred):
-        y_pred = ops.cast(y_pred, "float32")
-        classes = y_pred.shape[-1]
-        onehot = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes, dtype="float32")
-        correct = ops.sum(y_pred * onehot, axis=-1, keepdims=True)
-        margins = ops.maximum(0.0, self.margin - correct + y_pred) * (1.0 - onehot)
-        return ops.sum(margins, axis=-1) / classes
+@LOSSES.add("multi_margin", "PyTorch's MultiMarginLoss, p=1, margin 1: mean over classes i != y of "
+                            "max(0, 1 - x[y] + x[i])")
+def multi_margin():
+    from keras_cifar.custom_objects import MultiMarginLoss
 
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin}
+    return MultiMarginLoss()
 
 
 def get_loss(name):
-    """The Keras loss for a recipe's ``loss`` name (both take integer labels and logits)."""
-    if name == "cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
-    if name == "multi_margin":
-        return MultiMarginLoss()
-    raise ValueError(f"unknown loss {name!r}; use cross_entropy or multi_margin")
+    """The Keras loss a recipe's ``loss`` names."""
+    return LOSSES[name]()
+
+
+def __getattr__(name):
+    """``keras_cifar.losses.MultiMarginLoss`` (the documented API), importing Keras only then."""
+    if name == "MultiMarginLoss":
+        from keras_cifar.custom_objects import MultiMarginLoss
+
+        return MultiMarginLoss
+    raise AttributeError(f"module 'keras_cifar.losses' has no attribute {name!r}")

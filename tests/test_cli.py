@@ -23,7 +23,7 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
     cases = [
         (["run", recipe, "--set", "model.widht=16"], "unknown key 'model.widht'"),
         (["run", recipe, "--data", tmp_path / "notes.txt"], "not a folder or a .tar(.gz) archive"),
-        (["run", recipe, "--data", tmp_path / "empty"], "found no train/<class>/* and test/<class>/* images"),
+        (["run", recipe, "--data", tmp_path / "empty"], "no CIFAR-10 copy found in it"),
         (["run", recipe, "--data", tmp_path / "missing", "--dry-run"], "no such file or folder"),
         (["tune", recipe, "--set", "tune.tuner=grid"], "tune.tuner: 'grid' is not allowed"),
         (["predict", tmp_path, tmp_path / "empty"], "no image files in"),

@@ -112,7 +112,7 @@ def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not a tar at all", "not a folder or a .tar(.gz) archive"),
-    (None, "found no train/<class>/* and test/<class>/* images"),
+    (None, "no CIFAR-10 copy found in it"),
 ])
 def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message):
     path = tmp_path / "data.tar.gz"
@@ -158,6 +158,9 @@ def test_split_is_10_1_1_stratified_disjoint_and_fixed():
 def test_source_names_are_checked_without_reading(tmp_path):
     assert data.canonical_source() == "tfds:cifar10" and data.canonical_source("synthetic") == "synthetic:2000"
     assert data.canonical_source(tmp_path) == str(tmp_path.resolve())
+    (tmp_path / "cifar10").mkdir()
+    for name in ("tfds:cifar10", "synthetic:300", str(tmp_path), f"tfds:{tmp_path.resolve()}"):
+        assert data.canonical_source(data.canonical_source(name)) == data.canonical_source(name)  # a fixed point
     with pytest.raises(DataError, match="synthetic:N needs a whole number"):
         data.canonical_source("synthetic:many")
     with pytest.raises(DataError, match="no such file or folder"):
@@ -206,7 +209,7 @@ def test_tfds_downloads_and_prepares_cifar10(tfds_cifar10, tmp_path):
     """The default source goes through TFDS's own download and preparation (which needs the
     importlib_resources that TFDS 4.9 does not declare)."""
     (x_train, y_train, x_test, y_test), _ = tfds_cifar10
-    got = data.load()
+    got = data.load(data.canonical_source())  # as the command line does
     assert got.source == "tfds:cifar10"
     assert _pairs(got.x_train, got.y_train) == _pairs(x_train, y_train)  # TFDS shuffles the order
     assert _pairs(got.x_test, got.y_test) == _pairs(x_test, y_test)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from keras_cifar.config import defaults
-from keras_cifar.optim import SGD, make_optimizer, make_schedule
+from keras_cifar.custom_objects import SGD
+from keras_cifar.optim import make_optimizer, make_schedule
 from tests.helpers import as_numpy
 
 pytestmark = pytest.mark.backend

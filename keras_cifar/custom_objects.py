@@ -1,0 +1,89 @@
+"""The Keras classes of ours that a compiled model holds, so that a saved ``.keras`` file refers to
+them by name (``keras_cifar>...``): PyTorch's MultiMarginLoss, SGD and Adam with PyTorch-style weight
+decay, and the per-step learning-rate schedule. The recipe names that choose them, and their
+factories, are in losses.py and optim.py, which import this module only when a model is built."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class MultiMarginLoss(keras.losses.Loss):
+    """PyTorch ``nn.MultiMarginLoss`` (p=1): mean over the C classes of max(0, margin - x[y] + x[i]), i != y.
+
+    ``y_true`` holds integer labels, ``y_pred`` raw logits.
+    """
+
+    def __init__(self, margin=1.0, name="multi_margin", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        classes = y_pred.shape[-1]
+        onehot = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes, dtype="float32")
+        correct = ops.sum(y_pred * onehot, axis=-1, keepdims=True)
+        margins = ops.maximum(0.0, self.margin - correct + y_pred) * (1.0 - onehot)
+        return ops.sum(margins, axis=-1) / classes
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+class _CoupledL2:
+    """Weight decay as PyTorch's SGD/Adam apply it: ``l2 * w`` is added to every gradient before the
+    update, so momentum carries it (Keras's own ``weight_decay`` is decoupled, like AdamW's)."""
+
+    def __init__(self, l2=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.l2 = l2
+
+    def apply(self, grads, trainable_variables=None):
+        if self.l2:
+            variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+            grads = [g if g is None else g + ops.cast(self.l2 * v, g.dtype) for g, v in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class SGD(_CoupledL2, keras.optimizers.SGD):
+    pass
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class Adam(_CoupledL2, keras.optimizers.Adam):
+    pass
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate at a training step: the registered schedule `name` (optim.SCHEDULES) after an
+    optional linear warm-up from 0. Lengths are in steps (batches)."""
+
+    def __init__(self, name, peak, total_steps, warmup_steps=0, period_steps=1, boundaries=(), gamma=0.1):
+        self.name = name
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.period_steps = max(1, int(period_steps))
+        self.boundaries = [int(b) for b in boundaries]
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        from keras_cifar.optim import SCHEDULES
+
+        step = ops.cast(step, "float32")
+        lr = SCHEDULES[self.name](ops.maximum(step - self.warmup_steps, 0.0), self)
+        if self.warmup_steps:
+            lr = ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, lr)
+        return lr
+
+    def get_config(self):
+        return {
+            "name": self.name, "peak": self.peak, "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps, "period_steps": self.period_steps,
+            "boundaries": self.boundaries, "gamma": self.gamma,
+        }

@@ -1,0 +1,55 @@
+"""Registries of plug-ins: the losses, optimizers, learning-rate schedules and data formats a recipe or
+``--data`` can name. Each module that provides plug-ins holds its registry and adds to it with a
+decorator beside the code, so adding one is one edit; the config schema accepts exactly the
+registered names, and error messages and ``--help`` list them with their help."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from keras_cifar.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Entry:
+    factory: Any  # what the plug-in's module calls to build it
+    help: str  # one line for --help and the README
+
+
+class Registry:
+    """The plug-ins of one kind, in the order they were added."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.entries = {}
+
+    def add(self, name, help):
+        """Decorator: register the decorated function or class as `name`."""
+
+        def register(factory):
+            if name in self.entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self.entries[name] = Entry(factory, help)
+            return factory
+
+        return register
+
+    def __contains__(self, name):
+        return name in self.entries
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __getitem__(self, name):
+        """The factory of `name`; a ConfigError lists the registered names."""
+        try:
+            return self.entries[name].factory
+        except KeyError:
+            raise ConfigError(f"unknown {self.kind} {name!r}; use {self}") from None
+
+    def __str__(self):
+        """'a / b / c': the names, as error messages list what is allowed."""
+        return " / ".join(self.entries)
+
+    def help(self):
+        """'a (what a does); b (what b does)'."""
+        return "; ".join(f"{name} ({entry.help})" for name, entry in self.entries.items())
