@@ -1,7 +1,8 @@
 """Recipe schema, loading, overrides and sweeps.
 
 Precedence: built-in defaults < recipe ``base`` < recipe ``variants.<name>`` < command line.
-A recipe's optional ``tune`` section (TUNE_SCHEMA, SPACE) configures ``keras-cifar tune`` the same way.
+A recipe's optional ``tune`` section (TUNE_SCHEMA, SPACE) configures ``keras-cifar tune`` the same way;
+its optional ``report`` section is the report's claim about the experiment (claims.py).
 Every key is validated; an unknown key, a wrong type or a bad value raises ``ConfigError`` with a
 one-line message that names the file and the key and says what is allowed.
 """
@@ -13,7 +14,11 @@ from typing import Any, Callable
 
 import yaml
 
+from keras_cifar import claims
+from keras_cifar.claims import Claim
 from keras_cifar.errors import ConfigError
+from keras_cifar.losses import LOSSES
+from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ class Field:
     kind: str  # int, float, bool, str, int_list, str_or_bool
     default: Any
     check: Callable[[Any], bool] = lambda v: True
-    allowed: str = ""  # human words for what passes `check`
+    allowed: Any = ""  # human words for what passes `check` (a Registry: its names)
     nullable: bool = False
 
 
@@ -46,9 +51,6 @@ def _activation(name):
     return True
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "cosine_restarts", "step")
-LOSSES = ("cross_entropy", "multi_margin")
 PIPELINES = ("auto", "tf_data", "numpy")
 
 SCHEMA = {
@@ -68,20 +70,20 @@ SCHEMA = {
         "pipeline": Field("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES)),
     },
     "optimizer": {
-        "name": Field("str", "sgd", lambda v: v in OPTIMIZERS, " / ".join(OPTIMIZERS)),
+        "name": Field("str", "sgd", lambda v: v in OPTIMIZERS, OPTIMIZERS),
         "learning_rate": Field("float", 0.1, _positive, "a positive number"),
         "momentum": Field("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)"),
         "nesterov": Field("bool", False),
         "weight_decay": Field("float", 5e-4, _non_negative, "a number >= 0"),
     },
     "schedule": {
-        "name": Field("str", "cosine", lambda v: v in SCHEDULES, " / ".join(SCHEDULES)),
+        "name": Field("str", "cosine", lambda v: v in SCHEDULES, SCHEDULES),
         "warmup_epochs": Field("float", 0.0, _non_negative, "a number of epochs >= 0"),
         "restart_epochs": Field("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)"),
         "step_epochs": Field("int_list", [60, 120, 160], lambda v: all(e > 0 for e in v), "positive epochs (step)"),
         "gamma": Field("float", 0.2, _positive, "a positive factor (step)"),
     },
-    "loss": Field("str", "cross_entropy", lambda v: v in LOSSES, " / ".join(LOSSES)),
+    "loss": Field("str", "cross_entropy", lambda v: v in LOSSES, LOSSES),
     "train": {
         "epochs": Field("int", 200, _positive, "a positive integer"),
         "seeds": Field("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0"),
@@ -90,7 +92,7 @@ SCHEMA = {
         "steps_per_execution": Field("int", 1, _positive, "a positive integer"),
     },
 }
-RECIPE_KEYS = ("name", "description", "base", "variants", "tune")
+RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
 
 # Selection uses the validation split only; the value is the direction KerasTuner optimizes.
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
@@ -270,6 +272,7 @@ class Recipe:
     path: str
     variants: dict  # variant name -> config resolved over defaults and base (no command line yet)
     tune: dict  # the tune section resolved over tune_defaults() (no command line yet)
+    claim: Claim = None  # what the report found (the `report:` section), if it says
 
 
 def _read_yaml(path):
@@ -307,7 +310,8 @@ def load_recipe(path):
             raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
         resolved[vname] = merge(base, override or {}, f"{path}: variants.{vname}", "")
     tune = merge_tune(tune_defaults(), data.get("tune") or {}, path)
-    return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune)
+    claim = claims.parse(data.get("report"), list(resolved), path)
+    return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune, claim)
 
 
 def _is_folder_name(name):

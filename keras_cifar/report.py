@@ -350,7 +350,7 @@ def write_report(recipe_dir, out_dir=None):
     colors, subtitle, recipe = plots.colors([v.name for v in variants]), _subtitle(variants), summary["recipe"]
     figures = figure_test(recipe, variants, colors, subtitle, out_dir)
     figures += figure_train_val(recipe, variants, colors, subtitle, out_dir)
-    if recipe == "lr" or _lr_differs(variants):
+    if _lr_differs(variants):
         figures += figure_lr(recipe, variants, colors, subtitle, out_dir)
     write_json(out_dir / "summary.json", summary)
     write_atomic(out_dir / "report.md", report_markdown(summary, variants, figures))

@@ -254,8 +254,9 @@ def reuse(twin, folder, spec, data_source):
     """Copy the finished `twin` into `folder` under `spec`'s name; returns its metrics."""
     shutil.copytree(twin.path, folder.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", ".*"))
     folder.write_config(spec, data_source)
-    metrics = {**twin.read_metrics(), "recipe": spec.recipe, "variant": spec.variant,
-               "reused_from": str(Path(*twin.path.parts[-3:]))}
+    original = twin.read_metrics()
+    metrics = {**original, "recipe": spec.recipe, "variant": spec.variant,  # a copy of a copy names the original
+               "reused_from": original.get("reused_from") or str(Path(*twin.path.parts[-3:]))}
     folder.write_metrics(metrics)
     return metrics
 

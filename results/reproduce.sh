@@ -9,7 +9,7 @@ DATA=${KERAS_CIFAR_DATA:-../shared/data/cifar10-jpeg.tar.gz}
 SCALE=(--data "$DATA" --out results/runs --set model.width=16 --subset 10000 --epochs 10)
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 for seed in 0 1; do  # every experiment at seed 0 first, so a partial sweep already covers them all
-  for exp in bn shortcut momentum activation loss lr batch_size; do
+  for exp in bn shortcut momentum activation loss lr batch_size baseline; do  # baseline: bn/bn, reused
     keras-cifar run "recipes/$exp.yaml" "${SCALE[@]}" --seeds "$seed"
   done
 done

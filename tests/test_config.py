@@ -111,3 +111,26 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
     assert "tiny/a/seed0: new, width 8, 1 epoch, batch 32, no timing yet at this scale" in result.output
     assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("section, message", [
+    ("report: {title: T, source: Fig. 1, claim: c, verdict: x}", "unknown key 'report.verdict'"),
+    ("report: {title: T, source: Fig. 1}", "report.claim: expected a string"),
+    ("report: {title: T, source: Fig. 1, claim: c, order: [a, z]}", "report.order: z is not a variant of this recipe"),
+    ("report: {title: T, source: Fig. 1, claim: c, accuracy: {a: 120}}", "report.accuracy.a: expected a percentage"),
+    ("report: [a, b]", "'report' must be a mapping"),
+])
+def test_bad_report_sections_name_file_and_key(tmp_path, section, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\n{section}\nvariants: {{a: {{}}, b: {{}}}}\n")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load_recipe(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_shipped_recipes_carry_the_reports_claims_and_the_readme_shows_them():
+    from keras_cifar.compare import claims_table
+
+    claim = cfg.load_recipe(REPO / "recipes" / "activation.yaml").claim
+    assert claim.order == ("relu", "tanh", "sigmoid") and claim.accuracy["tanh"] == 92.37 and claim.figure == 6
+    assert claims_table() in (REPO / "README.md").read_text()

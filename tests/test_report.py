@@ -179,7 +179,7 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
     assert summary["| [bn](#bn)"].endswith("| no_bn > bn | **no** |")
     assert summary["| [activation](#activation)"].endswith("| relu > tanh; tanh > sigmoid | **yes** |")
     assert "relu 95.48 / tanh 92.37 / sigmoid 87.63" in summary["| [activation](#activation)"]
-    assert summary["| momentum (not run yet)"].endswith("| **n/a** |")
+    assert summary["| momentum (not run yet)"].endswith("| **n/a** |")  # claims come from recipes/
     assert "| relu | 95.48 | **70.50 ± 0.71** (n=2) |" in page  # the report's number beside ours
     assert "![bn: test accuracy and loss per epoch](runs/bn/test_curves.png)" in page
     assert (runs / "bn" / "test_curves.png").exists()
@@ -204,3 +204,19 @@ def test_compare_writes_beside_the_runs_and_never_replaces_a_page_it_did_not_wri
     make_run(other, "bn", "bn", 0, 0.6)
     result = cli("compare", other, "--out", runs / "comparison.md")  # a page made for other runs
     assert result.exit_code == 2
+
+
+def test_compare_reads_the_claims_of_the_recipes_it_is_given(tmp_path, cli):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(runs, "width", "wide", seed, 0.6 + seed / 100)
+        make_run(runs, "width", "narrow", seed, 0.5 + seed / 100, config={"model": {"width": 4}})
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "width.yaml").write_text(
+        "name: width\nreport: {title: Width, source: Fig. 2, claim: narrow is enough, order: [narrow, wide]}\n"
+        "variants: {wide: {}, narrow: {model: {width: 4}}}\n")
+    assert cli("compare", runs, "--recipes", recipes).exit_code == 0
+    row = next(line for line in (runs / "comparison.md").read_text().splitlines() if line.startswith("| [width]"))
+    assert row == ("| [width](#width) | narrow is enough (Fig. 2) | – | narrow 50.50 ± 0.71 (n=2)<br>"
+                   "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** |")
