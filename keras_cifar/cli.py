@@ -13,8 +13,12 @@ from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
 from keras_cifar.errors import KerasCifarError
+from keras_cifar.losses import LOSSES
+from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
-DATA_HELP = f"CIFAR-10 source: {data_lib.FORMATS}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
+DATA_HELP = f"CIFAR-10 source: {data_lib.accepted()}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
+PLUGINS_HELP = (f"Plug-ins a recipe can name. loss: {LOSSES.help()}. optimizer.name: {OPTIMIZERS.help()}. "
+                f"schedule.name: {SCHEDULES.help()}.")
 
 
 class UserError(click.ClickException):
@@ -65,7 +69,7 @@ def main():
     """
 
 
-@main.command()
+@main.command(epilog=PLUGINS_HELP)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -152,22 +156,27 @@ def report(run_roots, out):
                    "RUN_ROOT/comparison.md] An existing page is only replaced if `compare` wrote it for RUN_ROOT.")
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False),
               help="A hand-written Markdown file, included as the page's Discussion section.")
-def compare(run_root, out, notes):
+@click.option("--recipes", "recipes_dir", type=click.Path(file_okay=False),
+              help="The recipes whose `report:` sections hold the report's claims.  [default: the recipes/ "
+                   "folder of this repository]")
+def compare(run_root, out, notes, recipes_dir):
     """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
 
     RUN_ROOT holds one folder per recipe (bn, shortcut, momentum, activation, loss, lr, batch_size), as
-    `run --out RUN_ROOT` writes them. Each recipe's report is (re)made first; the page then shows the
+    `run --out RUN_ROOT` writes them; the report's claims come from the recipes' `report:` sections.
+    Each recipe's report is (re)made first; the page then shows the
     setup (hardware, backend, data, scale, read from the runs), a summary table with the report's
     verdict, its accuracies, ours and whether ours agrees (yes / no / can't tell when the difference is
     within the seed spread), and each experiment's figure and table. Example:
 
         keras-cifar compare results/runs --out results/README.md --notes results/notes.md
     """
-    from keras_cifar.compare import write_page
+    from keras_cifar.compare import SHIPPED_RECIPES, write_page
 
     out = out or str(Path(run_root) / "comparison.md")
-    command = f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
-    say(f"wrote {write_page(run_root, out, command, notes)}")
+    command = (f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
+               + (f" --recipes {recipes_dir}" if recipes_dir else ""))
+    say(f"wrote {write_page(run_root, out, command, notes, recipes_dir or SHIPPED_RECIPES)}")
 
 
 @main.command()
@@ -209,12 +218,11 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
         keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 \\
             --out results/landscapes/bn
     """
+    from keras_cifar.landscape import Settings
     from keras_cifar.runs import completed_run
 
-    from keras_cifar.landscape import Settings, check_settings
-
     settings = Settings(dims, points, span, images, split, seed, batch_size, surface)
-    check_settings(settings, len(run_dirs), out)
+    settings.check(len(run_dirs), out)
     runs = [completed_run(d) for d in run_dirs]
     if data_source:
         data_lib.canonical_source(data_source)
@@ -276,9 +284,9 @@ def predict_cmd(model, images, top_k, as_json):
     files = serving.image_files(images)
     if not files:
         raise UserError(f"no image files in {', '.join(images)}; give PNG, JPEG, BMP, GIF or WebP files or folders")
-    serving.resolve(model)
+    serving.model_path(model)
     backend.start()
-    classifier = serving.load(model)
+    classifier = serving.load_classifier(model)
     results, errors = serving.predict(classifier, files, top_k)
     if as_json:
         say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
@@ -310,10 +318,10 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
 
     from keras_cifar import plots, serving
 
-    serving.resolve(model)
+    serving.model_path(model)
     cifar = data_lib.load(data_source)
     backend.start()
-    classifier = serving.load(model)
+    classifier = serving.load_classifier(model)
     x, y = data_lib.split(cifar, eval_subset=eval_subset).test
     result = serving.evaluate(classifier, x, y)
     title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"

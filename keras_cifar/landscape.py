@@ -46,14 +46,13 @@ class Settings:
     batch_size: int = 500
     surface: bool = False
 
-
-def check_settings(settings, n_runs, out):
-    """Refuse settings that cannot work, before any model is loaded."""
-    if n_runs > 1 and out is None:
-        raise ConfigError("several RUN_DIRs are compared in one figure: pass --out DIR")
-    if settings.surface and settings.dims != 2:
-        raise ConfigError("--surface draws the 2D landscape: add --dims 2")
-    grid(settings.span, settings.points)
+    def check(self, n_runs, out):
+        """Refuse settings that cannot work, before any model is loaded."""
+        if n_runs > 1 and out is None:
+            raise ConfigError("several RUN_DIRs are compared in one figure: pass --out DIR")
+        if self.surface and self.dims != 2:
+            raise ConfigError("--surface draws the 2D landscape: add --dims 2")
+        grid(self.span, self.points)
 
 
 # -------------------------------------------------------------------------------------- directions
@@ -134,7 +133,7 @@ def scan(model, inputs, directions, coords, label=None):
 # ------------------------------------------------------------------------------------ run folders
 
 
-def load_model(run):
+def evaluation_model(run):
     """The run's trained classifier, compiled for evaluation with the run's loss and accuracy."""
     import keras
 
@@ -176,7 +175,7 @@ def _extreme(coords, values, pick):
     return {"value": float(values[index]), "at": [float(coords[i]) for i in index]}
 
 
-def summarize(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
+def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
     """Centre, extremes and sharpness (mean loss rise / accuracy drop at distance `radius` along each
     axis, both signs, where the grid reaches) of one surface."""
     dims = loss.ndim
@@ -246,7 +245,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
             datasets[source] = data_lib.load(source)
         x, y = evaluation_images(datasets[source], run.config, settings.split, settings.images)
         keras.backend.clear_session()
-        model = load_model(run)
+        model = evaluation_model(run)
         directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
         say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
             f"from {datasets[source].source}")
@@ -256,7 +255,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
         surfaces.append(surface)
         summaries.append({"label": run.label, "run_dir": str(run.path), "data_source": datasets[source].source,
                           "images": len(y), "seconds": round(time.perf_counter() - start, 1),
-                          **summarize(coords, surface["loss"], surface["accuracy"])})
+                          **surface_summary(coords, surface["loss"], surface["accuracy"])})
     labels = [r.label for r in runs]
     loss = np.stack([s["loss"] for s in surfaces])
     accuracy = np.stack([s["accuracy"] for s in surfaces])

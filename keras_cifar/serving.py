@@ -42,7 +42,7 @@ def load_keras(path):
     """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
     import keras
 
-    from keras_cifar import augment, losses, models, optim  # noqa: F401  (register the custom objects)
+    from keras_cifar import augment, custom_objects, models  # noqa: F401  (register the custom objects)
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
@@ -66,7 +66,7 @@ def inference_model(model):
     return keras.Model(images, net(normalize(images)), name=INFERENCE_NAME)
 
 
-def resolve(path):
+def model_path(path):
     """(kind, file or folder) for a MODEL path: ("keras", model.keras) or ("saved_model", version dir)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
@@ -78,7 +78,7 @@ def resolve(path):
             return "keras", path / MODEL_FILE
         versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
         if versions:
-            return resolve(versions[-1][1])
+            return model_path(versions[-1][1])
     status = _run_status(path)
     raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or "
                       f"saved_model.pb{status})")
@@ -104,9 +104,9 @@ class Classifier:
         return np.concatenate([self.logits_fn(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def load(path):
+def load_classifier(path):
     """Load a MODEL (run folder, .keras file or export folder) for prediction."""
-    kind, where = resolve(path)
+    kind, where = model_path(path)
     if kind == "keras":
         model = inference_model(load_keras(where))
         labels = where.parent / LABELS_FILE
@@ -130,7 +130,7 @@ def load(path):
 
 def exportable(source):
     """The .keras file that `source` (a run folder or a .keras file) exports, or a ModelError."""
-    kind, keras_file = resolve(source)
+    kind, keras_file = model_path(source)
     if kind != "keras":
         raise ModelError(f"{source}: is already an exported SavedModel; export a run folder or a .keras file")
     return keras_file

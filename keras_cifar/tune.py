@@ -8,8 +8,8 @@ retrains the best trial with ``run``'s own machinery.
 
 The search folder ``OUT/<recipe>/search/`` holds KerasTuner's state (``oracle.json``,
 ``trial_*/trial.json``: tuning again resumes, and a trial that was interrupted is run again),
-``search.yaml`` (what is searched, so that a different search is never mixed in), ``trials.csv`` and
-``trials.md``, ``objective.png`` and ``best.yaml``, the best trial as a recipe for ``keras-cifar run``.
+``search.yaml`` (what is searched, so that a different search is never mixed in), and what trials.py
+writes about the trials: ``trials.csv``, ``trials.md``, ``objective.png`` and ``best.yaml``.
 
 Distributed (KerasTuner's chief/worker mode): ``distributed(chief, worker)`` sets
 KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; the chief only serves the oracle
@@ -30,46 +30,14 @@ import yaml
 
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
-from keras_cifar.config import OBJECTIVES, SPACE, ConfigError
-from keras_cifar import plots
-from keras_cifar.runs import diff_keys, write_atomic, write_csv
+from keras_cifar import trials
+from keras_cifar.config import OBJECTIVES, ConfigError
+from keras_cifar.console import Eta, say
+from keras_cifar.runs import diff_keys, write_atomic
 from keras_cifar.train import compile_model, run_sweep
 
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ENDED = ("COMPLETED", "FAILED", "INVALID")
-
-
-# ------------------------------------------------------------------------------------- the space
-
-
-def trial_values(hp, search):
-    """Declare the search space on `hp` (KerasTuner keeps a declared value) and return the trial's
-    values, typed like the config keys they set. A range is sampled per config.SPACE; defaults are
-    the recipe's own values, clipped into the range."""
-    values = {}
-    for name, entry in search.tune["space"].items():
-        dim = SPACE[name]
-        base = search.config[dim.section][dim.key]
-        if isinstance(entry, list):
-            value = hp.Choice(name, entry, default=base if base in entry else entry[0])
-        else:
-            default = min(max(base, entry["min"]), entry["max"])
-            value = hp.Float(name, entry["min"], entry["max"], sampling=dim.sampling, default=default)
-        values[name] = type(base)(value)  # numpy scalars from the oracle -> int / float
-    return values
-
-
-def trial_epochs(hp, search):
-    """Epochs a trial trains: hyperband sets them per trial, the other tuners use tune.epochs."""
-    return int(hp.values.get("tuner/epochs", search.tune["epochs"]))
-
-
-def trial_config(search, values, epochs, seeds):
-    """The resolved run config of a trial: the search's config with the trial's values."""
-    override = {"train": {"epochs": epochs, "seeds": list(seeds)}}
-    for name, value in values.items():
-        override.setdefault(SPACE[name].section, {})[SPACE[name].key] = value
-    return cfg.merge(search.config, override, "trial", "")
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -90,7 +58,8 @@ class ResNetHyperModel(kt.HyperModel):
 
     def config(self, hp):
         seed = self.search.config["train"]["seeds"][0] + self.executions[_key(hp)]
-        return trial_config(self.search, trial_values(hp, self.search), trial_epochs(hp, self.search), [seed])
+        values, epochs = trials.trial_values(hp, self.search), trials.trial_epochs(hp, self.search)
+        return trials.trial_config(self.search, values, epochs, [seed])
 
     def build(self, hp):
         config = self.config(hp)
@@ -117,17 +86,20 @@ def _key(hp):
 
 class _Reporting:
     """What keras-cifar adds to a KerasTuner tuner: a line per trial and per epoch, the trial's
-    wall-clock seconds as a metric, and (running alone) the results rewritten after every trial."""
+    wall-clock seconds as a metric, and (running alone) the results rewritten after every trial with
+    the search's ETA (`eta`, set by run_search)."""
+
+    eta = None
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         hp = trial.hyperparameters
         self.trial_start = time.perf_counter()
-        self.trial_epochs = trial_epochs(hp, self.hypermodel.search)
+        self.trial_epochs = trials.trial_epochs(hp, self.hypermodel.search)
         extra = (f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
                  if "tuner/trial_id" in hp.values else "")  # hyperband's later rounds
-        _say(f"{_who()}trial {trial.trial_id}: {_describe(trial_values(hp.copy(), self.hypermodel.search))}, "
-             f"{self.trial_epochs} epoch(s){extra}")
+        values = trials.trial_values(hp.copy(), self.hypermodel.search)
+        say(f"{_who()}trial {trial.trial_id}: {trials.describe(values)}, {self.trial_epochs} epoch(s){extra}")
 
     def run_trial(self, trial, *args, **kwargs):
         results = super().run_trial(trial, *args, **kwargs)
@@ -139,26 +111,30 @@ class _Reporting:
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
         logs = logs or {}
-        _say(f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
-             f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.2%}  "
-             f"val_loss {logs.get('val_loss', math.nan):.4f}  val_acc {logs.get('val_accuracy', math.nan):.2%}  "
-             f"{time.perf_counter() - self.epoch_start:.1f}s")
+        say(f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
+            f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.2%}  "
+            f"val_loss {logs.get('val_loss', math.nan):.4f}  val_acc {logs.get('val_accuracy', math.nan):.2%}  "
+            f"{time.perf_counter() - self.epoch_start:.1f}s")
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the oracle scores the trial
         ended = self.oracle.get_trial(trial.trial_id)
         objective = self.oracle.objective.name
-        line = f"{_who()}trial {trial.trial_id} {_status(ended).lower()}"
+        line = f"{_who()}trial {trial.trial_id} {trials.status(ended).lower()}"
         if ended.status == "COMPLETED":
-            line += f": {objective} {_format(objective, ended.score)} in {_seconds(ended):.0f}s"
+            line += f": {objective} {trials.value_text(objective, ended.score)} in {trials.seconds(ended):.0f}s"
         elif ended.message:
-            line += f": {_last_line(ended.message)}"
+            line += f": {trials.last_line(ended.message)}"
         best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
         if best:
-            line += f" | best so far: trial {best[0].trial_id}, {_format(objective, best[0].score)}"
-        _say(line)
+            line += f" | best so far: trial {best[0].trial_id}, {trials.value_text(objective, best[0].score)}"
         if role() == "local":
-            write_results(Path(self.project_dir), self.hypermodel.search, self.oracle.trials)
+            self.eta.restart()  # every trial builds and compiles its own model
+            self.eta.tick(time.perf_counter() - self.trial_start)
+            line += f" | {self.eta.text('trials')}"
+        say(line)
+        if role() == "local":
+            trials.write_results(Path(self.project_dir), self.hypermodel.search, self.oracle.trials)
 
 
 class RandomTuner(_Reporting, kt.RandomSearch):
@@ -269,162 +245,44 @@ def run_search(search, cifar, out_root="runs", final=False):
     d, t = search.config["data"], search.tune
     splits = data_lib.split(cifar, d["subset"], d["eval_subset"])
     tuner = make_tuner(search, folder, len(splits.train[1]))
-    _say(f"{_who()}{t['tuner']} search of {', '.join(_range(n, e) for n, e in t['space'].items())}: "
-         f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "
-         f"objective {t['objective']}; data {cifar.source} ({len(splits.train[1])} train / {len(splits.val[1])} val "
-         f"images); width {search.config['model']['width']}, backend {keras.backend.backend()} -> {folder}")
+    say(f"{_who()}{t['tuner']} search of {', '.join(trials.range_text(n, e) for n, e in t['space'].items())}: "
+        f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "
+        f"objective {t['objective']}; data {cifar.source} ({len(splits.train[1])} train / {len(splits.val[1])} val "
+        f"images); width {search.config['model']['width']}, backend {keras.backend.backend()} -> {folder}")
     if who == "chief":
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
-        _say(f"chief: serving the search on {host}:{port}; start workers with --worker ID --chief HOST:{port}")
+        say(f"chief: serving the search on {host}:{port}; start workers with --worker ID --chief HOST:{port}")
     elif who == "local":
         done = sum(tr.status in ENDED for tr in tuner.oracle.trials.values())
+        tuner.eta = Eta(t["max_trials"])
+        tuner.eta.skip(done)
         if done:
-            _say(f"resuming: {done} trial(s) already ended")
+            say(f"resuming: {done} trial(s) already ended")
     if not (who == "chief" and _finished(tuner.oracle, t["max_trials"])):
         try:
             tuner.search(train=splits.train, val=splits.val, epochs=t["epochs"], verbose=1 if who == "chief" else 0)
         except RuntimeError as e:  # KerasTuner gives up after 3 failed trials in a row
             if "consecutive failures" not in str(e):
                 raise
-            _say(f"search stopped: {str(e).splitlines()[0]}")
+            say(f"search stopped: {str(e).splitlines()[0]}")
     if who == "worker":
-        _say(f"{_who()}no trials left; the chief writes the results")
+        say(f"{_who()}no trials left; the chief writes the results")
         return None
-    best = write_results(folder, search, tuner.oracle.trials)
-    _say((folder / "trials.md").read_text())
+    best = trials.write_results(folder, search, tuner.oracle.trials)
+    say((folder / "trials.md").read_text())
     if best is None:
-        _say("no trial completed; see the messages in trials.md")
+        say("no trial completed; see the messages in trials.md")
         return None
     if final:
-        _say(f"final: retraining trial {best} from best.yaml, with test evaluation")
+        say(f"final: retraining trial {best} from best.yaml, with test evaluation")
         results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), cifar, out_root)
         accs = [m["test_accuracy"] for _, m in results if m.get("test_accuracy") is not None]
         if accs:
-            _say(f"final: trial {best}, test accuracy {sum(accs) / len(accs):.2%} over {len(accs)} seed(s)")
+            say(f"final: trial {best}, test accuracy {sum(accs) / len(accs):.2%} over {len(accs)} seed(s)")
     return best
 
 
 def _finished(oracle, max_trials):
     """Every trial the search may run has ended (a chief then has nothing to serve)."""
-    trials = oracle.trials.values()
-    return len(trials) >= max_trials and all(tr.status in ENDED for tr in trials)
-
-
-# ------------------------------------------------------------------------------------- results
-
-
-def write_results(folder, search, trials):
-    """trials.csv, trials.md, objective.png and best.yaml from KerasTuner's trials; returns the
-    best completed trial's id (None if none completed)."""
-    folder = Path(folder)
-    objective = search.tune["objective"]
-    rows = [_row(tr, search) for _, tr in sorted(trials.items())]
-    completed = [tr for tr in trials.values() if _status(tr) == "COMPLETED"]  # diverged ones never win
-    best = (max if OBJECTIVES[objective] == "max" else min)(completed, key=lambda tr: tr.score, default=None)
-    columns = ["trial", *search.tune["space"], "epochs", objective, "status", "seconds"]
-    write_csv(folder / "trials.csv", rows, columns)
-    write_atomic(folder / "trials.md", _markdown(rows, columns, search, best))
-    if best is not None:
-        _plot(folder / "objective.png", [r for r in rows if r[objective] is not None], search, best)
-    if best is not None:
-        write_atomic(folder / "best.yaml", yaml.safe_dump(best_recipe(search, best), sort_keys=False))
-    return best.trial_id if best is not None else None
-
-
-def _row(trial, search):
-    hp = trial.hyperparameters.copy()
-    metric = search.tune["objective"]
-    return {"trial": trial.trial_id, **trial_values(hp, search), "epochs": trial_epochs(hp, search),
-            metric: trial.score if trial.status == "COMPLETED" else None,
-            "status": _status(trial).lower(), "seconds": _seconds(trial),
-            "message": _last_line(trial.message) if trial.status != "COMPLETED" else None}
-
-
-def _status(trial):
-    """KerasTuner's status; a completed trial whose training loss went non-finite is DIVERGED."""
-    if trial.status == "COMPLETED" and trial.metrics.exists("loss"):
-        if not math.isfinite(trial.metrics.get_last_value("loss")):
-            return "DIVERGED"
-    return trial.status
-
-
-def _seconds(trial):
-    return trial.metrics.get_last_value("seconds") if trial.metrics.exists("seconds") else None
-
-
-def best_recipe(search, trial):
-    """The trial as a recipe for ``keras-cifar run``: its full config as base, one variant
-    ``trial_<id>``, seeds of its executions."""
-    hp = trial.hyperparameters.copy()
-    values = trial_values(hp, search)
-    first = search.config["train"]["seeds"][0]
-    config = trial_config(search, values, trial_epochs(hp, search),
-                          range(first, first + search.tune["executions_per_trial"]))
-    objective = search.tune["objective"]
-    return {
-        "name": search.recipe,
-        "description": f"Best trial ({trial.trial_id}) of the {search.tune['tuner']} search of recipe "
-                       f"{search.recipe} ({search.variant}): {_describe(values)}; {objective} "
-                       f"{_format(objective, trial.score)} after {config['train']['epochs']} epoch(s).",
-        "base": config,
-        "variants": {f"trial_{trial.trial_id}": {}},
-    }
-
-
-def _markdown(rows, columns, search, best):
-    t = search.tune
-    lines = [f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
-             f"(validation split, last epoch), {t['max_trials']} trials; setup in search.yaml", "",
-             "| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "status" else "---" for c in columns) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(_format(c, row[c]) for c in columns) + " |")
-    lines.append("")
-    lines += [f"Trial {row['trial']} {row['status']}: {row['message']}" for row in rows if row["message"]]
-    if best is not None:
-        lines.append(f"Best: trial {best.trial_id}, {t['objective']} {_format(t['objective'], best.score)} "
-                     f"-> best.yaml")
-    return "\n".join(lines) + "\n"
-
-
-def _plot(path, rows, search, best):
-    """The objective against each searched hyperparameter; the best trial starred."""
-    space = {name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
-             for name, entry in search.tune["space"].items()}
-    plots.objective(path, rows, space, search.tune["objective"], best.trial_id,
-                    f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
-                    f"{search.tune['epochs']} epoch(s) each (validation split)")
-
-
-# ------------------------------------------------------------------------------------- formatting
-
-
-def _format(name, value):
-    if value is None:
-        return "-"
-    if name in ("val_accuracy", "accuracy"):
-        return f"{value:.2%}"
-    if name == "seconds":
-        return f"{value:.0f}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _describe(values):
-    return ", ".join(f"{name} {_format(name, v)}" for name, v in values.items())
-
-
-def _range(name, entry):
-    if isinstance(entry, list):
-        return f"{name} {'/'.join(_format(name, v) for v in entry)}"
-    return f"{name} {_format(name, entry['min'])}..{_format(name, entry['max'])} ({SPACE[name].sampling})"
-
-
-def _last_line(message):
-    """The last line of a trial's message (KerasTuner stores the whole traceback)."""
-    lines = (message or "").strip().splitlines()
-    return lines[-1] if lines else None
-
-
-def _say(text):
-    print(text, flush=True)
+    ended = [tr.status in ENDED for tr in oracle.trials.values()]
+    return len(ended) >= max_trials and all(ended)

@@ -94,7 +94,7 @@ def test_quadratic_loss_has_its_1d_minimum_at_zero():
     surface = ls.scan(model, {"x": x, "y": x @ w_star, "batch_size": 64}, [direction], coords)
     np.testing.assert_allclose(surface["loss"], coords**2 * np.mean((x @ direction[0]) ** 2), rtol=1e-4, atol=1e-9)
     assert np.argmin(surface["loss"]) == 4 and coords[4] == 0
-    summary = ls.summarize(coords, surface["loss"], np.zeros(9))
+    summary = ls.surface_summary(coords, surface["loss"], np.zeros(9))
     assert summary["loss"]["min"]["at"] == [0.0]
     assert summary["sharpness"]["loss_rise"] == pytest.approx(0.25 * np.mean((x @ direction[0]) ** 2), rel=1e-3)
 
@@ -141,7 +141,7 @@ def test_cli_1d_in_the_run_folder_matches_evaluate(runs, cli):
 
     run = completed_run(runs[0])
     x, y = ls.evaluation_images(data_lib.load("synthetic:200"), run.config, "test", 1000)
-    expected = ls.load_model(run).evaluate(x, y, batch_size=500, verbose=0, return_dict=True)
+    expected = ls.evaluation_model(run).evaluate(x, y, batch_size=500, verbose=0, return_dict=True)
     assert entry["centre"]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
     assert entry["centre"]["accuracy"] == pytest.approx(expected["accuracy"])
 
@@ -199,3 +199,16 @@ def test_figures_say_what_is_compared_with_labelled_log_scales(runs, tmp_path):
     assert two.count("loss (log scale)") == 2 and "accuracy (%)" in two
     for tick in (">2<", ">5<"):  # 1-2-5 ticks on the log colour bars (losses 2..6 here)
         assert tick in two
+
+
+def test_readme_quotes_the_committed_landscape():
+    """The README's table of the BN / no-BN landscape is what results/landscapes/bn/landscape_1d.json holds."""
+    from tests.helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    for run in json.loads((REPO / "results/landscapes/bn/landscape_1d.json").read_text())["runs"]:
+        s, points = run["sharpness"], run["sharpness"]["points"]
+        row = (f"| {run['label']} | {run['centre']['loss']:.3f} | {100 * run['centre']['accuracy']:.1f} % | "
+               f"{points['a=-0.5']['loss']:.3f} / {points['a=+0.5']['loss']:.3f} | {s['loss_rise']:.3f} | "
+               f"{100 * s['accuracy_drop']:.1f} points |")
+        assert row in readme, row

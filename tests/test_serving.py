@@ -134,7 +134,7 @@ def test_predict_reads_png_and_jpeg_and_names_the_corrupt_file(saved, exported, 
         assert [p["file"] for p in out["predictions"]] == [str(small), str(wide)]  # ... the rest predicted
         by_model[model] = [[t["class"] for t in p["top"]] for p in out["predictions"]]
         assert all(len(p["top"]) == 2 for p in out["predictions"])
-    classifier = serving.load(path)
+    classifier = serving.load_classifier(path)
     expected = classifier.logits(np.stack([serving.read_image(small), serving.read_image(wide)])).argmax(-1)
     assert [c[0] for c in by_model[path]] == [data_lib.CLASS_NAMES[i] for i in expected]
     assert by_model[path] == by_model[exported.parent]

@@ -16,7 +16,7 @@ import yaml
 
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
-from keras_cifar import tune
+from keras_cifar import trials, tune
 from tests.helpers import REPO, tiny_compile_model, tiny_recipe
 
 TUNE = ("tune:\n  max_trials: 3\n  epochs: 1\n"
@@ -121,7 +121,7 @@ def test_search_space_types_ranges_and_defaults(tmp_path):
     search = search_of(tmp_path, sets=["optimizer.learning_rate=0.5", "tune.space.momentum={min: 0.5, max: 0.95}",
                                        "tune.space.weight_decay=[0.0, 5.0e-4]"])
     hp = kt.HyperParameters()
-    values = tune.trial_values(hp, search)
+    values = trials.trial_values(hp, search)
     space = {p.name: p for p in hp.space}
     lr, batch, momentum, wd = (space[n] for n in ("learning_rate", "batch_size", "momentum", "weight_decay"))
     assert isinstance(lr, kt.engine.hyperparameters.Float) and lr.sampling == "log"
@@ -131,7 +131,7 @@ def test_search_space_types_ranges_and_defaults(tmp_path):
     assert wd.values == [0.0, 5e-4] and wd.default == 5e-4
     assert values == {"learning_rate": 0.2, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4}
     hp.values.update(learning_rate=0.03, batch_size=64)
-    config = tune.trial_config(search, tune.trial_values(hp, search), 3, [7])
+    config = trials.trial_config(search, trials.trial_values(hp, search), 3, [7])
     assert config["optimizer"]["learning_rate"] == 0.03 and config["data"]["batch_size"] == 64
     assert config["train"]["epochs"] == 3 and config["train"]["seeds"] == [7]
     assert type(config["data"]["batch_size"]) is int
@@ -151,18 +151,18 @@ def test_search_folder_refuses_a_different_search(tmp_path):
 def test_best_recipe_is_the_trial_as_a_run_recipe(tmp_path):
     search = search_of(tmp_path, sets=["tune.executions_per_trial=2", "tune.epochs=3"])
     hp = kt.HyperParameters()
-    tune.trial_values(hp, search)
+    trials.trial_values(hp, search)
     hp.values.update(learning_rate=0.05, batch_size=64)
     trial = kt.engine.trial.Trial(hp, trial_id="4", status="COMPLETED")
     trial.score = 0.5
     path = tmp_path / "best.yaml"
-    path.write_text(yaml.safe_dump(tune.best_recipe(search, trial)))
+    path.write_text(yaml.safe_dump(trials.best_recipe(search, trial)))
     recipe = cfg.load_recipe(path)
     assert recipe.name == "tiny" and list(recipe.variants) == ["trial_4"]
     runs = cfg.sweep(recipe)
     assert [r.seed for r in runs] == [0, 1]  # one run per execution, seeded as the executions were
     config = recipe.variants["trial_4"]
-    assert config == tune.trial_config(search, {"learning_rate": 0.05, "batch_size": 64}, 3, [0, 1])
+    assert config == trials.trial_config(search, {"learning_rate": 0.05, "batch_size": 64}, 3, [0, 1])
     assert "val_accuracy 50.00% after 3 epoch(s)" in recipe.description
 
 
@@ -183,7 +183,7 @@ def test_batch_size_reaches_fit_and_the_schedule(tmp_path, tiny_model):
     splits = data_lib.split(data_lib.synthetic(200), None, None)
     model_of = tune.ResNetHyperModel(search, len(splits.train[1]))
     hp = kt.HyperParameters()
-    assert tune.trial_values(hp, search)["batch_size"] == 32  # the recipe's
+    assert trials.trial_values(hp, search)["batch_size"] == 32  # the recipe's
     hp.values["batch_size"] = 64  # the trial's
     model = model_of.build(hp)
     schedule = model.optimizer.get_config()["learning_rate"]["config"]

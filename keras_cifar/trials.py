@@ -1,0 +1,163 @@
+"""The trials of a search, keras-free: the values a trial takes from the search space and its run
+config, and what is written about the trials: trials.csv, trials.md, objective.png and best.yaml
+(the best completed trial as a recipe for ``keras-cifar run``). KerasTuner's trials are read here
+through their attributes only."""
+
+import math
+from pathlib import Path
+
+import yaml
+
+from keras_cifar import config as cfg
+from keras_cifar import plots
+from keras_cifar.config import OBJECTIVES, SPACE
+from keras_cifar.runs import write_atomic, write_csv
+
+# ---------------------------------------------------------------------------------------- the space
+
+
+def trial_values(hp, search):
+    """Declare the search space on `hp` (KerasTuner keeps a declared value) and return the trial's
+    values, typed like the config keys they set. A range is sampled per config.SPACE; defaults are
+    the recipe's own values, clipped into the range."""
+    values = {}
+    for name, entry in search.tune["space"].items():
+        dim = SPACE[name]
+        base = search.config[dim.section][dim.key]
+        if isinstance(entry, list):
+            value = hp.Choice(name, entry, default=base if base in entry else entry[0])
+        else:
+            default = min(max(base, entry["min"]), entry["max"])
+            value = hp.Float(name, entry["min"], entry["max"], sampling=dim.sampling, default=default)
+        values[name] = type(base)(value)  # numpy scalars from the oracle -> int / float
+    return values
+
+
+def trial_epochs(hp, search):
+    """Epochs a trial trains: hyperband sets them per trial, the other tuners use tune.epochs."""
+    return int(hp.values.get("tuner/epochs", search.tune["epochs"]))
+
+
+def trial_config(search, values, epochs, seeds):
+    """The resolved run config of a trial: the search's config with the trial's values."""
+    override = {"train": {"epochs": epochs, "seeds": list(seeds)}}
+    for name, value in values.items():
+        override.setdefault(SPACE[name].section, {})[SPACE[name].key] = value
+    return cfg.merge(search.config, override, "trial", "")
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def write_results(folder, search, trials):
+    """trials.csv, trials.md, objective.png and best.yaml from KerasTuner's trials; returns the
+    best completed trial's id (None if none completed)."""
+    folder = Path(folder)
+    objective = search.tune["objective"]
+    rows = [_row(tr, search) for _, tr in sorted(trials.items())]
+    completed = [tr for tr in trials.values() if status(tr) == "COMPLETED"]  # diverged ones never win
+    best = (max if OBJECTIVES[objective] == "max" else min)(completed, key=lambda tr: tr.score, default=None)
+    columns = ["trial", *search.tune["space"], "epochs", objective, "status", "seconds"]
+    write_csv(folder / "trials.csv", rows, columns)
+    write_atomic(folder / "trials.md", _markdown(rows, columns, search, best))
+    if best is not None:
+        _plot(folder / "objective.png", [r for r in rows if r[objective] is not None], search, best)
+    if best is not None:
+        write_atomic(folder / "best.yaml", yaml.safe_dump(best_recipe(search, best), sort_keys=False))
+    return best.trial_id if best is not None else None
+
+
+def _row(trial, search):
+    hp = trial.hyperparameters.copy()
+    metric = search.tune["objective"]
+    return {"trial": trial.trial_id, **trial_values(hp, search), "epochs": trial_epochs(hp, search),
+            metric: trial.score if trial.status == "COMPLETED" else None,
+            "status": status(trial).lower(), "seconds": seconds(trial),
+            "message": last_line(trial.message) if trial.status != "COMPLETED" else None}
+
+
+def status(trial):
+    """KerasTuner's status; a completed trial whose training loss went non-finite is DIVERGED."""
+    if trial.status == "COMPLETED" and trial.metrics.exists("loss"):
+        if not math.isfinite(trial.metrics.get_last_value("loss")):
+            return "DIVERGED"
+    return trial.status
+
+
+def seconds(trial):
+    return trial.metrics.get_last_value("seconds") if trial.metrics.exists("seconds") else None
+
+
+def best_recipe(search, trial):
+    """The trial as a recipe for ``keras-cifar run``: its full config as base, one variant
+    ``trial_<id>``, seeds of its executions."""
+    hp = trial.hyperparameters.copy()
+    values = trial_values(hp, search)
+    first = search.config["train"]["seeds"][0]
+    config = trial_config(search, values, trial_epochs(hp, search),
+                          range(first, first + search.tune["executions_per_trial"]))
+    objective = search.tune["objective"]
+    return {
+        "name": search.recipe,
+        "description": f"Best trial ({trial.trial_id}) of the {search.tune['tuner']} search of recipe "
+                       f"{search.recipe} ({search.variant}): {describe(values)}; {objective} "
+                       f"{value_text(objective, trial.score)} after {config['train']['epochs']} epoch(s).",
+        "base": config,
+        "variants": {f"trial_{trial.trial_id}": {}},
+    }
+
+
+def _markdown(rows, columns, search, best):
+    t = search.tune
+    lines = [f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
+             f"(validation split, last epoch), {t['max_trials']} trials; setup in search.yaml", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "status" else "---" for c in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(value_text(c, row[c]) for c in columns) + " |")
+    lines.append("")
+    lines += [f"Trial {row['trial']} {row['status']}: {row['message']}" for row in rows if row["message"]]
+    if best is not None:
+        lines.append(f"Best: trial {best.trial_id}, {t['objective']} {value_text(t['objective'], best.score)} "
+                     f"-> best.yaml")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path, rows, search, best):
+    """The objective against each searched hyperparameter; the best trial starred."""
+    space = {name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
+             for name, entry in search.tune["space"].items()}
+    plots.objective(path, rows, space, search.tune["objective"], best.trial_id,
+                    f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
+                    f"{search.tune['epochs']} epoch(s) each (validation split)")
+
+
+# ------------------------------------------------------------------------------------- formatting
+
+
+def value_text(name, value):
+    """A value as the trial tables show it: accuracies in %, seconds whole, floats to 4 digits."""
+    if value is None:
+        return "-"
+    if name in ("val_accuracy", "accuracy"):
+        return f"{value:.2%}"
+    if name == "seconds":
+        return f"{value:.0f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def describe(values):
+    return ", ".join(f"{name} {value_text(name, v)}" for name, v in values.items())
+
+
+def range_text(name, entry):
+    if isinstance(entry, list):
+        return f"{name} {'/'.join(value_text(name, v) for v in entry)}"
+    return f"{name} {value_text(name, entry['min'])}..{value_text(name, entry['max'])} ({SPACE[name].sampling})"
+
+
+def last_line(message):
+    """The last line of a trial's message (KerasTuner stores the whole traceback)."""
+    lines = (message or "").strip().splitlines()
+    return lines[-1] if lines else None
