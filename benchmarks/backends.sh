@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/backends}
-DATA=${KERAS_CIFAR_DATA:-../shared/data/cifar10-jpeg.tar.gz}
+DATA=${KERAS_CIFAR_DATA:?set KERAS_CIFAR_DATA to a local CIFAR-10 copy, e.g. the JPEG copy cifar10-jpeg.tar.gz}
 for b in ${BACKENDS:-tensorflow jax torch}; do
   KERAS_BACKEND=$b keras-cifar run recipes/baseline.yaml --data "$DATA" --out "$OUT/$b" \
     --set model.width=16 --subset 10000 --epochs "${EPOCHS:-10}"

@@ -1,7 +1,8 @@
 """Preprocessing layers that run inside the model, on the accelerator, written with keras.ops.
 
-Keras's RandomCrop/RandomFlip layers made a JAX training step over 100x slower on an H200
-(../shared/gpu/README.md); these jit-friendly layers do the same work with two small batched matmuls.
+Keras's RandomCrop/RandomFlip layers inside a compiled JAX model took about 0.8 s per batch on an H200
+(measured by this project on 2026-11-26; the whole 391-batch epoch without them took 2.4 s); these
+jit-friendly layers do the same work with two small batched matmuls.
 """
 
 import keras

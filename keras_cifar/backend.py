@@ -1,10 +1,11 @@
 """The Keras backend a command runs on, checked before Keras is imported; a quiet start of TensorFlow;
-the settings a backend cannot run, refused before training."""
+the settings a backend cannot run, refused before training; the device it computes on."""
 
 import contextlib
 import importlib.util
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -91,3 +92,26 @@ def _torch_cpu_lacks_avx512():
     import torch
 
     return not torch.cuda.is_available() and "AVX512" not in torch.backends.cpu.get_cpu_capability()
+
+
+def device():
+    """'cpu (2 cores, x86_64)', 'gpu: NVIDIA H200', ...: where the current backend computes."""
+    import keras
+
+    name = keras.backend.backend()
+    cpu = f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+    if name == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return cpu if dev.platform == "cpu" else f"{dev.platform}: {dev.device_kind}"
+    if name == "torch":
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else cpu
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}" if gpus else cpu
+    return cpu

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from keras_cifar import backend
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
 
@@ -378,27 +379,4 @@ def environment():
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    return {"backend": keras.backend.backend(), "versions": versions, "device": device()}
-
-
-def device():
-    """'cpu (2 cores, x86_64)', 'gpu: NVIDIA H200', ...: where the current backend computes."""
-    import keras
-
-    backend = keras.backend.backend()
-    cpu = f"cpu ({os.cpu_count()} cores, {platform.machine()})"
-    if backend == "jax":
-        import jax
-
-        dev = jax.devices()[0]
-        return cpu if dev.platform == "cpu" else f"{dev.platform}: {dev.device_kind}"
-    if backend == "torch":
-        import torch
-
-        return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else cpu
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}" if gpus else cpu
-    return cpu
+    return {"backend": keras.backend.backend(), "versions": versions, "device": backend.device()}

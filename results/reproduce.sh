@@ -5,7 +5,7 @@
 # Safe to rerun: finished runs are skipped, an interrupted one resumes, equal configs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${KERAS_CIFAR_DATA:-../shared/data/cifar10-jpeg.tar.gz}
+DATA=${KERAS_CIFAR_DATA:?set KERAS_CIFAR_DATA to a local CIFAR-10 copy, e.g. the JPEG copy cifar10-jpeg.tar.gz}
 SCALE=(--data "$DATA" --out results/runs --set model.width=16 --subset 10000 --epochs 10)
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 for seed in 0 1; do  # every experiment at seed 0 first, so a partial sweep already covers them all
