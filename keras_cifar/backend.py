@@ -2,11 +2,13 @@
 the settings a backend cannot run, refused before training; the device it computes on."""
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from keras_cifar.errors import BackendError
@@ -45,11 +47,17 @@ def start():
     Both imports run with stderr silenced: TensorFlow's native libraries print start-up lines
     (oneDNN, cudart_stub, cuInit) before any log level applies. TensorFlow comes after the backend's
     own library, because PyTorch's import crashes in a process that imported TensorFlow first. Under
-    JAX or PyTorch, TensorFlow only feeds data (tf.data, TFDS), so it is kept off their GPUs.
+    JAX or PyTorch, TensorFlow only feeds data (tf.data, TFDS), so it is kept off their GPUs. JAX
+    keeps its compiled programs under cache_root(), so that later processes skip the compilation.
     """
     name = check()
     with _stderr_silenced():
         import keras
+
+        if name == "jax":  # a second seed, a resumed run, a later sweep: compiled programs are reused
+            import jax
+
+            jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
 
         if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow as tf
@@ -79,7 +87,7 @@ def _stderr_silenced():
 def check_settings(config, where):
     """Refuse, before training, settings the selected backend cannot run."""
     name = selected()
-    if name == "torch" and config["train"]["steps_per_execution"] != 1:
+    if name == "torch" and config["train"]["steps_per_execution"] not in (1, "auto"):
         raise BackendError(f"{where}: train.steps_per_execution must be 1 on the PyTorch backend (a Keras "
                            "limitation); use --set train.steps_per_execution=1 or another backend")
     if name == "torch" and config["model"]["width"] < TORCH_MIN_WIDTH and _torch_cpu_lacks_avx512():
@@ -94,24 +102,72 @@ def _torch_cpu_lacks_avx512():
     return not torch.cuda.is_available() and "AVX512" not in torch.backends.cpu.get_cpu_capability()
 
 
-def device():
-    """'cpu (2 cores, x86_64)', 'gpu: NVIDIA H200', ...: where the current backend computes."""
+@dataclass(frozen=True)
+class Accelerator:
+    """What the current backend computes on: kind 'cpu', 'gpu' or 'tpu', its name, and whether it
+    computes in bfloat16 natively (NVIDIA compute capability 8.0 or more, or a TPU)."""
+
+    kind: str
+    name: str
+    bf16: bool = False
+
+
+@functools.cache
+def accelerator():
+    """The Accelerator of the current backend (its first device)."""
     import keras
 
-    name = keras.backend.backend()
-    cpu = f"cpu ({os.cpu_count()} cores, {platform.machine()})"
-    if name == "jax":
+    backend = keras.backend.backend()
+    cpu = Accelerator("cpu", f"cpu ({os.cpu_count()} cores, {platform.machine()})")
+    if backend == "jax":
         import jax
 
         dev = jax.devices()[0]
-        return cpu if dev.platform == "cpu" else f"{dev.platform}: {dev.device_kind}"
-    if name == "torch":
+        if dev.platform == "cpu":
+            return cpu
+        major = float(getattr(dev, "compute_capability", "0") or 0)
+        return Accelerator(dev.platform, f"{dev.platform}: {dev.device_kind}", dev.platform == "tpu" or major >= 8)
+    if backend == "torch":
         import torch
 
-        return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else cpu
-    if name == "tensorflow":
+        if not torch.cuda.is_available():
+            return cpu
+        return Accelerator("gpu", f"cuda: {torch.cuda.get_device_name(0)}", torch.cuda.get_device_capability(0)[0] >= 8)
+    if backend == "tensorflow":
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}" if gpus else cpu
+        if not gpus:
+            return cpu
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return Accelerator("gpu", f"gpu: {details.get('device_name', gpus[0].name)}",
+                           tuple(details.get("compute_capability") or (0, 0)) >= (8, 0))
     return cpu
+
+
+def device():
+    """'cpu (2 cores, x86_64)', 'gpu: NVIDIA H200', ...: where the current backend computes."""
+    return accelerator().name
+
+
+def precision(config):
+    """The dtype policy of train.mixed_precision: true, false, or auto (bfloat16 where it is native)."""
+    wanted = config["train"]["mixed_precision"]
+    bf16 = wanted is True or (wanted == "auto" and accelerator().bf16)
+    return "mixed_bfloat16" if bf16 else "float32"
+
+
+def steps_per_execution(config):
+    """train.steps_per_execution, with auto = 8 on an accelerator with JAX or TensorFlow (fewer
+    dispatches and log updates per step), else 1 (PyTorch allows only 1; a CPU gains nothing)."""
+    wanted = config["train"]["steps_per_execution"]
+    if wanted != "auto":
+        return wanted
+    import keras
+
+    return 8 if accelerator().kind != "cpu" and keras.backend.backend() in ("jax", "tensorflow") else 1
+
+
+def cache_root():
+    """Where keras-cifar keeps what it can compute again: decoded data, compiled programs."""
+    return Path(os.environ.get("KERAS_CIFAR_CACHE") or Path.home() / ".cache" / "keras_cifar")

@@ -87,11 +87,18 @@ SCHEMA = {
     "train": {
         "epochs": Field("int", 200, _positive, "a positive integer"),
         "seeds": Field("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0"),
-        "mixed_precision": Field("bool", False),
+        "mixed_precision": Field("str_or_bool", False, lambda v: v in ("auto", True, False),
+                                 "true (mixed_bfloat16), false (float32) or auto (bfloat16 on GPUs that have it)"),
         "jit_compile": Field("str_or_bool", "auto", lambda v: v in ("auto", True, False), "auto, true or false"),
-        "steps_per_execution": Field("int", 1, _positive, "a positive integer"),
+        "steps_per_execution": Field("str_or_int", "auto", lambda v: v == "auto" or v > 0,
+                                     "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)"),
+        "checkpoint_seconds": Field("float", 60.0, _non_negative,
+                                    "seconds between checkpoints, >= 0 (0: after every epoch)"),
     },
 }
+# How a run executes, not what it computes: configs that differ only here are the same experiment, so a
+# finished run is kept and a twin reused whatever these say.
+EXECUTION_KEYS = (("train", "jit_compile"), ("train", "steps_per_execution"), ("train", "checkpoint_seconds"))
 RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
 
 # Selection uses the validation split only; the value is the direction KerasTuner optimizes.
@@ -158,17 +165,28 @@ def _coerce(field, value, where):
         ok = isinstance(value, str)
     elif kind == "str_or_bool":
         ok = isinstance(value, (str, bool))
+    elif kind == "str_or_int":
+        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
     elif kind == "int_list":
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-             "int_list": "a list of integers", "str_or_bool": "a string or boolean"}[kind]
+             "int_list": "a list of integers", "str_or_bool": "a string or boolean",
+             "str_or_int": "a string or integer"}[kind]
     if not ok:
         raise ConfigError(f"{where}: expected {words}, got {value!r}" + (f" (allowed: {field.allowed})" if field.allowed else ""))
     if not field.check(value):
         raise ConfigError(f"{where}: {value!r} is not allowed; use {field.allowed}")
     return value
+
+
+def experiment(config):
+    """`config` without its EXECUTION_KEYS: what two runs must share to be the same experiment."""
+    out = copy.deepcopy(config)
+    for section, key in EXECUTION_KEYS:
+        (out.get(section) or {}).pop(key, None)
+    return out
 
 
 def merge(config, override, source, path="", schema=None):

@@ -24,6 +24,7 @@ from keras_cifar.errors import DataError
 from keras_cifar.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
 
 SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
+EVAL_BATCH = 1000  # images per evaluation step (5,000 and 10,000 are whole multiples)
 TFDS_DOWNLOAD = "tfds:cifar10"  # the source name of the TFDS download
 TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, should its builder not say
 
@@ -108,7 +109,7 @@ def load(source=None, cache_dir=None):
 def _cache_file(path, cache_dir):
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(cache_dir or os.environ.get("KERAS_CIFAR_CACHE") or Path.home() / ".cache" / "keras_cifar")
+    root = Path(cache_dir or backend.cache_root())
     return root / f"{path.name}-{key}.npz"
 
 
@@ -278,33 +279,36 @@ def has_tensorflow():
 
 class Feeder:
     """Keyword arguments for ``fit``/``evaluate``: uint8 batches through tf.data where TensorFlow is
-    installed (or ``pipeline: tf_data``), plain numpy arrays otherwise (``pipeline: numpy``)."""
+    installed (or ``pipeline: tf_data``), plain numpy arrays otherwise (``pipeline: numpy``).
+    Validation and test run at EVAL_BATCH images a step (or the training batch, if larger) unless
+    told otherwise: fewer, larger steps, the same numbers."""
 
-    def __init__(self, batch_size, pipeline="auto"):
+    def __init__(self, batch_size, pipeline="auto", eval_batch_size=None):
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, EVAL_BATCH)
         if pipeline == "auto":
             pipeline = "tf_data" if has_tensorflow() else "numpy"
         self.pipeline = pipeline
 
-    def _dataset(self, x, y, shuffle_seed=None):
+    def _dataset(self, x, y, batch_size, shuffle_seed=None):
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle_seed is not None:
             ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def train(self, x, y, seed):
-        if self.pipeline == "tf_data":
-            return {"x": self._dataset(x, y, shuffle_seed=seed), "shuffle": False}  # shuffled by tf.data
+        if self.pipeline == "tf_data":  # shuffled by tf.data
+            return {"x": self._dataset(x, y, self.batch_size, shuffle_seed=seed), "shuffle": False}
         return {"x": x, "y": y, "batch_size": self.batch_size, "shuffle": True}
 
     def validation(self, x, y):
         if self.pipeline == "tf_data":
-            return {"validation_data": self._dataset(x, y)}
-        return {"validation_data": (x, y), "validation_batch_size": self.batch_size}
+            return {"validation_data": self._dataset(x, y, self.eval_batch_size)}
+        return {"validation_data": (x, y), "validation_batch_size": self.eval_batch_size}
 
     def evaluate(self, x, y):
         if self.pipeline == "tf_data":
-            return {"x": self._dataset(x, y)}
-        return {"x": x, "y": y, "batch_size": self.batch_size}
+            return {"x": self._dataset(x, y, self.eval_batch_size)}
+        return {"x": x, "y": y, "batch_size": self.eval_batch_size}

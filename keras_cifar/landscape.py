@@ -249,7 +249,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
         directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
         say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
             f"from {datasets[source].source}")
-        feeder = data_lib.Feeder(settings.batch_size, run.config["data"]["pipeline"])
+        feeder = data_lib.Feeder(settings.batch_size, run.config["data"]["pipeline"], settings.batch_size)
         start = time.perf_counter()
         surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
         surfaces.append(surface)

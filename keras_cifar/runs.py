@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from keras_cifar import backend
+from keras_cifar.config import experiment
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
 
@@ -246,7 +247,7 @@ def find_twin(out_root, spec, data_source):
     for cfg_file in sorted(Path(out_root).glob(f"*/*/seed{spec.seed}/config.yaml")):
         twin = RunFolder(cfg_file.parent)
         if (twin.path != own and twin.status() in FINISHED
-                and twin.read_config()[1] == expected_config(spec, data_source)):
+                and experiment(twin.read_config()[1]) == experiment(expected_config(spec, data_source))):
             return twin
     return None
 
@@ -278,7 +279,7 @@ def decide(out_root, spec, data_source):
     """The Decision for `spec`; a RunFolderError when its folder holds a run with a different config."""
     folder = RunFolder.of(out_root, spec)
     if (folder.path / "config.yaml").exists():
-        diffs = diff_keys(folder.read_config()[1], expected_config(spec, data_source))
+        diffs = diff_keys(experiment(folder.read_config()[1]), experiment(expected_config(spec, data_source)))
         if diffs:
             raise RunFolderError(f"{folder.path} already holds a run with a different config (differs in "
                                  f"{', '.join(diffs)}); use another --out or delete that folder")

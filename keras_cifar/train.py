@@ -6,11 +6,13 @@ order (``fit`` calls them in list order, and each needs what the one before adde
 1. TestEvaluation: scores the test split and adds test_loss, test_accuracy and lr to the epoch's logs
    (reported and plotted, never used to select anything);
 2. TensorBoard (where TensorFlow is installed): logs them with the rest;
-3. Recorder: appends the epoch to history.csv, saves the checkpoint that ``run`` resumes from, and
-   marks the run diverged when the training loss is not finite;
+3. Recorder: saves the checkpoint that ``run`` resumes from (every train.checkpoint_seconds, and
+   after the last epoch), appends the epoch to history.csv, and marks the run diverged when the
+   training loss is not finite;
 4. ProgressLine: prints the epoch's line with the sweep's ETA.
 
-Keras's TerminateOnNaN ends a diverging epoch at its first non-finite batch.
+None of them looks at single batches, so on JAX and PyTorch Keras hands batch ends to a background
+thread: the training loop does not wait for the device after every step.
 """
 
 import math
@@ -33,7 +35,7 @@ from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, environment, fin
 
 def set_precision(config):
     """The global dtype policy a config asks for; set before a model is built or loaded."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config["train"]["mixed_precision"] else "float32")
+    keras.mixed_precision.set_global_policy(backend.precision(config))
 
 
 def compile_model(config, steps_per_epoch):
@@ -45,9 +47,16 @@ def compile_model(config, steps_per_epoch):
         loss=get_loss(config["loss"]),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config["train"]["jit_compile"],
-        steps_per_execution=config["train"]["steps_per_execution"],
+        steps_per_execution=backend.steps_per_execution(config),
     )
     return model
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard logging once per epoch. Its batch hooks then write nothing, so they may
+    run off the training thread (async_safe) instead of making every step wait for the device."""
+
+    async_safe = True
 
 
 # ------------------------------------------------------------------------------------- callbacks
@@ -67,14 +76,20 @@ class TestEvaluation(keras.callbacks.Callback):
 
 
 class Recorder(keras.callbacks.Callback):
-    """Times each epoch (its training part apart), appends it to `rows` and history.csv, and saves a
-    checkpoint; a non-finite training loss marks the run diverged and stops it."""
+    """Times each epoch (its training part apart), saves a checkpoint when `checkpoint_seconds` have
+    passed since the last one and after the last epoch, and appends the epoch to `rows` and
+    history.csv; a non-finite training loss marks the run diverged and stops it. An epoch's
+    epoch_seconds include its evaluation, TensorBoard and checkpoint: all that `run` adds to training."""
 
-    def __init__(self, folder, rows):
+    def __init__(self, folder, rows, checkpoint_seconds):
         super().__init__()
         self.folder = folder
         self.rows = rows
+        self.checkpoint_seconds = checkpoint_seconds
         self.diverged = False
+
+    def on_train_begin(self, logs=None):
+        self.last_checkpoint = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start, self.train_end = time.perf_counter(), None
@@ -83,16 +98,18 @@ class Recorder(keras.callbacks.Callback):
         self.train_end = self.train_end or time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
         row = {k: float(logs.get(k, math.nan)) for k in HISTORY_COLUMNS if k not in ("epoch", "epoch_seconds",
                                                                                       "train_seconds")}
+        self.diverged = not math.isfinite(row["loss"])
+        last = epoch + 1 == self.params["epochs"]
+        if not self.diverged and (last or time.perf_counter() - self.last_checkpoint >= self.checkpoint_seconds):
+            self.folder.save_checkpoint(self.model.save, epoch + 1)
+            self.last_checkpoint = time.perf_counter()
+        now = time.perf_counter()
         row.update(epoch=epoch + 1, epoch_seconds=now - self.start, train_seconds=(self.train_end or now) - self.start)
         self.rows.append(row)
         self.folder.write_history(self.rows)
-        if math.isfinite(row["loss"]):
-            self.folder.save_checkpoint(self.model.save, epoch + 1)
-        else:
-            self.diverged = True
+        if self.diverged:
             self.model.stop_training = True
 
 
@@ -135,11 +152,10 @@ def train_run(spec, splits, out_root, progress, data_source):
         say(f"{spec.key}: resuming after epoch {start}")
     else:
         model = compile_model(cfg, math.ceil(len(x_train) / cfg["data"]["batch_size"]))
-    recorder = Recorder(folder, rows)
-    callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress),
-                 keras.callbacks.TerminateOnNaN()]
+    recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"])
+    callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
     if data_lib.has_tensorflow():
-        callbacks.insert(1, keras.callbacks.TensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
+        callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
     progress.started(spec, start)
     status, error = "completed", None
     try:
@@ -183,6 +199,8 @@ def _metrics(spec, rows, start, status, error, splits, data_source):
         "images_per_second": len(splits.train[1]) * len(measured) / train_time if train_time else None,
         "data": {"source": data_source, "train": len(splits.train[1]), "val": len(splits.val[1]),
                  "test": len(splits.test[1])},
+        "precision": backend.precision(spec.config),
+        "steps_per_execution": backend.steps_per_execution(spec.config),
         **environment(),
         **({"error": error} if error else {}),
     }

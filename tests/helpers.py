@@ -19,11 +19,13 @@ WIDTH = 8  # the narrowest test model: PyTorch's CPU convolution hangs on AVX2-o
 
 
 def tiny_recipe(tmp_path, variants="  a: {}\n", extra_base="", name="tiny"):
-    """Write a small recipe (width 8, batch 32, 1 epoch, 64 validation / 64 test images) and return its path."""
+    """Write a small recipe (width 8, batch 32, 1 epoch, 64 validation / 64 test images, a checkpoint
+    after every epoch) and return its path."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"name: {name}\ndescription: test recipe\nbase:\n"
-        f"  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 64}}\n  train: {{epochs: 1}}\n"
+        f"  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 64}}\n"
+        "  train: {epochs: 1, checkpoint_seconds: 0}\n"
         + extra_base + "variants:\n" + variants
     )
     return path

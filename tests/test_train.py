@@ -7,6 +7,7 @@ import shutil
 import keras
 import pytest
 
+from keras_cifar import train
 from keras_cifar.runs import HISTORY_COLUMNS, RunFolder
 from tests.helpers import tiny_recipe
 
@@ -113,3 +114,33 @@ def test_dry_run_says_what_is_done_and_estimates_the_rest(trained, tmp_path, cli
     assert lines[4].startswith("estimated total: 0m")
     result = cli(*args, "--data", tmp_path / "missing.tar.gz")  # refused as the real run would
     assert result.exit_code == 2 and "missing.tar.gz: no such file or folder" in result.output
+
+
+class _Model:
+    """What Recorder uses of a model."""
+
+    stop_training = False
+
+    def save(self, path):
+        path.write_text("weights")
+
+
+def test_checkpoints_follow_the_cadence_and_end_with_the_last_epoch(tmp_path, monkeypatch):
+    clock = iter(range(0, 1000))  # perf_counter: one tick per call
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 4 * next(clock))
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    recorder = train.Recorder(folder, [], checkpoint_seconds=30)
+    recorder.set_model(_Model())
+    recorder.set_params({"epochs": 5})
+    recorder.on_train_begin()
+    saved = []
+    for epoch in range(5):
+        recorder.on_epoch_begin(epoch)
+        recorder.on_epoch_end(epoch, {"loss": 1.0, "accuracy": 0.5})
+        saved.append(folder.checkpoint()[1])
+    assert saved == [0, 0, 3, 3, 5]  # 30 s passed by epoch 3; the last epoch is always saved
+    assert [r["epoch"] for r in folder.read_history()] == [1, 2, 3, 4, 5]
+    recorder.on_epoch_begin(5)
+    recorder.on_epoch_end(5, {"loss": float("nan"), "accuracy": 0.1})
+    assert recorder.diverged and recorder.model.stop_training and folder.checkpoint()[1] == 5
