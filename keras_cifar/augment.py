@@ -8,9 +8,7 @@ jit-friendly layers do the same work with two small batched matmuls.
 import keras
 from keras import ops
 
-# Per-channel statistics of the CIFAR-10 training set (RGB, in [0, 1]).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
 
 
 @keras.saving.register_keras_serializable("keras_cifar")

@@ -3,6 +3,8 @@
 reported in a second), then starts the backend and calls the module that does the work. A
 KerasCifarError from anywhere is caught once, in the group: one line on stderr, exit code 2."""
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -388,3 +390,76 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
             _interrupted("ended trials are kept (the interrupted trial runs again)")
     if best is None and not worker:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--backends", default="tensorflow,jax,torch", show_default=True,
+              help="Comma-separated Keras backends, each trained in a process of its own; BACKEND:PRECISION "
+                   "(torch:fp32) pins the precision of that one.")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="Comma-separated precisions for each backend: fp32 (float32) and/or bf16 (mixed_bfloat16).")
+@click.option("--epochs", type=click.IntRange(min=2), default=3, show_default=True,
+              help="Epochs per configuration: the first compiles, the others are timed.")
+@click.option("--reference/--no-reference", default=False, show_default=True,
+              help="Also train the same network and recipe in plain PyTorch (fp32, and bf16 where it is faster "
+                   "on this machine) and give every configuration's ratio to it. Needs PyTorch.")
+@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
+@click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe key, as for `run`.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the results as JSON to FILE.")
+def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
+    """How fast `run` trains RECIPE (default: recipes/baseline.yaml) on each backend and precision.
+
+    Each configuration trains the recipe's first variant through `run`'s own code in a temporary
+    folder, in a process of its own, and the table gives: the first epoch (with compilation), the
+    median later epoch, its training part, the overhead (the rest: evaluation, TensorBoard,
+    checkpoint), training images/s, the ratio to the fastest PyTorch reference and the final test
+    accuracy. Exit code 1 if a configuration failed. Example, on a CPU:
+
+    \b
+        keras-cifar bench recipes/baseline.yaml --backends tensorflow,jax,torch \\
+            --set model.width=16 --subset 5000 --epochs 3 --reference
+    """
+    import importlib.util
+    import json
+
+    from keras_cifar.bench import PRECISIONS, run_bench, table
+    from keras_cifar.compare import SHIPPED_RECIPES
+
+    recipe_obj = cfg.load_recipe(recipe or SHIPPED_RECIPES / "baseline.yaml")
+    spec = cfg.sweep(recipe_obj, _overrides(sets, {"data": {"subset": subset}}),
+                     variants=[next(iter(recipe_obj.variants))])[0]
+    default = [p.strip() for p in precisions.split(",") if p.strip()]
+    configs = [(name, p) for entry in backends.split(",") if entry.strip()
+               for name, _, pinned in [entry.strip().partition(":")] for p in ([pinned] if pinned else default)]
+    unknown = sorted({p for _, p in configs if p not in PRECISIONS})
+    if unknown or not configs:
+        raise UserError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
+    for name in {name for name, _ in configs}:
+        with _backend_env(name):
+            backend.check()
+    if reference and importlib.util.find_spec("torch") is None:
+        raise UserError('--reference trains in plain PyTorch, which is not installed: pip install -e ".[torch]"')
+    source = data_lib.canonical_source(data_source)
+    record = run_bench(recipe_obj, spec.config, source, configs, epochs, reference)
+    say("\n" + table(record))
+    if json_file:
+        Path(json_file).write_text(json.dumps(record, indent=2) + "\n")
+        say(f"wrote {json_file}")
+    if any(r["status"] != "completed" for r in record["results"]):
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _backend_env(name):
+    """KERAS_BACKEND=name for the duration (to check a backend that another process will run)."""
+    saved = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("KERAS_BACKEND")
+        else:
+            os.environ["KERAS_BACKEND"] = saved

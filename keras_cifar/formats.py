@@ -15,6 +15,8 @@ from keras_cifar.registry import Registry
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (RGB, in [0, 1]) over the training set
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 FORMATS = Registry("local CIFAR-10 format")
 

@@ -1,0 +1,132 @@
+"""``keras-cifar bench``: how fast ``run`` trains on each backend and precision, against plain PyTorch.
+
+Each configuration runs in a process of its own (KERAS_BACKEND is fixed once Keras is imported). It
+trains the recipe's first variant at its first seed through ``run``'s own code (train.run_sweep:
+model, augmentation, optimizer, schedule, feeder, per-epoch evaluation, history, checkpoint,
+TensorBoard) in a temporary folder, and reads its history.csv: the first epoch (compilation
+included), the median of the later epochs, their training part, the rest of the epoch (what ``run``
+adds: validation and test evaluation, TensorBoard, checkpoint) and training images/s. ``--reference``
+trains the same network, recipe and data in plain PyTorch (torch_reference.py) in the same bench, so
+that the ratios compare like with like on one machine.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from keras_cifar.console import say
+
+PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
+
+
+def summarize(rows, images):
+    """Timing of one training from its history rows: the first epoch, then medians over the rest."""
+    later = rows[1:] or rows
+    epoch = statistics.median(r["epoch_seconds"] for r in later)
+    trained = statistics.median(r["train_seconds"] for r in later)
+    return {"epochs": len(rows), "compile_seconds": rows[0]["epoch_seconds"], "epoch_seconds": epoch,
+            "train_seconds": trained, "overhead_seconds": epoch - trained, "images_per_second": images / trained,
+            "test_accuracy": rows[-1]["test_accuracy"]}
+
+
+def child(settings_file, result_file):
+    """Train one configuration with run's code and write its result (``python -m keras_cifar.bench``)."""
+    from keras_cifar import backend, data
+    from keras_cifar.config import RunSpec
+    from keras_cifar.runs import RunFolder
+
+    settings = json.loads(Path(settings_file).read_text())
+    cifar = data.load(settings["data"])
+    backend.start()
+    from keras_cifar.train import run_sweep
+
+    spec = RunSpec(settings["recipe"], settings["label"], settings["config"]["train"]["seeds"][0], settings["config"])
+    with tempfile.TemporaryDirectory() as out:
+        (_, metrics), = run_sweep([spec], cifar, out)
+        rows = RunFolder.of(out, spec).read_history()
+    result = {"status": metrics["status"], "device": metrics["device"], "precision": metrics["precision"],
+              "steps_per_execution": metrics["steps_per_execution"], "versions": metrics["versions"]}
+    if rows and metrics["status"] == "completed":
+        result.update(summarize(rows, metrics["data"]["train"]))
+    Path(result_file).write_text(json.dumps(result, indent=2))
+
+
+def _subprocess(module, settings, env, workdir, name):
+    """Run ``python -m module SETTINGS RESULT`` with its output passed through; its result, or a failure."""
+    settings_file, result_file = Path(workdir) / f"{name}.json", Path(workdir) / f"{name}.result.json"
+    settings_file.write_text(json.dumps(settings))
+    done = subprocess.run([sys.executable, "-m", module, str(settings_file), str(result_file)],
+                          env={**os.environ, **env}, check=False)
+    if done.returncode or not result_file.exists():
+        return {"status": "failed", "error": f"exit code {done.returncode} (its output is above)"}
+    return json.loads(result_file.read_text())
+
+
+def run_bench(recipe, config, data_source, configs, epochs, reference):
+    """Each (backend, precision) of `configs` through run's code, then the PyTorch reference; returns
+    the record."""
+    config = {**config, "train": {**config["train"], "epochs": epochs}}
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for i, (b, p) in enumerate(configs, start=1):
+            say(f"\nbench {i}/{len(configs)}: {b} {p}")
+            cfg = {**config, "train": {**config["train"], "mixed_precision": PRECISIONS[p]}}
+            settings = {"recipe": recipe.name, "label": f"{b}-{p}", "config": cfg, "data": data_source}
+            results.append({"backend": b, "requested": p, **_subprocess(
+                "keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}")})
+        ref = None
+        if reference:
+            say("\nbench: PyTorch reference")
+            ref = _subprocess("keras_cifar.torch_reference", {"config": config, "data": data_source, "epochs": epochs},
+                              {}, workdir, "reference")
+    if ref and ref.get("status") != "failed":
+        images = ref["images"]
+        ref["modes"] = {mode: summarize(rows, images) for mode, rows in ref["modes"].items()}
+    return {"recipe": recipe.path, "variant": next(iter(recipe.variants)), "data": data_source, "epochs": epochs,
+            "config": config, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "results": results, "reference": ref}
+
+
+def _fastest_reference(record):
+    ref = record["reference"]
+    if not ref or not ref.get("modes"):
+        return None
+    return max(ref["modes"].values(), key=lambda m: m["images_per_second"])["images_per_second"]
+
+
+def table(record):
+    """The bench's table, Markdown: one row per configuration and reference mode."""
+    best = _fastest_reference(record)
+    head = ("| configuration | device | first epoch (s) | epoch (s) | training (s) | overhead (s) | train images/s "
+            "| × PyTorch | test accuracy |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(name, device, r):
+        if "images_per_second" not in r:
+            return f"| {name} | {device} | {r.get('status', 'failed')}: {r.get('error', '')} |||||||"
+        ratio = f"{r['images_per_second'] / best:.2f}x" if best else "–"
+        return (f"| {name} | {device} | {r['compile_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
+                f"{r['train_seconds']:.2f} | {r['overhead_seconds']:.2f} | {r['images_per_second']:.0f} | {ratio} | "
+                f"{r['test_accuracy']:.2%} |")
+
+    for r in record["results"]:
+        precision = r.get("precision", r["requested"])
+        lines.append(row(f"keras-cifar {r['backend']} {precision}", r.get("device", "?"), r))
+    ref = record["reference"]
+    if ref:
+        for mode, r in (ref.get("modes") or {}).items():
+            lines.append(row(f"PyTorch reference {mode}", ref["device"], r))
+        for mode, why in (ref.get("skipped") or {}).items():
+            lines.append(f"| PyTorch reference {mode} | {ref['device']} | skipped: {why} |||||||")
+        if ref.get("status") == "failed":
+            lines.append(f"| PyTorch reference | – | failed: {ref['error']} |||||||")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    child(*sys.argv[1:3])
