@@ -278,8 +278,9 @@ def has_tensorflow():
 
 
 class Feeder:
-    """Keyword arguments for ``fit``/``evaluate``: uint8 batches through tf.data where TensorFlow is
-    installed (or ``pipeline: tf_data``), plain numpy arrays otherwise (``pipeline: numpy``).
+    """Keyword arguments for ``fit``/``evaluate``: uint8 batches through tf.data on the TensorFlow
+    backend (or ``pipeline: tf_data``), plain numpy arrays on JAX and PyTorch (or ``pipeline: numpy``;
+    handing tf.data's tensors to PyTorch made its evaluation 2-4x slower on a CPU).
     Validation and test run at EVAL_BATCH images a step (or the training batch, if larger) unless
     told otherwise: fewer, larger steps, the same numbers."""
 
@@ -287,7 +288,7 @@ class Feeder:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, EVAL_BATCH)
         if pipeline == "auto":
-            pipeline = "tf_data" if has_tensorflow() else "numpy"
+            pipeline = "tf_data" if backend.selected() == "tensorflow" and has_tensorflow() else "numpy"
         self.pipeline = pipeline
 
     def _dataset(self, x, y, batch_size, shuffle_seed=None):

@@ -103,10 +103,13 @@ def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", 
 
 
 def _conv_bn(x, filters, kernel, stride, batch_norm, name):
-    if kernel == 3:
+    # Padding 1 on every side, as PyTorch pads: "same" does that for stride 1 without a separate op;
+    # for stride 2 "same" would pad only the bottom and right, so the 3x3 convolution pads first.
+    padding = "same" if stride == 1 else "valid"
+    if kernel == 3 and stride != 1:
         x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     x = keras.layers.Conv2D(
-        filters, kernel, strides=stride, use_bias=not batch_norm,
+        filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
         kernel_initializer=TorchUniform(), name=f"{name}_conv",
     )(x)
     if batch_norm:
