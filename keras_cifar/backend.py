@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +172,16 @@ def steps_per_execution(config):
 def cache_root():
     """Where keras-cifar keeps what it can compute again: decoded data, compiled programs."""
     return Path(os.environ.get("KERAS_CIFAR_CACHE") or Path.home() / ".cache" / "keras_cifar")
+
+
+def environment():
+    """Backend, library versions and device, for metrics.json (imports Keras)."""
+    import keras
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("keras", "numpy", "tensorflow", "jax", "jaxlib", "torch"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"backend": keras.backend.backend(), "versions": versions, "device": device()}

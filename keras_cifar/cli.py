@@ -85,7 +85,20 @@ def main():
 @click.option("--dry-run", is_flag=True,
               help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
                    "It refuses what the real run refuses.")
-def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run):
+@click.option("--shard", metavar="I/N", help="Train only the runs at positions I, I+N, I+2N, ... of the sweep "
+                                           "(0 <= I < N): N machines sharing OUT split a sweep.")
+@click.option("--coordinator", metavar="HOST:PORT", envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
+              help="One run trained by several processes (JAX): process 0's address, where it serves the others.")
+@click.option("--num-processes", type=int, envvar="KERAS_DISTRIBUTION_NUM_PROCESSES",
+              help="With --coordinator: how many processes train the run.")
+@click.option("--process-id", type=int, envvar="KERAS_DISTRIBUTION_PROCESS_ID",
+              help="With --coordinator: this process's id, 0 to N-1; 0 writes the run folders.")
+@click.option("--cluster", is_flag=True, help="Several processes, found by JAX's cluster detection (SLURM and "
+                                              "the like) instead of --coordinator.")
+@click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds a process other than 0 waits for the coordinator to answer.")
+def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run, shard, coordinator, num_processes,
+        process_id, cluster, coordinator_timeout):
     """Train every variant and seed of RECIPE (defaults < recipe < command line).
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
@@ -95,10 +108,15 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     \b
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
+    from keras_cifar import cluster as cluster_lib
+
     recipe_obj = cfg.load_recipe(recipe)
     runs = cfg.sweep(recipe_obj, _overrides(sets, {"train": {"epochs": epochs}, "data": {"subset": subset}}),
                      variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
                      seeds=_int_list(seeds) if seeds else None)
+    if shard:
+        runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
+    processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)
     source = data_lib.canonical_source(data_source)
     backend.check()
     if dry_run:
@@ -106,17 +124,20 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
 
         for spec in runs:
             backend.check_settings(spec.config, spec.key)
-        say("\n".join(plan(runs, out, source)))
+        say("\n".join(plan(runs, out, source)) if runs else f"shard {shard}: no runs")
         return
     cifar = data_lib.load(source)
     backend.start()
+    if processes:
+        cluster_lib.join(processes, coordinator_timeout)
     from keras_cifar.train import run_sweep
 
     try:
         results = run_sweep(runs, cifar, out)
     except KeyboardInterrupt:
         _interrupted("completed runs are kept")
-    _report_recipe(Path(out) / recipe_obj.name)
+    if cluster_lib.process()[0] == 0:
+        _report_recipe(Path(out) / recipe_obj.name)
     if any(m["status"] == "failed" for _, m in results):
         sys.exit(1)
 

@@ -11,7 +11,8 @@ from keras_cifar import report
 from keras_cifar.claims import judge, our_ordering
 from keras_cifar.config import load_recipe
 from keras_cifar.errors import ConfigError
-from keras_cifar.runs import find_recipes, write_atomic
+from keras_cifar.files import write_atomic
+from keras_cifar.runs import find_recipes
 
 REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen; Fudan University)"
 REPORT_SCALE = ("ResNet-18 width 64, 200 epochs, batch 128, the full training split (10:1:1 of the 60,000 images), "

@@ -16,6 +16,7 @@ import yaml
 
 from keras_cifar import claims
 from keras_cifar.claims import Claim
+from keras_cifar.cluster import DISTRIBUTIONS
 from keras_cifar.errors import ConfigError
 from keras_cifar.losses import LOSSES
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
@@ -94,11 +95,15 @@ SCHEMA = {
                                      "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)"),
         "checkpoint_seconds": Field("float", 60.0, _non_negative,
                                     "seconds between checkpoints, >= 0 (0: after every epoch)"),
+        "distribution": Field("str", "auto", lambda v: v in DISTRIBUTIONS, " / ".join(DISTRIBUTIONS)
+                              + " (data_parallel: every device shares each global batch; auto: on JAX with "
+                              "several accelerators)"),
     },
 }
 # How a run executes, not what it computes: configs that differ only here are the same experiment, so a
 # finished run is kept and a twin reused whatever these say.
-EXECUTION_KEYS = (("train", "jit_compile"), ("train", "steps_per_execution"), ("train", "checkpoint_seconds"))
+EXECUTION_KEYS = (("train", "jit_compile"), ("train", "steps_per_execution"), ("train", "checkpoint_seconds"),
+                  ("train", "distribution"))
 RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
 
 # Selection uses the validation split only; the value is the direction KerasTuner optimizes.

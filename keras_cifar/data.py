@@ -270,6 +270,19 @@ def split(data, subset=None, eval_subset=None):
     return Splits(train, *halves)
 
 
+def shard(splits, index, count):
+    """Process `index` of `count`'s share of each split: every count-th image from the index-th, the
+    same number in every process (up to count - 1 images of a split are left out). Alone: `splits`."""
+    if count == 1:
+        return splits
+
+    def part(x, y):
+        n = len(y) // count
+        return x[index::count][:n], y[index::count][:n]
+
+    return Splits(part(*splits.train), part(*splits.val), part(*splits.test))
+
+
 # --------------------------------------------------------------------------------------- pipelines
 
 

@@ -26,7 +26,9 @@ from keras_cifar import data as data_lib
 from keras_cifar import plots
 from keras_cifar.console import Eta, count, say
 from keras_cifar.errors import ConfigError, RunFolderError
-from keras_cifar.runs import environment, finite_or_none, write_json
+from keras_cifar.backend import environment
+from keras_cifar.files import write_json
+from keras_cifar.runs import finite_or_none
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar.runs import replace_atomic
+from keras_cifar.files import replace_atomic
 
 MARKERS_UP_TO = 30  # epochs; longer curves are drawn without markers
 

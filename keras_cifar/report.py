@@ -18,7 +18,8 @@ from pathlib import Path
 from keras_cifar import plots
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
-from keras_cifar.runs import LAYOUT, natural_key, recipe_runs, write_json, write_atomic
+from keras_cifar.files import write_atomic, write_json
+from keras_cifar.runs import LAYOUT, natural_key, recipe_runs
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
 FIGURE_FORMATS = ("png", "svg")

@@ -6,30 +6,32 @@
 - ``history.csv``: one row per finished epoch (HISTORY_COLUMNS);
 - ``metrics.json``: the final numbers and the status (completed, diverged or failed), written at the end;
 - ``model.keras`` (completed runs), ``error.log`` (failed runs), ``tb/`` (TensorBoard logs);
-- ``checkpoint-epoch<k>.keras`` while a run is going: the state after epoch k, where ``run`` resumes.
+- ``checkpoint-epoch<k>.keras`` while a run is going: the state after epoch k, where ``run`` resumes;
+- ``.lock`` while a process trains it, so that processes sharing the folder never train it twice.
 
 A folder with a config or history but no metrics.json is *unfinished*: still going, or interrupted.
 Keras-free, so reports and ``--dry-run`` start fast.
 """
 
+import contextlib
 import csv
-import io
 import json
 import math
 import os
-import platform
 import re
 import shutil
+import socket
+import threading
+import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import yaml
 
-from keras_cifar import backend
 from keras_cifar.config import experiment
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
+from keras_cifar.files import read_json, replace_atomic, write_atomic, write_csv, write_json
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                    "lr", "epoch_seconds", "train_seconds")
@@ -37,42 +39,9 @@ FINISHED = ("completed", "diverged")  # `run` skips these; failed and unfinished
 IDENTITY = ("recipe", "variant", "seed")
 LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.csv or metrics.json"
 MODEL_FILE = "model.keras"
-
-
-# ------------------------------------------------------------------------------------------ files
-
-
-def replace_atomic(path, write):
-    """Call ``write(tmp)`` on a temporary sibling of `path`, then move it onto `path`: readers see the
-    old file or the new one, never half of one. The temporary name keeps `path`'s suffix."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_atomic(path, text):
-    replace_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def write_json(path, data):
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path):
-    """The JSON in `path`, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_csv(path, rows, columns):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
+LOCK_FILE = ".lock"  # held while a process trains the run: {host, pid, time}, touched as a heartbeat
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 300.0
 
 
 def finite_or_none(x):
@@ -215,6 +184,70 @@ class RunFolder:
     def remove_checkpoints(self):
         for old in self.path.glob("checkpoint-epoch*.keras"):
             old.unlink()
+
+    # claiming: one process trains a run, whatever else shares the folder
+
+    @property
+    def lock(self):
+        return self.path / LOCK_FILE
+
+    def claim(self):
+        """Take this run for this process: create its lock file, or take over a stale one (its owner
+        died: same host and no such process, or no heartbeat for STALE_SECONDS). Returns None, or
+        the owner ('host pid ...') of a live lock held elsewhere."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = read_json(self.lock) or {}
+                if not _stale(self.lock, owner):
+                    return f"{owner.get('host')} pid {owner.get('pid')} since {owner.get('time')}"
+                try:  # rename is atomic: of two processes taking it over, one wins
+                    os.rename(self.lock, self.path / f"{LOCK_FILE}.stale{os.getpid()}")
+                    (self.path / f"{LOCK_FILE}.stale{os.getpid()}").unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(),
+                           "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+            return None
+        return "another process, which took over the stale lock first"
+
+    @contextlib.contextmanager
+    def heartbeat(self):
+        """While the run trains, touch its lock every HEARTBEAT_SECONDS; remove it at the end."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(HEARTBEAT_SECONDS):
+                with contextlib.suppress(OSError):
+                    os.utime(self.lock)
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(OSError):
+                self.lock.unlink()
+
+
+def _stale(lock, owner):
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    try:
+        return time.time() - lock.stat().st_mtime > STALE_SECONDS
+    except FileNotFoundError:
+        return True
 
 
 def _seed_of(path):
@@ -365,19 +398,3 @@ def recipe_runs(recipe_dir):
         if runs:
             out[vdir.name] = runs
     return out
-
-
-# ---------------------------------------------------------------------------------- environment
-
-
-def environment():
-    """Backend, library versions and device, for metrics.json (imports Keras)."""
-    import keras
-
-    versions = {"python": platform.python_version()}
-    for pkg in ("keras", "numpy", "tensorflow", "jax", "jaxlib", "torch"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"backend": keras.backend.backend(), "versions": versions, "device": backend.device()}

@@ -15,20 +15,24 @@ None of them looks at single batches, so on JAX and PyTorch Keras hands batch en
 thread: the training loop does not wait for the device after every step.
 """
 
+import contextlib
 import math
+import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_cifar import backend
+from keras_cifar import backend, cluster
 from keras_cifar import data as data_lib
+from keras_cifar.errors import ConfigError, RunFolderError
 from keras_cifar.console import Eta, count, duration, pct, say
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
-from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, environment, finite_or_none, reuse
+from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, finite_or_none, reuse
 
 # --------------------------------------------------------------------------------------- the model
 
@@ -62,6 +66,16 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 # ------------------------------------------------------------------------------------- callbacks
 
 
+def save(model, keep, writer):
+    """``keep(model.save)`` in process 0. Saving runs collectives in a multi-process JAX run, so the
+    other processes save too, into a scratch file they throw away."""
+    if writer:
+        keep(model.save)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save(Path(scratch) / "model.keras")
+
+
 class TestEvaluation(keras.callbacks.Callback):
     """Adds test_loss and test_accuracy (the test split) and lr (at the epoch's end) to the logs."""
 
@@ -81,11 +95,12 @@ class Recorder(keras.callbacks.Callback):
     history.csv; a non-finite training loss marks the run diverged and stops it. An epoch's
     epoch_seconds include its evaluation, TensorBoard and checkpoint: all that `run` adds to training."""
 
-    def __init__(self, folder, rows, checkpoint_seconds):
+    def __init__(self, folder, rows, checkpoint_seconds, writer=True):
         super().__init__()
         self.folder = folder
         self.rows = rows
         self.checkpoint_seconds = checkpoint_seconds
+        self.writer = writer  # False in the processes of a multi-process run other than 0
         self.diverged = False
 
     def on_train_begin(self, logs=None):
@@ -103,12 +118,13 @@ class Recorder(keras.callbacks.Callback):
         self.diverged = not math.isfinite(row["loss"])
         last = epoch + 1 == self.params["epochs"]
         if not self.diverged and (last or time.perf_counter() - self.last_checkpoint >= self.checkpoint_seconds):
-            self.folder.save_checkpoint(self.model.save, epoch + 1)
+            save(self.model, lambda write: self.folder.save_checkpoint(write, epoch + 1), self.writer)
             self.last_checkpoint = time.perf_counter()
         now = time.perf_counter()
         row.update(epoch=epoch + 1, epoch_seconds=now - self.start, train_seconds=(self.train_end or now) - self.start)
         self.rows.append(row)
-        self.folder.write_history(self.rows)
+        if self.writer:
+            self.folder.write_history(self.rows)
         if self.diverged:
             self.model.stop_training = True
 
@@ -132,29 +148,48 @@ class ProgressLine(keras.callbacks.Callback):
 
 
 def train_run(spec, splits, out_root, progress, data_source):
-    """Train one RunSpec into its run folder, resuming from a checkpoint; returns metrics.json's dict."""
+    """Train one RunSpec into its run folder, resuming from a checkpoint; returns metrics.json's dict.
+    A run that another process is training (its folder's lock) is skipped. In a multi-process run
+    every process trains its share and process 0 decides, claims and writes."""
     d = decide(out_root, spec, data_source)
     if d.action == "done":
         return progress.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
+    index, count = cluster.process()
     if d.action == "reuse":
-        return progress.skipped(spec, reuse(d.twin, d.folder, spec, data_source),
-                                f"same config as {d.twin.path.relative_to(out_root)}, reused")
-    folder, cfg, start = d.folder, spec.config, d.start
-    folder.write_config(spec, data_source)
+        metrics = reuse(d.twin, d.folder, spec, data_source) if index == 0 else d.twin.read_metrics()
+        return progress.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(out_root)}, reused")
+    owner = d.folder.claim() if index == 0 else None
+    busy, start = cluster.agree(owner is not None, d.start)
+    if busy:
+        return progress.skipped(spec, {"status": "elsewhere"}, f"being trained by {owner or 'another process'}")
+    if start != d.start:
+        raise RunFolderError(f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
+                             "give every process one --out folder they all share")
+    with d.folder.heartbeat() if index == 0 else contextlib.nullcontext():
+        return _fit(spec, splits, d.folder, start, progress, data_source, (index, count))
+
+
+def _fit(spec, splits, folder, start, progress, data_source, process):
+    cfg, writer = spec.config, process[0] == 0
+    if writer:
+        folder.write_config(spec, data_source)
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
-    feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"])
-    (x_train, y_train), val, test = splits.train, splits.val, splits.test
+    devices, processes = cluster.distribute(cfg)
+    batch = cfg["data"]["batch_size"] // processes  # each process feeds its share of every global batch
+    feeder = data_lib.Feeder(batch, cfg["data"]["pipeline"], max(batch, data_lib.EVAL_BATCH // processes))
+    local = data_lib.shard(splits, *process)
+    (x_train, y_train), val, test = local.train, local.val, local.test
     rows = folder.read_history()[:start]
     if start:
         set_precision(cfg)
         model = keras.saving.load_model(folder.checkpoint()[0])
         say(f"{spec.key}: resuming after epoch {start}")
     else:
-        model = compile_model(cfg, math.ceil(len(x_train) / cfg["data"]["batch_size"]))
-    recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"])
+        model = compile_model(cfg, math.ceil(len(x_train) / batch))
+    recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
-    if data_lib.has_tensorflow():
+    if data_lib.has_tensorflow() and writer:
         callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
     progress.started(spec, start)
     status, error = "completed", None
@@ -167,14 +202,17 @@ def train_run(spec, splits, out_root, progress, data_source):
         raise
     except Exception as e:  # a failed run is recorded and the sweep goes on
         status, error = "failed", f"{type(e).__name__}: {e}"
-        folder.write_error(traceback.format_exc())
-    if status == "completed":
-        folder.save_model(model.save)
+        if writer:
+            folder.write_error(traceback.format_exc())
     metrics = _metrics(spec, rows, start, status, error, splits, data_source)
-    metrics["parameters"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    folder.write_metrics(metrics)
-    if status in FINISHED:
-        folder.remove_checkpoints()
+    metrics.update(parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=devices,
+                   processes=processes)
+    if status == "completed":
+        save(model, folder.save_model, writer)
+    if writer:
+        folder.write_metrics(metrics)
+        if status in FINISHED:
+            folder.remove_checkpoints()
     progress.ended(spec, metrics)
     return metrics
 
@@ -201,7 +239,7 @@ def _metrics(spec, rows, start, status, error, splits, data_source):
                  "test": len(splits.test[1])},
         "precision": backend.precision(spec.config),
         "steps_per_execution": backend.steps_per_execution(spec.config),
-        **environment(),
+        **backend.environment(),
         **({"error": error} if error else {}),
     }
 
@@ -249,10 +287,14 @@ class Progress:
 
 
 def check_runs(runs, out_root, data_source):
-    """Refuse, before anything is trained or written, what the backend cannot run and run folders that
-    hold another config."""
+    """Refuse, before anything is trained or written, what the backend cannot run, global batches that
+    do not split over the processes, and run folders that hold another config."""
+    processes = cluster.process()[1]
     for spec in runs:
         backend.check_settings(spec.config, spec.key)
+        if spec.config["data"]["batch_size"] % processes:
+            raise ConfigError(f"{spec.key}: data.batch_size {spec.config['data']['batch_size']} does not split "
+                              f"over {processes} processes; use a multiple of {processes}")
         decide(out_root, spec, data_source)
 
 

@@ -11,7 +11,7 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import plots
 from keras_cifar.config import OBJECTIVES, SPACE
-from keras_cifar.runs import write_atomic, write_csv
+from keras_cifar.files import write_atomic, write_csv
 
 # ---------------------------------------------------------------------------------------- the space
 

@@ -33,7 +33,8 @@ from keras_cifar import data as data_lib
 from keras_cifar import trials
 from keras_cifar.config import OBJECTIVES, ConfigError
 from keras_cifar.console import Eta, say
-from keras_cifar.runs import diff_keys, write_atomic
+from keras_cifar.files import write_atomic
+from keras_cifar.runs import diff_keys
 from keras_cifar.train import compile_model, run_sweep
 
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")

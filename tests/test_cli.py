@@ -1,7 +1,7 @@
 """The command line's contract: mistakes are one-line errors with exit code 2, found before Keras is
-imported; a wrong backend is named with its fix; TensorFlow starts without its log lines."""
+imported; a wrong backend is named with its fix. (That TensorFlow starts without its log lines is
+checked in test_cluster.py, on commands run as a user runs them.)"""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -78,11 +78,3 @@ def test_narrow_models_are_refused_where_pytorch_hangs(monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     config["model"]["width"] = 4
     backend.check_settings(config, "tiny/a/seed0")
-
-
-def test_tensorflow_starts_without_its_log_lines():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # as a user's shell has it
-    done = subprocess.run([sys.executable, "-c", "from keras_cifar import backend; backend.start()"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**env, "KERAS_BACKEND": "tensorflow"})
-    assert done.returncode == 0 and done.stderr == "", done.stderr
