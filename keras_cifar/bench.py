@@ -10,6 +10,8 @@ trains the same network, recipe and data in plain PyTorch (torch_reference.py) i
 that the ratios compare like with like on one machine.
 """
 
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -19,9 +21,42 @@ import sys
 import tempfile
 from pathlib import Path
 
+from keras_cifar import backend
 from keras_cifar.console import say
+from keras_cifar.errors import BackendError, ConfigError
 
 PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
+
+
+def configurations(backends, precisions, reference):
+    """``--backends jax,torch:fp32 --precision fp32,bf16`` -> [(backend, precision), ...], each backend
+    checked (installed, spelled right) and PyTorch present for ``--reference``, before anything trains."""
+    default = [p.strip() for p in precisions.split(",") if p.strip()]
+    configs = [(name, p) for entry in backends.split(",") if entry.strip()
+               for name, _, pinned in [entry.strip().partition(":")] for p in ([pinned] if pinned else default)]
+    unknown = sorted({p for _, p in configs if p not in PRECISIONS})
+    if unknown or not configs:
+        raise ConfigError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
+    for name in {name for name, _ in configs}:
+        with _backend_env(name):
+            backend.check()
+    if reference and importlib.util.find_spec("torch") is None:
+        raise BackendError('--reference trains in plain PyTorch, which is not installed: pip install -e ".[torch]"')
+    return configs
+
+
+@contextlib.contextmanager
+def _backend_env(name):
+    """KERAS_BACKEND=name for the duration (to check a backend that another process will run)."""
+    saved = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("KERAS_BACKEND")
+        else:
+            os.environ["KERAS_BACKEND"] = saved
 
 
 def summarize(rows, images):

@@ -1,24 +1,24 @@
-"""Command line: ``keras-cifar run|report|compare|tune|export|predict|evaluate|landscape`` (also
-``python -m keras_cifar``). Thin: each command checks its input without Keras (so a mistake is
-reported in a second), then starts the backend and calls the module that does the work. A
-KerasCifarError from anywhere is caught once, in the group: one line on stderr, exit code 2."""
+"""Command line: ``keras-cifar run|report|compare|tune|bench|landscape``, and from cli_models.py
+``export|predict|evaluate`` (also ``python -m keras_cifar``). Thin: each command checks its input
+without Keras (so a mistake is reported in a second), then starts the backend and calls the module
+that does the work. A KerasCifarError from anywhere is caught once, in the group: one line on
+stderr, exit code 2."""
 
-import contextlib
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from keras_cifar import backend
+from keras_cifar import backend, cli_models
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
 from keras_cifar.errors import KerasCifarError
+from keras_cifar.files import write_json
 from keras_cifar.losses import LOSSES
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
-DATA_HELP = f"CIFAR-10 source: {data_lib.accepted()}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
+DATA_HELP = data_lib.source_help()
 PLUGINS_HELP = (f"Plug-ins a recipe can name. loss: {LOSSES.help()}. optimizer.name: {OPTIMIZERS.help()}. "
                 f"schedule.name: {SCHEDULES.help()}.")
 
@@ -45,14 +45,9 @@ def _int_list(text):
 
 
 def _overrides(sets, flags):
-    """The --set values, then the shortcut options that were given (``{"train": {"epochs": None}}``
-    is skipped), as one override dict for the recipe."""
-    overrides = cfg.parse_sets(sets)
-    for section, values in flags.items():
-        given = {k: v for k, v in values.items() if v is not None}
-        if given:
-            overrides = cfg.merge_dicts(overrides, {section: given})
-    return overrides
+    """The --set values, then the shortcut options that were given ({"train.epochs": 3} is
+    --set train.epochs=3, and wins over it), as one override dict for the recipe."""
+    return cfg.parse_sets(list(sets) + [f"{key}={value}" for key, value in flags.items() if value is not None])
 
 
 def _interrupted(what):
@@ -111,7 +106,7 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
     from keras_cifar import cluster as cluster_lib
 
     recipe_obj = cfg.load_recipe(recipe)
-    runs = cfg.sweep(recipe_obj, _overrides(sets, {"train": {"epochs": epochs}, "data": {"subset": subset}}),
+    runs = cfg.sweep(recipe_obj, _overrides(sets, {"train.epochs": epochs, "data.subset": subset}),
                      variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
                      seeds=_int_list(seeds) if seeds else None)
     if shard:
@@ -256,108 +251,6 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
         say(f"wrote {path}")
 
 
-@main.command("export")
-@click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Export folder; each export adds the next version OUT/<n>/.  [default: RUN_DIR/export]")
-@click.option("--format", "fmt", type=click.Choice(["saved_model", "keras"]), default="saved_model", show_default=True,
-              help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
-                   ".keras file (no optimizer state).")
-def export_cmd(run_dir, out, fmt):
-    """Export the trained model of RUN_DIR (a run folder or a .keras file) for serving.
-
-    Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras) and labels.txt, the layout
-    TensorFlow Serving watches. The exported model has normalization inside and no augmentation. Its
-    signatures return `probabilities` and `logits` for images [N, 32, 32, 3] with pixel values 0..255:
-    `serving_default` (float32), `serve_uint8` (uint8); `class_names` returns the class names.
-
-    Models trained on any backend export: the SavedModel is written by Keras's TensorFlow backend (in a
-    subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Exit code 2
-    when RUN_DIR holds no trained model. Example:
-
-        keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
-    """
-    from keras_cifar import serving
-
-    serving.exportable(run_dir)
-    backend.start()
-    version_dir = serving.export(run_dir, out, fmt)
-    say(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
-
-
-@main.command("predict")
-@click.argument("model", type=click.Path(exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes shown per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions and errors.")
-def predict_cmd(model, images, top_k, as_json):
-    """Classify image files with MODEL (an export folder, a .keras file or a run folder).
-
-    IMAGES are PNG/JPEG files of any size (centre-cropped to a square, resized to 32x32 RGB) or folders,
-    searched recursively for image files. A file that cannot be read is reported by name and skipped.
-    Exit code: 0 if every file was predicted, 1 if any failed, 2 for a MODEL that cannot be loaded or
-    no image files at all. Example:
-
-        keras-cifar predict models/cifar photos/ cat.png
-    """
-    import json
-
-    from keras_cifar import serving
-
-    files = serving.image_files(images)
-    if not files:
-        raise UserError(f"no image files in {', '.join(images)}; give PNG, JPEG, BMP, GIF or WebP files or folders")
-    serving.model_path(model)
-    backend.start()
-    classifier = serving.load_classifier(model)
-    results, errors = serving.predict(classifier, files, top_k)
-    if as_json:
-        say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
-    elif results:
-        say(serving.prediction_table(results))
-    for e in errors:
-        say(f"error: {e['file']}: {e['error']}", err=True)
-    if errors:
-        sys.exit(1)
-
-
-@main.command("evaluate")
-@click.argument("model", type=click.Path(exists=True))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
-@click.option("--eval-subset", type=click.IntRange(min=1),
-              help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).")
-@click.option("--figure", default="confusion_matrix.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to save the confusion-matrix figure.")
-@click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
-def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
-    """Test-split accuracy and cross-entropy of MODEL (an export folder, a .keras file or a run folder).
-
-    The test split is the project's: the fixed half of the official test set that `run` reports on.
-    The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Example:
-
-        keras-cifar evaluate models/cifar --data cifar10-jpeg.tar.gz
-    """
-    import json
-
-    from keras_cifar import plots, serving
-
-    serving.model_path(model)
-    cifar = data_lib.load(data_source)
-    backend.start()
-    classifier = serving.load_classifier(model)
-    x, y = data_lib.split(cifar, eval_subset=eval_subset).test
-    result = serving.evaluate(classifier, x, y)
-    title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"
-    plots.confusion(figure, result["confusion"], classifier.class_names, title)
-    if as_json:
-        say(json.dumps({"model": classifier.source, "data": cifar.source, **result,
-                        "confusion": result["confusion"].tolist(), "figure": figure}))
-        return
-    say(f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
-        f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
-        f"confusion matrix: {figure}")
-
-
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
@@ -397,7 +290,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     the results when every trial has ended.
     """
     search = cfg.search_of(cfg.load_recipe(recipe),
-                           _overrides(sets, {"tune": {"epochs": epochs}, "data": {"subset": subset}}), variant)
+                           _overrides(sets, {"tune.epochs": epochs, "data.subset": subset}), variant)
     backend.check()
     backend.check_settings(search.config, f"{search.recipe}/{search.variant}")
     cifar = data_lib.load(data_source)
@@ -442,45 +335,22 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
         keras-cifar bench recipes/baseline.yaml --backends tensorflow,jax,torch \\
             --set model.width=16 --subset 5000 --epochs 3 --reference
     """
-    import importlib.util
-    import json
-
-    from keras_cifar.bench import PRECISIONS, run_bench, table
+    from keras_cifar import bench as bench_lib
     from keras_cifar.compare import SHIPPED_RECIPES
 
     recipe_obj = cfg.load_recipe(recipe or SHIPPED_RECIPES / "baseline.yaml")
-    spec = cfg.sweep(recipe_obj, _overrides(sets, {"data": {"subset": subset}}),
+    spec = cfg.sweep(recipe_obj, _overrides(sets, {"data.subset": subset}),
                      variants=[next(iter(recipe_obj.variants))])[0]
-    default = [p.strip() for p in precisions.split(",") if p.strip()]
-    configs = [(name, p) for entry in backends.split(",") if entry.strip()
-               for name, _, pinned in [entry.strip().partition(":")] for p in ([pinned] if pinned else default)]
-    unknown = sorted({p for _, p in configs if p not in PRECISIONS})
-    if unknown or not configs:
-        raise UserError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
-    for name in {name for name, _ in configs}:
-        with _backend_env(name):
-            backend.check()
-    if reference and importlib.util.find_spec("torch") is None:
-        raise UserError('--reference trains in plain PyTorch, which is not installed: pip install -e ".[torch]"')
-    source = data_lib.canonical_source(data_source)
-    record = run_bench(recipe_obj, spec.config, source, configs, epochs, reference)
-    say("\n" + table(record))
+    configs = bench_lib.configurations(backends, precisions, reference)
+    record = bench_lib.run_bench(recipe_obj, spec.config, data_lib.canonical_source(data_source), configs, epochs,
+                                 reference)
+    say("\n" + bench_lib.table(record))
     if json_file:
-        Path(json_file).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(json_file, record)
         say(f"wrote {json_file}")
     if any(r["status"] != "completed" for r in record["results"]):
         sys.exit(1)
 
 
-@contextlib.contextmanager
-def _backend_env(name):
-    """KERAS_BACKEND=name for the duration (to check a backend that another process will run)."""
-    saved = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("KERAS_BACKEND")
-        else:
-            os.environ["KERAS_BACKEND"] = saved
+for _command in (cli_models.export_cmd, cli_models.predict_cmd, cli_models.evaluate_cmd):
+    main.add_command(_command)

@@ -7,6 +7,7 @@ Every key is validated; an unknown key, a wrong type or a bad value raises ``Con
 one-line message that names the file and the key and says what is allowed.
 """
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, float, bool, str, int_list, str_or_bool
+    kind: str  # a key of KINDS
     default: Any
     check: Callable[[Any], bool] = lambda v: True
     allowed: Any = ""  # human words for what passes `check` (a Registry: its names)
@@ -65,9 +66,8 @@ SCHEMA = {
         "batch_size": Field("int", 128, _positive, "a positive integer"),
         "augment": Field("bool", True),
         "subset": Field("int", None, _positive, "a positive number of training images, or null for all", True),
-        "eval_subset": Field(
-            "int", None, _positive, "a positive number of validation/test images each, or null for all", True
-        ),
+        "eval_subset": Field("int", None, _positive, "a positive number of validation/test images each, or null for all",
+                             True),
         "pipeline": Field("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES)),
     },
     "optimizer": {
@@ -148,39 +148,35 @@ def defaults():
     }
 
 
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+KINDS = {  # a Field's kind: whether a value has it, and its name in errors
+    "int": (_is_int, "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str_or_bool": (lambda v: isinstance(v, (str, bool)), "a string or boolean"),
+    "str_or_int": (lambda v: isinstance(v, str) or _is_int(v), "a string or integer"),
+    "int_list": (lambda v: isinstance(v, list) and all(map(_is_int, v)), "a list of integers"),
+}
+
+
 def _coerce(field, value, where):
     """Return `value` converted to the field's type, or raise ConfigError naming `where`."""
     if value is None and field.nullable:
         return None
-    kind = field.kind
-    ok = True
-    if kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "float":
-        if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                ok = False
-        ok = ok and isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind == "str":
-        ok = isinstance(value, str)
-    elif kind == "str_or_bool":
-        ok = isinstance(value, (str, bool))
-    elif kind == "str_or_int":
-        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-    elif kind == "int_list":
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-             "int_list": "a list of integers", "str_or_bool": "a string or boolean",
-             "str_or_int": "a string or integer"}[kind]
-    if not ok:
-        raise ConfigError(f"{where}: expected {words}, got {value!r}" + (f" (allowed: {field.allowed})" if field.allowed else ""))
+    if field.kind == "float" and isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if field.kind == "int_list" and _is_int(value):
+        value = [value]
+    has_kind, words = KINDS[field.kind]
+    if not has_kind(value):
+        raise ConfigError(f"{where}: expected {words}, got {value!r}"
+                          + (f" (allowed: {field.allowed})" if field.allowed else ""))
+    value = float(value) if field.kind == "float" else value
     if not field.check(value):
         raise ConfigError(f"{where}: {value!r} is not allowed; use {field.allowed}")
     return value
@@ -402,10 +398,3 @@ def search_of(recipe, overrides=None, variant=None):
     spec = sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
     return Search(recipe.name, variant, spec.config, tune)
 
-
-def merge_dicts(a, b):
-    """Nested union of two plain override dicts, `b` winning (no validation: `merge` does that)."""
-    out = copy.deepcopy(a)
-    for key, value in b.items():
-        out[key] = merge_dicts(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out

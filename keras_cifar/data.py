@@ -35,6 +35,11 @@ def accepted():
             "holding cifar10/; or synthetic[:N] (a learnable stand-in for tests)")
 
 
+def source_help():
+    """The help of a command's --data option."""
+    return f"CIFAR-10 source: {accepted()}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
+
+
 @dataclass(frozen=True)
 class Cifar:
     """The official train and test sets: uint8 images [N, 32, 32, 3] and int32 labels [N]."""

@@ -109,8 +109,12 @@ class Recorder(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.start, self.train_end = time.perf_counter(), None
 
-    def on_test_begin(self, logs=None):  # validation starts: the training part of the epoch is over
-        self.train_end = self.train_end or time.perf_counter()
+    def on_test_begin(self, logs=None):
+        """Validation starts: the training part of the epoch is over once its last step has run (JAX and
+        PyTorch on a GPU dispatch steps ahead; reading the step counter waits for them)."""
+        if self.train_end is None:
+            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            self.train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         row = {k: float(logs.get(k, math.nan)) for k in HISTORY_COLUMNS if k not in ("epoch", "epoch_seconds",

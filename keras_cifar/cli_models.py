@@ -1,0 +1,113 @@
+"""The commands that use a trained model: ``keras-cifar export|predict|evaluate`` (added to the group
+in cli.py). Like every command, each checks its input before Keras starts."""
+
+import sys
+
+import click
+
+from keras_cifar import backend
+from keras_cifar import data as data_lib
+from keras_cifar.console import say
+from keras_cifar.errors import DataError
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Export folder; each export adds the next version OUT/<n>/.  [default: RUN_DIR/export]")
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "keras"]), default="saved_model", show_default=True,
+              help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
+                   ".keras file (no optimizer state).")
+def export_cmd(run_dir, out, fmt):
+    """Export the trained model of RUN_DIR (a run folder or a .keras file) for serving.
+
+    Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras) and labels.txt, the layout
+    TensorFlow Serving watches. The exported model has normalization inside and no augmentation. Its
+    signatures return `probabilities` and `logits` for images [N, 32, 32, 3] with pixel values 0..255:
+    `serving_default` (float32), `serve_uint8` (uint8); `class_names` returns the class names.
+
+    Models trained on any backend export: the SavedModel is written by Keras's TensorFlow backend (in a
+    subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Exit code 2
+    when RUN_DIR holds no trained model. Example:
+
+        keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
+    """
+    from keras_cifar import serving
+
+    serving.exportable(run_dir)
+    backend.start()
+    version_dir = serving.export(run_dir, out, fmt)
+    say(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes shown per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions and errors.")
+def predict_cmd(model, images, top_k, as_json):
+    """Classify image files with MODEL (an export folder, a .keras file or a run folder).
+
+    IMAGES are PNG/JPEG files of any size (centre-cropped to a square, resized to 32x32 RGB) or folders,
+    searched recursively for image files. A file that cannot be read is reported by name and skipped.
+    Exit code: 0 if every file was predicted, 1 if any failed, 2 for a MODEL that cannot be loaded or
+    no image files at all. Example:
+
+        keras-cifar predict models/cifar photos/ cat.png
+    """
+    import json
+
+    from keras_cifar import serving
+
+    files = serving.image_files(images)
+    if not files:
+        raise DataError(f"no image files in {', '.join(images)}; give PNG, JPEG, BMP, GIF or WebP files or folders")
+    serving.model_path(model)
+    backend.start()
+    classifier = serving.load_classifier(model)
+    results, errors = serving.predict(classifier, files, top_k)
+    if as_json:
+        say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
+    elif results:
+        say(serving.prediction_table(results))
+    for e in errors:
+        say(f"error: {e['file']}: {e['error']}", err=True)
+    if errors:
+        sys.exit(1)
+
+
+@click.command("evaluate")
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=data_lib.source_help())
+@click.option("--eval-subset", type=click.IntRange(min=1),
+              help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).")
+@click.option("--figure", default="confusion_matrix.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to save the confusion-matrix figure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
+def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
+    """Test-split accuracy and cross-entropy of MODEL (an export folder, a .keras file or a run folder).
+
+    The test split is the project's: the fixed half of the official test set that `run` reports on.
+    The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Example:
+
+        keras-cifar evaluate models/cifar --data cifar10-jpeg.tar.gz
+    """
+    import json
+
+    from keras_cifar import plots, serving
+
+    serving.model_path(model)
+    cifar = data_lib.load(data_source)
+    backend.start()
+    classifier = serving.load_classifier(model)
+    x, y = data_lib.split(cifar, eval_subset=eval_subset).test
+    result = serving.evaluate(classifier, x, y)
+    title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"
+    plots.confusion(figure, result["confusion"], classifier.class_names, title)
+    if as_json:
+        say(json.dumps({"model": classifier.source, "data": cifar.source, **result,
+                        "confusion": result["confusion"].tolist(), "figure": figure}))
+        return
+    say(f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
+        f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
+        f"confusion matrix: {figure}")
