@@ -73,6 +73,21 @@ def start():
 
 
 @contextlib.contextmanager
+def environ(**values):
+    """Environment variables set to `values` for the duration, then restored (unset where they were)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def _stderr_silenced():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

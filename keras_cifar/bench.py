@@ -10,7 +10,6 @@ trains the same network, recipe and data in plain PyTorch (torch_reference.py) i
 that the ratios compare like with like on one machine.
 """
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -38,25 +37,11 @@ def configurations(backends, precisions, reference):
     if unknown or not configs:
         raise ConfigError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
     for name in {name for name, _ in configs}:
-        with _backend_env(name):
+        with backend.environ(KERAS_BACKEND=name):  # checked here, run in a process of its own
             backend.check()
     if reference and importlib.util.find_spec("torch") is None:
         raise BackendError('--reference trains in plain PyTorch, which is not installed: pip install -e ".[torch]"')
     return configs
-
-
-@contextlib.contextmanager
-def _backend_env(name):
-    """KERAS_BACKEND=name for the duration (to check a backend that another process will run)."""
-    saved = os.environ.get("KERAS_BACKEND")
-    os.environ["KERAS_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("KERAS_BACKEND")
-        else:
-            os.environ["KERAS_BACKEND"] = saved
 
 
 def summarize(rows, images):

@@ -28,6 +28,7 @@ import keras
 import keras_tuner as kt
 import yaml
 
+from keras_cifar import backend, cluster
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import trials
@@ -37,7 +38,6 @@ from keras_cifar.files import write_atomic
 from keras_cifar.runs import diff_keys
 from keras_cifar.train import compile_model, run_sweep
 
-ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 
 
@@ -65,6 +65,7 @@ class ResNetHyperModel(kt.HyperModel):
     def build(self, hp):
         config = self.config(hp)
         keras.utils.set_random_seed(config["train"]["seeds"][0])
+        cluster.distribute(config)  # train.distribution: data_parallel spreads each trial over the devices
         return compile_model(config, math.ceil(self.n_train / config["data"]["batch_size"]))
 
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
@@ -169,14 +170,6 @@ def make_tuner(search, folder, n_train):
 # ------------------------------------------------------------------------------------- distribution
 
 
-def parse_address(text):
-    """``HOST:PORT`` -> (host, port), or ConfigError."""
-    host, _, port = (text or "").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--chief: expected HOST:PORT, e.g. 10.0.0.5:8000, got {text!r}")
-    return host, int(port)
-
-
 @contextlib.contextmanager
 def distributed(chief=None, worker=None):
     """KerasTuner's distributed-mode variables for ``--chief HOST:PORT`` (this process serves the
@@ -186,19 +179,13 @@ def distributed(chief=None, worker=None):
         raise ConfigError("--worker needs --chief HOST:PORT, the address of the chief's oracle")
     if worker is not None and (not str(worker).strip() or "chief" in str(worker)):
         raise ConfigError(f"--worker: a worker ID is a name unique among the workers without 'chief', got {worker!r}")
-    saved = {k: os.environ.get(k) for k in ENV}
-    if chief:
-        host, port = parse_address(chief)
-        tuner_id = "chief" if worker is None else f"worker-{worker}"
-        os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
-    try:
+    if not chief:
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        return
+    host, port = cluster.parse_address(chief, "--chief")
+    tuner_id = "chief" if worker is None else f"worker-{worker}"
+    with backend.environ(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port)):
+        yield
 
 
 def role():
