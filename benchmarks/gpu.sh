@@ -8,8 +8,10 @@
 #    left allows at the measured speed, all 200 if it can; its run folder, without weights, is packed
 #    into one file.
 #
-# The GPU machine has JAX and PyTorch but no Keras or TensorFlow: Keras comes from the wheels staged in
-# .whl/ (installed into /tmp/site), the data from .gpu-data/, and training feeds numpy arrays.
+# Where Keras is installed it is used as it is. A GPU machine with JAX and PyTorch but no Keras or
+# TensorFlow gets Keras from wheels staged beside the checkout in .whl/ (installed into /tmp/site; stage
+# them with `pip download --no-deps --only-binary=:all: -d .whl keras namex optree`, for that machine's
+# Python and platform) and the data from .gpu-data/cifar10-jpeg.tar.gz; training then feeds numpy arrays.
 #   bash benchmarks/gpu.sh                  OUT=dir (default out/gpu), DATA=path, BUDGET=seconds (540)
 #   SMOKE=1 bash benchmarks/gpu.sh          the same steps at toy size on a CPU (width 8, 400 images)
 set -euo pipefail

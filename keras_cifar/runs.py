@@ -94,6 +94,7 @@ class RunFolder:
 
     def __init__(self, path):
         self.path = Path(path)
+        self.lock = self.path / LOCK_FILE
 
     @classmethod
     def of(cls, out_root, spec):
@@ -187,10 +188,6 @@ class RunFolder:
 
     # claiming: one process trains a run, whatever else shares the folder
 
-    @property
-    def lock(self):
-        return self.path / LOCK_FILE
-
     def claim(self):
         """Take this run for this process: create its lock file, or take over a stale one (its owner
         died: same host and no such process, or no heartbeat for STALE_SECONDS). Returns None, or
@@ -203,11 +200,13 @@ class RunFolder:
                 owner = read_json(self.lock) or {}
                 if not _stale(self.lock, owner):
                     return f"{owner.get('host')} pid {owner.get('pid')} since {owner.get('time')}"
-                try:  # rename is atomic: of two processes taking it over, one wins
-                    os.rename(self.lock, self.path / f"{LOCK_FILE}.stale{os.getpid()}")
-                    (self.path / f"{LOCK_FILE}.stale{os.getpid()}").unlink()
-                except FileNotFoundError:
-                    pass
+                taken = self.path / f"{LOCK_FILE}.stale{os.getpid()}"
+                with contextlib.suppress(FileNotFoundError):  # rename is atomic: one process gets the file
+                    os.rename(self.lock, taken)
+                    if (read_json(taken) or {}) != owner:  # a fresh lock, of who took it over first
+                        os.rename(taken, self.lock)
+                        return "another process, which took over the stale lock first"
+                    taken.unlink()
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,27 @@ def test_a_live_lock_keeps_the_run_and_a_dead_or_silent_one_is_taken_over(tmp_pa
     with folder.heartbeat():
         pass
     assert not folder.lock.exists()
+
+
+def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatch):
+    """Both find the lock stale; the other one takes it over first, between this one's look and its
+    rename: this one gives the fresh lock back and does not train."""
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
+    old = time.time() - 3600
+    os.utime(folder.lock, (old, old))
+    fresh = {"host": "elsewhere", "pid": 2, "time": "now"}
+    rename = os.rename
+
+    def other_process_first(src, dst):
+        if Path(src) == folder.lock and not Path(dst).name == ".lock":
+            folder.lock.write_text(json.dumps(fresh))  # its takeover: a new lock in place of the stale one
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", other_process_first)
+    assert "took over the stale lock first" in folder.claim()
+    assert json.loads(folder.lock.read_text()) == fresh
 
 
 @pytest.mark.parametrize("args, message", [
