@@ -3,6 +3,7 @@ on every backend; refusal, reuse and planning on copies of the shared sweep."""
 
 import json
 import shutil
+import types
 
 import keras
 import pytest
@@ -123,6 +124,33 @@ class _Model:
 
     def save(self, path):
         path.write_text("weights")
+
+
+def test_training_time_waits_for_the_last_dispatched_step(tmp_path, monkeypatch):
+    """JAX (and PyTorch on a GPU) return from a step before it has run: the epoch's training time
+    ends when the last step has, which reading the step counter waits for (here: 10 s)."""
+    now = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+
+    def wait_for_device(x):
+        now[0] += 10.0
+        return 7
+
+    monkeypatch.setattr(train.keras.ops, "convert_to_numpy", wait_for_device)
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    model = _Model()
+    model.optimizer = types.SimpleNamespace(iterations="pending")
+    recorder = train.Recorder(folder, [], checkpoint_seconds=0)
+    recorder.set_model(model)
+    recorder.set_params({"epochs": 1})
+    recorder.on_train_begin()
+    recorder.on_epoch_begin(0)
+    recorder.on_test_begin()  # validation starts
+    now[0] += 3.0  # validation, test evaluation
+    recorder.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
+    (row,) = folder.read_history()
+    assert row["train_seconds"] == 10.0 and row["epoch_seconds"] == 13.0
 
 
 def test_checkpoints_follow_the_cadence_and_end_with_the_last_epoch(tmp_path, monkeypatch):
