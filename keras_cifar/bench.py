@@ -23,6 +23,7 @@ from pathlib import Path
 from keras_cifar import backend
 from keras_cifar.console import say
 from keras_cifar.errors import BackendError, ConfigError
+from keras_cifar.files import read_json, write_json
 
 PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
 
@@ -73,18 +74,19 @@ def child(settings_file, result_file):
               "steps_per_execution": metrics["steps_per_execution"], "versions": metrics["versions"]}
     if rows and metrics["status"] == "completed":
         result.update(summarize(rows, metrics["data"]["train"]))
-    Path(result_file).write_text(json.dumps(result, indent=2))
+    write_json(result_file, result)
 
 
 def _subprocess(module, settings, env, workdir, name):
     """Run ``python -m module SETTINGS RESULT`` with its output passed through; its result, or a failure."""
     settings_file, result_file = Path(workdir) / f"{name}.json", Path(workdir) / f"{name}.result.json"
-    settings_file.write_text(json.dumps(settings))
+    write_json(settings_file, settings)
     done = subprocess.run([sys.executable, "-m", module, str(settings_file), str(result_file)],
                           env={**os.environ, **env}, check=False)
-    if done.returncode or not result_file.exists():
+    result = read_json(result_file)
+    if done.returncode or result is None:
         return {"status": "failed", "error": f"exit code {done.returncode} (its output is above)"}
-    return json.loads(result_file.read_text())
+    return result
 
 
 def run_bench(recipe, config, data_source, configs, epochs, reference):

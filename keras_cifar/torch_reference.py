@@ -16,12 +16,14 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from keras_cifar import data as data_lib
 from keras_cifar.errors import ConfigError
+from keras_cifar.files import write_json
 from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
 
 SCHEDULES = ("cosine", "constant")
@@ -186,7 +188,7 @@ def train(config, splits, device, mode, epochs):
 
 
 def main(settings_file, result_file):
-    settings = json.loads(open(settings_file).read())
+    settings = json.loads(Path(settings_file).read_text())
     config, epochs = settings["config"], settings["epochs"]
     check(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -206,9 +208,8 @@ def main(settings_file, result_file):
                 continue
         results[mode] = train(config, splits, device, mode, epochs)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    with open(result_file, "w") as f:
-        json.dump({"device": name, "torch": torch.__version__, "images": len(splits.train[1]),
-                   "modes": results, "skipped": skipped, "threads": torch.get_num_threads()}, f, indent=2)
+    write_json(result_file, {"device": name, "torch": torch.__version__, "images": len(splits.train[1]),
+                             "modes": results, "skipped": skipped, "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":
