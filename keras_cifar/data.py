@@ -300,11 +300,12 @@ class Feeder:
     backend (or ``pipeline: tf_data``), plain numpy arrays on JAX and PyTorch (or ``pipeline: numpy``;
     handing tf.data's tensors to PyTorch made its evaluation 2-4x slower on a CPU).
     Validation and test run at EVAL_BATCH images a step (or the training batch, if larger) unless
-    told otherwise: fewer, larger steps, the same numbers."""
+    told otherwise: fewer, larger steps, the same numbers. In a run of several `processes` each feeds
+    its share of every (global) batch."""
 
-    def __init__(self, batch_size, pipeline="auto", eval_batch_size=None):
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or max(batch_size, EVAL_BATCH)
+    def __init__(self, batch_size, pipeline="auto", eval_batch_size=None, processes=1):
+        self.batch_size = batch_size // processes
+        self.eval_batch_size = eval_batch_size or max(self.batch_size, EVAL_BATCH // processes)
         if pipeline == "auto":
             pipeline = "tf_data" if backend.selected() == "tensorflow" and has_tensorflow() else "numpy"
         self.pipeline = pipeline

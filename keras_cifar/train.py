@@ -158,7 +158,8 @@ def train_run(spec, splits, out_root, progress, data_source):
     d = decide(out_root, spec, data_source)
     if d.action == "done":
         return progress.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
-    index, count = cluster.process()
+    process = cluster.process()  # (index, count)
+    index = process[0]
     if d.action == "reuse":
         metrics = reuse(d.twin, d.folder, spec, data_source) if index == 0 else d.twin.read_metrics()
         return progress.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(out_root)}, reused")
@@ -170,7 +171,7 @@ def train_run(spec, splits, out_root, progress, data_source):
         raise RunFolderError(f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
                              "give every process one --out folder they all share")
     with d.folder.heartbeat() if index == 0 else contextlib.nullcontext():
-        return _fit(spec, splits, d.folder, start, progress, data_source, (index, count))
+        return _fit(spec, splits, d.folder, start, progress, data_source, process)
 
 
 def _fit(spec, splits, folder, start, progress, data_source, process):
@@ -180,8 +181,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
     devices, processes = cluster.distribute(cfg)
-    batch = cfg["data"]["batch_size"] // processes  # each process feeds its share of every global batch
-    feeder = data_lib.Feeder(batch, cfg["data"]["pipeline"], max(batch, data_lib.EVAL_BATCH // processes))
+    feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=processes)
     local = data_lib.shard(splits, *process)
     (x_train, y_train), val, test = local.train, local.val, local.test
     rows = folder.read_history()[:start]
@@ -190,7 +190,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         model = keras.saving.load_model(folder.checkpoint()[0])
         say(f"{spec.key}: resuming after epoch {start}")
     else:
-        model = compile_model(cfg, math.ceil(len(x_train) / batch))
+        model = compile_model(cfg, math.ceil(len(x_train) / feeder.batch_size))
     recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
     if data_lib.has_tensorflow() and writer:
