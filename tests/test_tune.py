@@ -195,6 +195,16 @@ def test_batch_size_reaches_fit_and_the_schedule(tmp_path, tiny_model):
     assert model_of.config(hp)["train"]["seeds"] == [1]  # a second execution of this trial: the next seed
 
 
+def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model, monkeypatch):
+    """train.distribution reaches every trial's model, as it reaches a run's (cluster.distribute is
+    what turns data_parallel on; the test suite's JAX runs with several devices are in test_cluster)."""
+    asked = []
+    monkeypatch.setattr(tune.cluster, "distribute", lambda config: asked.append(config["train"]["distribution"]))
+    search = search_of(tmp_path, sets=["train.distribution=data_parallel"])
+    tune.ResNetHyperModel(search, 200).build(kt.HyperParameters())
+    assert asked == ["data_parallel"]
+
+
 # ------------------------------------------------------------------------------------- searches
 
 
