@@ -1,10 +1,20 @@
 """The Keras classes of ours that a compiled model holds, so that a saved ``.keras`` file refers to
 them by name (``keras_cifar>...``): PyTorch's MultiMarginLoss, SGD and Adam with PyTorch-style weight
 decay, and the per-step learning-rate schedule. The recipe names that choose them, and their
-factories, are in losses.py and optim.py, which import this module only when a model is built."""
+factories, are in losses.py and optim.py, which import this module only when a model is built.
+``load`` reads any ``.keras`` file of ours (model, checkpoint), every class it may name registered."""
 
 import keras
 from keras import ops
+
+
+def load(path, compile=True):
+    """A saved keras-cifar model or checkpoint, with ``safe_mode`` on (no code from the file is run).
+    Registers our layers, initializer, losses, optimizers and schedule first: a process that built
+    no model (a resumed run, export, predict) has not imported them yet."""
+    from keras_cifar import augment, models  # noqa: F401  (their decorators register the classes)
+
+    return keras.saving.load_model(path, safe_mode=True, compile=compile)
 
 
 @keras.saving.register_keras_serializable("keras_cifar")

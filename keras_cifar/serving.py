@@ -40,12 +40,10 @@ INFERENCE_NAME = "inference"  # the exported Keras model's name
 
 def load_keras(path):
     """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
-    import keras
-
-    from keras_cifar import augment, custom_objects, models  # noqa: F401  (register the custom objects)
+    from keras_cifar import custom_objects
 
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        return custom_objects.load(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ModelError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
 
