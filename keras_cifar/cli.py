@@ -4,12 +4,13 @@ without Keras (so a mistake is reported in a second), then starts the backend an
 that does the work. A KerasCifarError from anywhere is caught once, in the group: one line on
 stderr, exit code 2."""
 
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from keras_cifar import backend, cli_models
+from keras_cifar import backend, cli_models, signals
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
@@ -50,9 +51,13 @@ def _overrides(sets, flags):
     return cfg.parse_sets(list(sets) + [f"{key}={value}" for key, value in flags.items() if value is not None])
 
 
-def _interrupted(what):
-    say(f"interrupted: {what}; run the same command again to resume", err=True)
-    sys.exit(130)
+def _interrupted(stop, what):
+    """One line for a SIGINT or SIGTERM (`stop`, a KeyboardInterrupt): what was stopped and what was
+    kept; exit 128 + the signal's number."""
+    signum = getattr(stop, "signum", signal.SIGINT)
+    say(f"interrupted ({signal.Signals(signum).name}): {getattr(stop, 'where', None) or what}; run the same "
+        "command again to resume", err=True)
+    sys.exit(128 + signum)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -61,13 +66,13 @@ def main():
     """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
 
     The backend is Keras's: set KERAS_BACKEND=tensorflow|jax|torch. Exit codes: 0 done, 1 some run or
-    file failed (the others went on), 2 bad input (a one-line error says what and how to fix it),
-    130 interrupted.
+    file failed (the others went on), 2 bad input or a file that cannot be written (a one-line error
+    says what and how to fix it), 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
     """
 
 
 @main.command(epilog=PLUGINS_HELP)
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipes", metavar="RECIPE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Root folder; runs go to OUT/<recipe>/<variant>/seed<k>/.")
@@ -80,6 +85,9 @@ def main():
 @click.option("--dry-run", is_flag=True,
               help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
                    "It refuses what the real run refuses.")
+@click.option("--restart", is_flag=True,
+              help="Train unfinished runs again from epoch 0, discarding their checkpoints (finished runs are "
+                   "still skipped): for a checkpoint that cannot be read.")
 @click.option("--shard", metavar="I/N", help="Train only the runs at positions I, I+N, I+2N, ... of the sweep "
                                            "(0 <= I < N): N machines sharing OUT split a sweep.")
 @click.option("--coordinator", metavar="HOST:PORT", envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -92,23 +100,26 @@ def main():
                                               "the like) instead of --coordinator.")
 @click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a process other than 0 waits for the coordinator to answer.")
-def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run, shard, coordinator, num_processes,
-        process_id, cluster, coordinator_timeout):
-    """Train every variant and seed of RECIPE (defaults < recipe < command line).
+def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_run, restart, shard, coordinator,
+        num_processes, process_id, cluster, coordinator_timeout):
+    """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
+    the other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
-    command again continues a sweep. At the end it writes the recipe's figures and table into
-    OUT/<recipe>/ (see `report`). Example:
+    command again continues a sweep. Ctrl-C (SIGINT) or SIGTERM stops it after writing the checkpoint
+    of the last finished epoch (exit 130 or 143). At the end it writes each recipe's figures and table
+    into OUT/<recipe>/ (see `report`). Example:
 
     \b
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
     from keras_cifar import cluster as cluster_lib
 
-    recipe_obj = cfg.load_recipe(recipe)
-    runs = cfg.sweep(recipe_obj, _overrides(sets, {"train.epochs": epochs, "data.subset": subset}),
-                     variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-                     seeds=_int_list(seeds) if seeds else None)
+    loaded = cfg.load_recipes(recipes)
+    overrides = _overrides(sets, {"train.epochs": epochs, "data.subset": subset})
+    runs = [spec for recipe in loaded for spec in cfg.sweep(
+        recipe, overrides, variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        seeds=_int_list(seeds) if seeds else None)]
     if shard:
         runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
     processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)
@@ -119,20 +130,22 @@ def run(recipe, data_source, out, epochs, subset, variants, seeds, sets, dry_run
 
         for spec in runs:
             backend.check_settings(spec.config, spec.key)
-        say("\n".join(plan(runs, out, source)) if runs else f"shard {shard}: no runs")
+        say("\n".join(plan(runs, out, source, restart)) if runs else f"shard {shard}: no runs")
         return
-    cifar = data_lib.load(source)
-    backend.start()
-    if processes:
-        cluster_lib.join(processes, coordinator_timeout)
-    from keras_cifar.train import run_sweep
+    with signals.interruptible():
+        try:
+            cifar = data_lib.load(source)
+            backend.start()
+            if processes:
+                cluster_lib.join(processes, coordinator_timeout)
+            from keras_cifar.train import run_sweep
 
-    try:
-        results = run_sweep(runs, cifar, out)
-    except KeyboardInterrupt:
-        _interrupted("completed runs are kept")
-    if cluster_lib.process()[0] == 0:
-        _report_recipe(Path(out) / recipe_obj.name)
+            results = run_sweep(runs, cifar, out, restart)
+            if cluster_lib.process()[0] == 0:
+                for name in dict.fromkeys(spec.recipe for spec in runs):
+                    _report_recipe(Path(out) / name)
+        except KeyboardInterrupt as stop:
+            _interrupted(stop, "completed runs are kept")
     if any(m["status"] == "failed" for _, m in results):
         sys.exit(1)
 
@@ -297,11 +310,11 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     backend.start()
     from keras_cifar import tune as tune_lib
 
-    with tune_lib.distributed(chief, worker):
+    with tune_lib.distributed(chief, worker), signals.interruptible():
         try:
             best = tune_lib.run_search(search, cifar, out, final=final)
-        except KeyboardInterrupt:
-            _interrupted("ended trials are kept (the interrupted trial runs again)")
+        except KeyboardInterrupt as stop:
+            _interrupted(stop, "ended trials are kept (the interrupted trial runs again)")
     if best is None and not worker:
         sys.exit(1)
 

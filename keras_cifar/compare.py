@@ -11,7 +11,7 @@ from keras_cifar import report
 from keras_cifar.claims import judge, our_ordering
 from keras_cifar.config import load_recipe
 from keras_cifar.errors import ConfigError
-from keras_cifar.files import write_atomic
+from keras_cifar.files import make_dirs, write_atomic
 from keras_cifar.runs import find_recipes
 
 REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen; Fudan University)"
@@ -128,7 +128,7 @@ def write_page(root, out, command, notes=None, recipes_dir=SHIPPED_RECIPES):
     check_page(root, out)
     claims = {r.name: r.claim for r in claimed_recipes(recipes_dir)}
     recipe_dirs = {d.name: d for d in find_recipes([root])}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     names = list(claims) + [n for n in recipe_dirs if n not in claims]
     summaries, all_variants, sections = {}, [], []
     for name in names:

@@ -333,6 +333,19 @@ def load_recipe(path):
     return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune, claim)
 
 
+def load_recipes(paths):
+    """load_recipe for each path; recipes write to OUT/<name>/, so two of one name are refused."""
+    recipes, seen = [], {}
+    for path in paths:
+        recipe = load_recipe(path)
+        if recipe.name in seen:
+            raise ConfigError(f"{path}: its name {recipe.name!r} is also the name of {seen[recipe.name]}; "
+                              "recipes of one run need distinct names")
+        seen[recipe.name] = path
+        recipes.append(recipe)
+    return recipes
+
+
 def _is_folder_name(name):
     return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
 

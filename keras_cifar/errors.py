@@ -24,3 +24,7 @@ class RunFolderError(KerasCifarError):
 
 class ModelError(KerasCifarError):
     """A model file or export folder that cannot be loaded or written."""
+
+
+class WriteError(KerasCifarError):
+    """A file that cannot be written (disk full, no permission, read-only); names the folder and the file."""

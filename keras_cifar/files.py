@@ -1,19 +1,52 @@
-"""Files written whole or not at all: a reader sees the old file or the new one, never half of one."""
+"""Files written whole or not at all: a reader sees the old file or the new one, never half of one.
+A file that cannot be written (disk full, no permission) is a WriteError naming it, and leaves no
+temporary file behind."""
 
+import contextlib
 import csv
 import io
 import json
 import os
 from pathlib import Path
 
+from keras_cifar.errors import WriteError
+
+TMP_PREFIX = ".tmp"
+
+
+FIX = "free some space or fix the folder's permissions, then run the same command again"
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn an OSError while writing `path` into a one-line WriteError that says how to go on."""
+    path = Path(path)
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"{path.parent}: cannot write {path.name} ({e.strerror or e}); {FIX}") from None
+
+
+def make_dirs(path):
+    """``mkdir -p``; a WriteError naming the folder if it cannot be made."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot create this folder ({e.strerror or e}); {FIX}") from None
+
 
 def replace_atomic(path, write):
     """Call ``write(tmp)`` on a temporary sibling of `path`, then move it onto `path`: readers see the
-    old file or the new one, never half of one. The temporary name keeps `path`'s suffix."""
+    old file or the new one, never half of one. The temporary name keeps `path`'s suffix; it is
+    removed whatever goes wrong."""
     path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}.{path.name}")
+    with writing(path):
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path, text):

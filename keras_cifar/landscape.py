@@ -27,7 +27,7 @@ from keras_cifar import plots
 from keras_cifar.console import Eta, count, say
 from keras_cifar.errors import ConfigError, RunFolderError
 from keras_cifar.backend import environment
-from keras_cifar.files import write_json
+from keras_cifar.files import make_dirs, write_json
 from keras_cifar.runs import finite_or_none
 
 AXES = ("a", "b")
@@ -232,7 +232,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
         raise ConfigError("the same run was given twice: " + ", ".join(r.label for r in runs))
     coords = grid(settings.span, settings.points)
     out = Path(out or runs[0].path)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     record = {**asdict(settings), "range": [float(v) for v in settings.span], "sharpness_radius": SHARPNESS_RADIUS,
               "directions": "Gaussian, filter-normalized (Li et al. 2018); zero for biases and BatchNorm "
                             "gamma/beta; BatchNorm moving statistics as trained (inference mode); "

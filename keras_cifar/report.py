@@ -18,7 +18,7 @@ from pathlib import Path
 from keras_cifar import plots
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
-from keras_cifar.files import write_atomic, write_json
+from keras_cifar.files import make_dirs, write_atomic, write_json
 from keras_cifar.runs import LAYOUT, natural_key, recipe_runs
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
@@ -343,7 +343,7 @@ def write_report(recipe_dir, out_dir=None):
     (summary, variants, paths written)."""
     recipe_dir = Path(recipe_dir)
     out_dir = Path(out_dir or recipe_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     variants = load_variants(recipe_dir)
     if not variants:
         raise RunFolderError(f"{recipe_dir}: no runs found; expected {LAYOUT}")

@@ -6,7 +6,8 @@
 - ``history.csv``: one row per finished epoch (HISTORY_COLUMNS);
 - ``metrics.json``: the final numbers and the status (completed, diverged or failed), written at the end;
 - ``model.keras`` (completed runs), ``error.log`` (failed runs), ``tb/`` (TensorBoard logs);
-- ``checkpoint-epoch<k>.keras`` while a run is going: the state after epoch k, where ``run`` resumes;
+- ``checkpoint-epoch<k>.keras`` while a run is going: the state after epoch k, where ``run`` resumes
+  (the newest two are kept, so that an unreadable newest one falls back to the one before);
 - ``.lock`` while a process trains it, so that processes sharing the folder never train it twice.
 
 A folder with a config or history but no metrics.json is *unfinished*: still going, or interrupted.
@@ -23,6 +24,7 @@ import shutil
 import socket
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,8 @@ import yaml
 
 from keras_cifar.config import experiment
 from keras_cifar.console import count, duration
-from keras_cifar.errors import RunFolderError
-from keras_cifar.files import read_json, replace_atomic, write_atomic, write_csv, write_json
+from keras_cifar.errors import RunFolderError, WriteError
+from keras_cifar.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json, writing
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                    "lr", "epoch_seconds", "train_seconds")
@@ -39,6 +41,7 @@ FINISHED = ("completed", "diverged")  # `run` skips these; failed and unfinished
 IDENTITY = ("recipe", "variant", "seed")
 LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.csv or metrics.json"
 MODEL_FILE = "model.keras"
+CHECKPOINTS_KEPT = 2  # the newest and the one before it, should the newest prove unreadable
 LOCK_FILE = ".lock"  # held while a process trains the run: {host, pid, time}, touched as a heartbeat
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0
@@ -149,15 +152,20 @@ class RunFolder:
     def model_file(self):
         return self.path / MODEL_FILE
 
+    def checkpoints(self):
+        """[(epoch, file)] of the checkpoint files, newest first."""
+        found = [(int(m.group(1)), p) for p in self.path.glob("checkpoint-epoch*.keras")
+                 if (m := re.fullmatch(r"checkpoint-epoch(\d+)\.keras", p.name))]
+        return sorted(found, reverse=True)
+
     def checkpoint(self):
-        """(file, epoch) of the newest checkpoint, or (None, 0)."""
-        found = [(int(p.stem.split("epoch")[1]), p) for p in self.path.glob("checkpoint-epoch*.keras")]
-        return (max(found)[1], max(found)[0]) if found else (None, 0)
+        """(file, epoch) of the newest checkpoint that is a whole Keras archive, or (None, 0)."""
+        return next(((file, epoch) for epoch, file in self.checkpoints() if unreadable(file) is None), (None, 0))
 
     # writing
 
     def write_config(self, spec, data_source):
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)
         ident = {"recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed}
         write_atomic(self.path / "config.yaml",
                      yaml.safe_dump({**ident, **expected_config(spec, data_source)}, sort_keys=False))
@@ -176,15 +184,21 @@ class RunFolder:
         replace_atomic(self.model_file, save)
 
     def save_checkpoint(self, save, epoch):
-        """Write the checkpoint of `epoch` with ``save(path)``, then delete older ones."""
+        """Write the checkpoint of `epoch` with ``save(path)``; keep it and the one before it only."""
         replace_atomic(self.path / f"checkpoint-epoch{epoch}.keras", save)
-        for old in self.path.glob("checkpoint-epoch*.keras"):
-            if old.name != f"checkpoint-epoch{epoch}.keras":
+        for _, old in self.checkpoints()[CHECKPOINTS_KEPT:]:
+            old.unlink()
+
+    def remove_checkpoints(self, newer_than=-1):
+        """Delete the checkpoints after epoch `newer_than` (all by default)."""
+        for epoch, old in self.checkpoints():
+            if epoch > newer_than:
                 old.unlink()
 
-    def remove_checkpoints(self):
-        for old in self.path.glob("checkpoint-epoch*.keras"):
-            old.unlink()
+    def remove_temporary(self):
+        """Delete what an interrupted write left (a process killed while saving)."""
+        for tmp in self.path.glob(f"{TMP_PREFIX}*"):
+            tmp.unlink(missing_ok=True)
 
     # claiming: one process trains a run, whatever else shares the folder
 
@@ -192,7 +206,7 @@ class RunFolder:
         """Take this run for this process: create its lock file, or take over a stale one (its owner
         died: same host and no such process, or no heartbeat for STALE_SECONDS). Returns None, or
         the owner ('host pid ...') of a live lock held elsewhere."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)
         for _ in range(2):
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -208,9 +222,13 @@ class RunFolder:
                         return "another process, which took over the stale lock first"
                     taken.unlink()
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(),
-                           "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+            try:
+                with writing(self.lock), os.fdopen(fd, "w") as f:
+                    json.dump({"host": socket.gethostname(), "pid": os.getpid(),
+                               "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+            except WriteError:
+                self.lock.unlink(missing_ok=True)
+                raise
             return None
         return "another process, which took over the stale lock first"
 
@@ -247,6 +265,17 @@ def _stale(lock, owner):
         return time.time() - lock.stat().st_mtime > STALE_SECONDS
     except FileNotFoundError:
         return True
+
+
+def unreadable(checkpoint):
+    """Why a checkpoint file is not a whole Keras archive (empty, truncated, not a zip), or None.
+    Reads only the archive's directory; a file whose contents are damaged fails later, when loaded."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            missing = {"config.json", "model.weights.h5"} - set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"{type(e).__name__}: {e}"
+    return f"no {' or '.join(sorted(missing))} in it" if missing else None
 
 
 def _seed_of(path):
@@ -307,8 +336,9 @@ class Decision:
     start: int = 0
 
 
-def decide(out_root, spec, data_source):
-    """The Decision for `spec`; a RunFolderError when its folder holds a run with a different config."""
+def decide(out_root, spec, data_source, restart=False):
+    """The Decision for `spec`; a RunFolderError when its folder holds a run with a different config, or
+    checkpoints of which none can be read. `restart`: an unfinished run starts again from epoch 0."""
     folder = RunFolder.of(out_root, spec)
     if (folder.path / "config.yaml").exists():
         diffs = diff_keys(experiment(folder.read_config()[1]), experiment(expected_config(spec, data_source)))
@@ -321,14 +351,21 @@ def decide(out_root, spec, data_source):
     twin = find_twin(out_root, spec, data_source)
     if twin:
         return Decision("reuse", folder, twin=twin)
+    if restart:
+        return Decision("new", folder)
     start = folder.checkpoint()[1]
+    checkpoints = folder.checkpoints()
+    if checkpoints and not start:
+        newest = checkpoints[0][1]
+        raise RunFolderError(f"{newest}: cannot be read ({unreadable(newest)}); run the same command with "
+                             f"--restart to train {spec.key} again from epoch 0")
     return Decision("resume" if start else "new", folder, start=start)
 
 
-def plan(runs, out_root, data_source):
+def plan(runs, out_root, data_source, restart=False):
     """What ``run`` would do with each RunSpec, one line each, with times estimated from finished runs
     under `out_root` on the same data, width and training subset (median seconds per epoch)."""
-    decisions = [decide(out_root, spec, data_source) for spec in runs]  # refuses like the real run
+    decisions = [decide(out_root, spec, data_source, restart) for spec in runs]  # refuses like the real run
     epoch_seconds = {}
     for m_file in Path(out_root).glob("*/*/seed*/metrics.json"):
         folder = RunFolder(m_file.parent)

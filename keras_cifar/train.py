@@ -6,9 +6,10 @@ order (``fit`` calls them in list order, and each needs what the one before adde
 1. TestEvaluation: scores the test split and adds test_loss, test_accuracy and lr to the epoch's logs
    (reported and plotted, never used to select anything);
 2. TensorBoard (where TensorFlow is installed): logs them with the rest;
-3. Recorder: saves the checkpoint that ``run`` resumes from (every train.checkpoint_seconds, and
-   after the last epoch), appends the epoch to history.csv, and marks the run diverged when the
-   training loss is not finite;
+3. Recorder: appends the epoch to history.csv, saves the checkpoint that ``run`` resumes from (every
+   train.checkpoint_seconds, and after the last epoch; between checkpoints it keeps a copy of the
+   state in memory, written should SIGINT or SIGTERM stop the run), and marks the run diverged when
+   the training loss is not finite;
 4. ProgressLine: prints the epoch's line with the sweep's ETA.
 
 None of them looks at single batches, so on JAX and PyTorch Keras hands batch ends to a background
@@ -17,6 +18,7 @@ thread: the training loop does not wait for the device after every step.
 
 import contextlib
 import math
+import signal
 import tempfile
 import time
 import traceback
@@ -25,14 +27,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_cifar import backend, cluster
+from keras_cifar import backend, cluster, custom_objects, signals
 from keras_cifar import data as data_lib
-from keras_cifar.errors import ConfigError, RunFolderError
+from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
+from keras_cifar.files import make_dirs
 from keras_cifar.console import Eta, count, duration, pct, say
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
-from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, finite_or_none, reuse
+from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, finite_or_none, reuse, unreadable
 
 # --------------------------------------------------------------------------------------- the model
 
@@ -89,11 +92,21 @@ class TestEvaluation(keras.callbacks.Callback):
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+def _state(model):
+    """Every variable a checkpoint holds: the model's (weights, BatchNorm statistics, seeds), the optimizer's."""
+    sync = getattr(model, "jax_state_sync", None)  # JAX keeps the state apart from the variables during fit
+    if sync:
+        sync()
+    return list(model.variables) + list(model.optimizer.variables)
+
+
 class Recorder(keras.callbacks.Callback):
-    """Times each epoch (its training part apart), saves a checkpoint when `checkpoint_seconds` have
-    passed since the last one and after the last epoch, and appends the epoch to `rows` and
-    history.csv; a non-finite training loss marks the run diverged and stops it. An epoch's
-    epoch_seconds include its evaluation, TensorBoard and checkpoint: all that `run` adds to training."""
+    """Times each epoch (its training part apart), appends the epoch to `rows` and history.csv, and
+    saves a checkpoint when `checkpoint_seconds` have passed since the last one and after the last
+    epoch; an epoch it does not save is copied in memory instead (on the device: JAX and PyTorch on a
+    GPU do not wait for it), so that ``keep_last_epoch`` can write it when a signal stops the run. A
+    non-finite training loss marks the run diverged and stops it. An epoch's epoch_seconds include
+    its evaluation, TensorBoard and checkpoint: all that `run` adds to training."""
 
     def __init__(self, folder, rows, checkpoint_seconds, writer=True):
         super().__init__()
@@ -102,6 +115,7 @@ class Recorder(keras.callbacks.Callback):
         self.checkpoint_seconds = checkpoint_seconds
         self.writer = writer  # False in the processes of a multi-process run other than 0
         self.diverged = False
+        self.unsaved = None  # (epoch, copies of _state) of the last epoch that has no checkpoint yet
 
     def on_train_begin(self, logs=None):
         self.last_checkpoint = time.perf_counter()
@@ -117,20 +131,46 @@ class Recorder(keras.callbacks.Callback):
             self.train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        with signals.deferred():  # history and checkpoint agree when a signal stops the run
+            self._record(epoch, logs)
+
+    def _record(self, epoch, logs):
         row = {k: float(logs.get(k, math.nan)) for k in HISTORY_COLUMNS if k not in ("epoch", "epoch_seconds",
                                                                                       "train_seconds")}
-        self.diverged = not math.isfinite(row["loss"])
-        last = epoch + 1 == self.params["epochs"]
-        if not self.diverged and (last or time.perf_counter() - self.last_checkpoint >= self.checkpoint_seconds):
-            save(self.model, lambda write: self.folder.save_checkpoint(write, epoch + 1), self.writer)
-            self.last_checkpoint = time.perf_counter()
         now = time.perf_counter()
         row.update(epoch=epoch + 1, epoch_seconds=now - self.start, train_seconds=(self.train_end or now) - self.start)
         self.rows.append(row)
-        if self.writer:
-            self.folder.write_history(self.rows)
+        self._write_history()  # before the checkpoint: a run never resumes from an epoch history.csv lacks
+        self.diverged = not math.isfinite(row["loss"])
         if self.diverged:
             self.model.stop_training = True
+            return
+        if epoch + 1 == self.params["epochs"] or now - self.last_checkpoint >= self.checkpoint_seconds:
+            self._save(epoch + 1)
+            row["epoch_seconds"] = time.perf_counter() - self.start
+            self._write_history()
+        else:
+            self.unsaved = (epoch + 1, [keras.ops.copy(v.value) for v in _state(self.model)])
+
+    def _write_history(self):
+        if self.writer:
+            self.folder.write_history(self.rows)
+
+    def _save(self, epoch):
+        save(self.model, lambda write: self.folder.save_checkpoint(write, epoch), self.writer)
+        self.last_checkpoint = time.perf_counter()
+        self.unsaved = None
+
+    def keep_last_epoch(self):
+        """After an interruption: write the checkpoint of the last finished epoch if it has none yet
+        (from its copy: the model has moved on since). Returns the epoch the newest checkpoint holds."""
+        with signals.deferred():
+            if self.unsaved:
+                epoch, values = self.unsaved
+                for variable, value in zip(_state(self.model), values):
+                    variable.assign(value)
+                self._save(epoch)
+        return self.folder.checkpoint()[1] if self.writer else None
 
 
 class ProgressLine(keras.callbacks.Callback):
@@ -151,11 +191,12 @@ class ProgressLine(keras.callbacks.Callback):
 # ------------------------------------------------------------------------------------------ one run
 
 
-def train_run(spec, splits, out_root, progress, data_source):
-    """Train one RunSpec into its run folder, resuming from a checkpoint; returns metrics.json's dict.
-    A run that another process is training (its folder's lock) is skipped. In a multi-process run
-    every process trains its share and process 0 decides, claims and writes."""
-    d = decide(out_root, spec, data_source)
+def train_run(spec, splits, out_root, progress, data_source, restart=False):
+    """Train one RunSpec into its run folder, resuming from a checkpoint (`restart`: from epoch 0);
+    returns metrics.json's dict. A run that another process is training (its folder's lock) is
+    skipped. In a multi-process run every process trains its share and process 0 decides, claims
+    and writes."""
+    d = decide(out_root, spec, data_source, restart)
     if d.action == "done":
         return progress.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
     process = cluster.process()  # (index, count)
@@ -174,9 +215,35 @@ def train_run(spec, splits, out_root, progress, data_source):
         return _fit(spec, splits, d.folder, start, progress, data_source, process)
 
 
+def _resume(spec, folder, writer):
+    """(model, epoch) of the newest checkpoint that loads. Newer ones that do not are named, and
+    deleted; when none loads, a RunFolderError says how to start the run again."""
+    set_precision(spec.config)
+    failed = []
+    for epoch, file in folder.checkpoints():
+        why = unreadable(file)
+        if why is None:
+            try:
+                model = custom_objects.load(file)
+            except Exception as e:  # noqa: BLE001 - whatever Keras raises on a damaged or foreign file
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
+            else:
+                if failed:
+                    say(f"{spec.key}: {'; '.join(failed)}; resuming from {file.name}")
+                    if writer:
+                        folder.remove_checkpoints(newer_than=epoch)
+                return model, epoch
+        failed.append(f"{file.name} cannot be read ({why})")
+    raise RunFolderError(f"{folder.path}: {'; '.join(failed)}; run the same command with --restart to train "
+                         f"{spec.key} again from epoch 0")
+
+
 def _fit(spec, splits, folder, start, progress, data_source, process):
     cfg, writer = spec.config, process[0] == 0
     if writer:
+        folder.remove_temporary()
+        if not start:
+            folder.remove_checkpoints()
         folder.write_config(spec, data_source)
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
@@ -184,25 +251,29 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=processes)
     local = data_lib.shard(splits, *process)
     (x_train, y_train), val, test = local.train, local.val, local.test
-    rows = folder.read_history()[:start]
     if start:
-        set_precision(cfg)
-        model = keras.saving.load_model(folder.checkpoint()[0])
-        say(f"{spec.key}: resuming after epoch {start}")
+        model, start = _resume(spec, folder, writer)
     else:
         model = compile_model(cfg, math.ceil(len(x_train) / feeder.batch_size))
+    rows = folder.read_history()[:start]
     recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
     if data_lib.has_tensorflow() and writer:
         callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
     progress.started(spec, start)
+    if start:
+        say(f"{spec.key}: resuming after epoch {start}")
     status, error = "completed", None
     try:
         model.fit(**feeder.train(x_train, y_train, spec.seed), **feeder.validation(*val),
                   epochs=cfg["train"]["epochs"], initial_epoch=start, callbacks=callbacks, verbose=0)
         status = "diverged" if recorder.diverged else "completed"
-    except KeyboardInterrupt:
-        say(f"{spec.key}: interrupted after epoch {len(rows)}; run the same command again to resume")
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM under signals.interruptible
+        kept = recorder.keep_last_epoch()
+        raise signals.Interrupted(getattr(e, "signum", signal.SIGINT),
+                                  f"{spec.key} stopped after epoch {len(rows)} of {cfg['train']['epochs']}"
+                                  + (f", checkpoint of epoch {kept} kept" if kept else "")) from None
+    except KerasCifarError:  # a file that cannot be written: the next run could not either
         raise
     except Exception as e:  # a failed run is recorded and the sweep goes on
         status, error = "failed", f"{type(e).__name__}: {e}"
@@ -290,27 +361,30 @@ class Progress:
         return "\n".join(lines)
 
 
-def check_runs(runs, out_root, data_source):
+def check_runs(runs, out_root, data_source, restart=False):
     """Refuse, before anything is trained or written, what the backend cannot run, global batches that
-    do not split over the processes, and run folders that hold another config."""
+    do not split over the processes, run folders that hold another config, and (without `restart`)
+    unfinished runs none of whose checkpoints can be read."""
     processes = cluster.process()[1]
     for spec in runs:
         backend.check_settings(spec.config, spec.key)
         if spec.config["data"]["batch_size"] % processes:
             raise ConfigError(f"{spec.key}: data.batch_size {spec.config['data']['batch_size']} does not split "
                               f"over {processes} processes; use a multiple of {processes}")
-        decide(out_root, spec, data_source)
+        decide(out_root, spec, data_source, restart)
+    make_dirs(out_root)  # a folder that cannot be written fails now, not after the first epoch
 
 
-def run_sweep(runs, cifar, out_root="runs"):
+def run_sweep(runs, cifar, out_root="runs", restart=False):
     """Train every RunSpec on the loaded data in order; returns [(spec, metrics)]. Failed and diverged
-    runs are recorded and the sweep goes on."""
-    check_runs(runs, out_root, cifar.source)
+    runs are recorded and the sweep goes on. `restart`: unfinished runs start again from epoch 0."""
+    check_runs(runs, out_root, cifar.source, restart)
     progress = Progress(runs)
     say(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
         f"{count(len(runs), 'run')}, {count(progress.eta.total, 'epoch')} -> {out_root}")
     for spec in runs:
         d = spec.config["data"]
-        train_run(spec, data_lib.split(cifar, d["subset"], d["eval_subset"]), out_root, progress, cifar.source)
+        train_run(spec, data_lib.split(cifar, d["subset"], d["eval_subset"]), out_root, progress, cifar.source,
+                  restart)
     say(progress.table())
     return progress.rows

@@ -34,7 +34,7 @@ from keras_cifar import data as data_lib
 from keras_cifar import trials
 from keras_cifar.config import OBJECTIVES, ConfigError
 from keras_cifar.console import Eta, say
-from keras_cifar.files import write_atomic
+from keras_cifar.files import make_dirs, write_atomic
 from keras_cifar.runs import diff_keys
 from keras_cifar.train import compile_model, run_sweep
 
@@ -218,7 +218,7 @@ def check_folder(folder, search, data_source):
             raise ConfigError(f"{folder} already holds a different search (differs in {', '.join(diffs)}); "
                               "use another --out or delete that folder")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     write_atomic(path, yaml.safe_dump(record, sort_keys=False))
 
 
