@@ -5,14 +5,19 @@ parsing, reports, orchestration) are backend-independent and run under TensorFlo
 that are not fixtures live in tests/helpers.py.
 """
 
+import errno
 import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import tiny_recipe, write_jpeg_tree
+from tests.helpers import Command, tiny_recipe, write_jpeg_tree
 
 # A real copy of CIFAR-10 for the one larger test that wants it, read before the fixture below
 # clears the variable for every test.
@@ -59,38 +64,63 @@ def cli():
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, jpeg_tree):
-    """One small sweep, trained once per backend and shared by the tests that read its run folders:
-    `a` (the defaults at width 8), `bf16` (mixed_bfloat16, and 2 steps per execution where the
-    backend allows it, on 160 images: bfloat16 is slow on CPUs without it) and `boom` (no BN,
-    learning rate 1e12: it diverges), 2 epochs each on the JPEG tree.
+    """One small sweep, trained through the installed `keras-cifar` once per backend and read by the
+    tests of training: `a` (the defaults at width 8, 8 epochs on 320 images), `bf16` (mixed_bfloat16, and 2 steps per
+    execution where the backend allows it, on 160 images) and `boom` (no BN, learning rate 1e12: it
+    diverges), 2 epochs each, on the JPEG tree.
 
-    The first `run` is interrupted (Ctrl-C) after the first epoch of `a`; `interrupted` records the
-    folder as it was left. The same command again resumes `a` and trains the rest. Returns out (the
-    OUT root), recipe, data, first and output (what the two runs printed) and exit_code (the second's)."""
-    from keras_cifar import train
-    from keras_cifar.cli import main
+    `a` is stopped three times, as users' runs are: SIGKILL once its first epoch is checkpointed,
+    then SIGTERM and SIGINT, each after an epoch of a resumed run that checkpoints only hourly (so
+    what the signal itself writes keeps that epoch). The same command then finishes the sweep.
+    `stops` holds, per stop, the signal, exit code and output, and the history rows and newest
+    checkpoint of `a` right after it; `output` and `exit_code` are the last command's."""
     from keras_cifar.runs import RunFolder
 
     tmp = tmp_path_factory.mktemp("trained")
     spe = ", steps_per_execution: 2" if keras.backend.backend() != "torch" else ""
-    recipe = tiny_recipe(tmp, "  a: {}\n  bf16: {train: {mixed_precision: true" + spe + "}, data: {subset: 160}}\n"
-                         "  boom: {optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n",
+    recipe = tiny_recipe(tmp, "  a: {train: {epochs: 8}, data: {subset: 320}}\n"
+                         "  bf16: {train: {epochs: 2, mixed_precision: true" + spe + "}, data: {subset: 160}}\n"
+                         "  boom: {train: {epochs: 2}, optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n",
                          extra_base="  optimizer: {learning_rate: 0.05}\n")
-    args = ["run", str(recipe), "--data", str(jpeg_tree[0]), "--out", str(tmp / "out"), "--epochs", "2"]
-    record = train.Recorder.on_epoch_end
-
-    def ctrl_c_after_one_epoch(self, epoch, logs=None):
-        record(self, epoch, logs)
-        raise KeyboardInterrupt
-
+    args = ["run", recipe, "--data", jpeg_tree[0], "--out", tmp / "out"]
+    hourly = ["--set", "train.checkpoint_seconds=3600"]
     folder = RunFolder(tmp / "out" / "tiny" / "a" / "seed0")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KERAS_CIFAR_CACHE", str(tmp / "cache"))
-        mp.setattr(train.Recorder, "on_epoch_end", ctrl_c_after_one_epoch)
-        first = CliRunner().invoke(main, args, catch_exceptions=False)
-        interrupted = SimpleNamespace(exit_code=first.exit_code, history=folder.read_history(),
-                                      checkpoint=folder.checkpoint()[1], metrics=folder.read_metrics())
-        mp.setattr(train.Recorder, "on_epoch_end", record)
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
-    return SimpleNamespace(out=tmp / "out", recipe=recipe, data=jpeg_tree[0], first=first.output,
-                           interrupted=interrupted, output=result.output, exit_code=result.exit_code)
+    stops = []
+    for signum, extra in ((signal.SIGKILL, []), (signal.SIGTERM, hourly), (signal.SIGINT, hourly)):
+        command = Command(*args, *extra)
+        resumed = int(command.wait_for(r"resuming after epoch \d+").split()[-1]) if stops else 0
+        command.wait_for(rf"tiny/a/seed0 epoch +{resumed + 1}/8")
+        code = command.stop(signum)
+        stops.append(SimpleNamespace(signal=signum, exit_code=code, output=command.output, resumed=resumed,
+                                     history=folder.read_history(), checkpoint=folder.checkpoint()[1],
+                                     files=sorted(p.name for p in folder.path.iterdir())))
+    last = Command(*args)
+    exit_code = last.finish()
+    return SimpleNamespace(out=tmp / "out", recipe=recipe, data=jpeg_tree[0], stops=stops, output=last.output,
+                           exit_code=exit_code)
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """(folder, free): a folder on a full disk, and `free()` that makes room. A 256 KiB tmpfs where one can
+    be mounted (as root), which holds a run's config and history but not a checkpoint; elsewhere a
+    patched writer that fails with ENOSPC for files over 64 KiB."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0 if shutil.which("mount") else False
+    if mounted:
+        yield folder, lambda: subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        return
+    from keras_cifar import files
+
+    replace = files.os.replace
+
+    def full(src, dst):
+        if Path(src).stat().st_size > 64 * 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full)
+    yield folder, lambda: monkeypatch.setattr(files.os, "replace", replace)

@@ -1,9 +1,16 @@
-"""Helpers the tests share: recipes, data written on the fly, fabricated run folders, a tiny model."""
+"""Helpers the tests share: recipes, data written on the fly, fabricated run folders, a tiny model, and
+the installed `keras-cifar` command run in a subprocess as a user runs it."""
 
 import io
 import math
+import os
+import re
+import shutil
+import subprocess
 import tarfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -125,3 +132,65 @@ def tune_with_tiny_model(args):
     except SystemExit as e:
         return e.code
     return 0
+
+
+class Command:
+    """The installed `keras-cifar` console script in a subprocess, as a user runs it: the test's
+    KERAS_BACKEND and environment, a fresh interpreter (no imports done, no state set). Its output
+    (stdout and stderr) is collected line by line while it runs."""
+
+    def __init__(self, *args, cwd=None):
+        script = shutil.which("keras-cifar")
+        assert script, "the keras-cifar command is not installed: pip install -e '.[test]'"
+        self.proc = subprocess.Popen([script, *map(str, args)], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.proc.stdout),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self):
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern, timeout=180):
+        """The first output line that matches the regular expression `pattern`, once it is printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((line for line in list(self.lines) if re.search(pattern, line)), None)
+            if found is not None:
+                return found
+            ended = self.proc.poll() is not None
+            if ended or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"no line matching {pattern!r} ({'the command ended' if ended else 'timed out'}):"
+                                     f"\n{self.output[-3000:]}")
+            time.sleep(0.05)
+
+    def finish(self, timeout=540):
+        """Wait for the command to end; returns its exit code."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"keras-cifar did not end within {timeout} s:\n{self.output[-3000:]}") from None
+        self._reader.join()
+        return self.proc.returncode
+
+    def stop(self, signum):
+        """Send `signum` and wait for the command to end; returns its exit code."""
+        self.proc.send_signal(signum)
+        return self.finish(60)
+
+
+def keras_cifar(*args, timeout=540, cwd=None):
+    """Run the installed `keras-cifar ARGS` to its end; returns (exit code, output)."""
+    command = Command(*args, cwd=cwd)
+    return command.finish(timeout), command.output
+
+
+def keras_cifar_each(commands, lanes=2):
+    """Run several `keras-cifar` commands, `lanes` at a time (each is mostly single-threaded compilation
+    on a 2-core machine); returns [(exit code, output)] in order."""
+    with ThreadPoolExecutor(lanes) as pool:
+        return list(pool.map(lambda args: keras_cifar(*args), commands))

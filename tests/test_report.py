@@ -104,7 +104,7 @@ def test_cli_report_writes_every_recipe_into_out(bn_runs, tmp_path, cli):
 def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
     from keras_cifar import train
 
-    def fake_sweep(runs, cifar, out_root):  # stands in for training
+    def fake_sweep(runs, cifar, out_root, restart):  # stands in for training
         for spec in runs:
             make_run(out_root, spec.recipe, spec.variant, spec.seed, 0.5 if spec.variant == "a" else 0.6)
         return [(spec, {"status": "completed"}) for spec in runs]

@@ -208,7 +208,6 @@ def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model
 # ------------------------------------------------------------------------------------- searches
 
 
-@pytest.mark.backend
 def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli, monkeypatch, jpeg_tree):
     alive = []  # weak references to every model built, in order
 

@@ -1,0 +1,97 @@
+"""Every command as a user runs it: the installed `keras-cifar` in a subprocess, once each. `run` is the
+shared sweep (tests/conftest.py) and the recipe matrix (test_recipes.py), on every backend; the other
+commands' work on each backend is tested in-process (test_serving.py, test_landscape.py, test_tune.py),
+and bench starts a process per backend itself."""
+
+import json
+import tarfile
+
+import keras
+import pytest
+
+from keras_cifar import config
+from keras_cifar.runs import RunFolder
+from keras_cifar.train import compile_model
+from tests.helpers import WIDTH, keras_cifar, keras_cifar_each, make_run
+
+
+@pytest.fixture
+def untrained_run(tmp_path):
+    """A run folder holding a width-8 classifier as it was initialized (what the commands read of a run)."""
+    cfg = config.defaults()
+    cfg["model"]["width"] = WIDTH
+    run = make_run(tmp_path / "out", "tiny", "a", 0, 0.1)
+    RunFolder(run).write_config(config.RunSpec("tiny", "a", 0, cfg), "synthetic:100")  # the whole config
+    compile_model(cfg, steps_per_epoch=1).save(run / "model.keras")
+    keras.backend.clear_session()
+    return run
+
+
+def test_export_predict_evaluate_and_landscape(untrained_run, tmp_path, jpeg_tree):
+    code, output = keras_cifar("export", untrained_run, "--out", tmp_path / "export")
+    assert code == 0 and output.splitlines()[-1] == f"exported SavedModel to {tmp_path / 'export' / '1'}", output
+    with tarfile.open(jpeg_tree[0]) as tar:  # two test images of the JPEG tree, and half of a third
+        members = [m for m in tar.getmembers() if "/test/" in m.name][:3]
+        images = [tmp_path / f"{i}-{m.name.split('/')[-2]}.jpg" for i, m in enumerate(members)]
+        for image, member in zip(images, members):
+            image.write_bytes(tar.extractfile(member).read())
+    images[2].write_bytes(images[2].read_bytes()[:200])
+    (p_code, predicted), (e_code, evaluated), (l_code, landscape) = keras_cifar_each([
+        ["predict", tmp_path / "export", *images, "--json"],
+        ["evaluate", tmp_path / "export", "--data", jpeg_tree[0], "--json", "--figure", tmp_path / "cm.png"],
+        ["landscape", untrained_run, "--points", "3", "--images", "64", "--data", jpeg_tree[0],
+         "--out", tmp_path / "landscape"],
+    ])
+    assert p_code == 1, predicted  # one file could not be read: named, the others predicted
+    result = json.loads(predicted[predicted.index("{"):predicted.rindex("}") + 1])
+    assert [p["file"] for p in result["predictions"]] == [str(i) for i in images[:2]]
+    assert [len(p["top"]) for p in result["predictions"]] == [3, 3]
+    assert f"error: {images[2]}: not a readable image" in predicted
+    assert e_code == 0, evaluated
+    scores = json.loads(evaluated.splitlines()[-1])
+    assert scores["images"] == 80 and 0 <= scores["accuracy"] <= 1 and len(scores["confusion"]) == 10
+    assert (tmp_path / "cm.png").stat().st_size > 10_000
+    assert l_code == 0, landscape
+    (landscape_run,) = json.loads((tmp_path / "landscape" / "landscape_1d.json").read_text())["runs"]
+    assert landscape_run["non_finite_points"] == 0
+
+
+def test_report_and_compare(tmp_path):
+    for seed, (a, b) in enumerate([(0.5, 0.6), (0.52, 0.63)]):
+        make_run(tmp_path / "out", "bn", "bn", seed, b)
+        make_run(tmp_path / "out", "bn", "no_bn", seed, a)
+    code, output = keras_cifar("report", tmp_path / "out" / "bn", "--out", tmp_path / "figures")
+    assert code == 0, output
+    rows = [line for line in output.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["bn", "no_bn"]
+    assert "**61.50 ± 2.12** (n=2)" in rows[1]
+    assert (tmp_path / "figures" / "bn" / "test_curves.png").stat().st_size > 10_000
+    code, output = keras_cifar("compare", tmp_path / "out", "--out", tmp_path / "page.md")
+    assert code == 0 and output.strip() == f"wrote {tmp_path / 'page.md'}", output
+    page = (tmp_path / "page.md").read_text()
+    assert "| [bn](#bn) | BN better (Fig. 3) |" in page and "| shortcut (not run yet) |" in page
+    code, output = keras_cifar("compare", tmp_path / "out", "--out", tmp_path / "page.md", "--notes", tmp_path / "none.md")
+    assert code == 2 and "none.md" in output and "Traceback" not in output
+
+
+def test_tune(tmp_path, jpeg_tree):
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text(f"name: search\nbase:\n  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 32}}\n"
+                      "tune:\n  max_trials: 2\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}}\n")
+    code, output = keras_cifar("tune", recipe, "--data", jpeg_tree[0], "--subset", "64", "--out", tmp_path / "out")
+    assert code == 0, output
+    assert "trial 1 completed: val_accuracy" in output
+    assert (tmp_path / "out" / "search" / "search" / "best.yaml").is_file()
+
+
+def test_bench(tmp_path):
+    """Keras on PyTorch against the plain PyTorch reference, each in a process of its own."""
+    code, output = keras_cifar("bench", "--backends", "torch", "--reference", "--epochs", "2", "--data",
+                               "synthetic:64", "--set", f"model.width={WIDTH}", "--set", "data.eval_subset=20",
+                               "--json", tmp_path / "bench.json")
+    assert code == 0, output
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["backend"] for r in record["results"]] == ["torch"]
+    assert all(r["status"] == "completed" and r["epoch_seconds"] > 0 for r in record["results"])
+    assert record["reference"]["modes"]["fp32"]["epoch_seconds"] > 0
+    assert "| keras-cifar torch float32 | cpu (" in output and "| PyTorch reference fp32 | cpu |" in output

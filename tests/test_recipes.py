@@ -1,0 +1,53 @@
+"""Every variant of every shipped recipe, and a run per registered loss, optimizer and schedule, trains
+one tiny epoch to `completed` through the installed `keras-cifar run`, on every backend: every
+activation x BN x shortcut the report uses, both losses, both schedules and the three batch sizes."""
+
+import json
+
+import pytest
+
+from keras_cifar import config
+from keras_cifar.losses import LOSSES
+from keras_cifar.optim import OPTIMIZERS, SCHEDULES
+from tests.helpers import REPO, WIDTH, keras_cifar_each
+
+pytestmark = pytest.mark.backend
+
+SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def plugins_recipe(tmp_path):
+    """A recipe with one variant per registered loss, optimizer and schedule, those of the baseline last
+    (they reuse the baseline's run once it has finished)."""
+    default = config.defaults()
+    variants = sorted([(name == default["loss"], f"  loss_{name}: {{loss: {name}}}") for name in LOSSES]
+                      + [(name == default["optimizer"]["name"], f"  optimizer_{name}: {{optimizer: {{name: {name}}}}}")
+                         for name in OPTIMIZERS]
+                      + [(name == default["schedule"]["name"], f"  schedule_{name}: {{schedule: {{name: {name}}}}}")
+                         for name in SCHEDULES], key=lambda v: v[0])
+    path = tmp_path / "plugins.yaml"
+    path.write_text("name: plugins\nvariants:\n" + "\n".join(line for _, line in variants) + "\n")
+    return path
+
+
+# Two processes, each running its recipes in one `run`, which start with runs that are no baseline twin:
+# the baseline is trained once, in the first, and the other recipes' copies of it reuse that run.
+LANES = (("baseline", "activation", "bn", "momentum", "shortcut"), ("batch_size", "plugins", "loss", "lr", "tune"))
+
+
+@pytest.mark.timeout(600)  # 14 models compiled, in two processes
+def test_every_variant_of_every_shipped_recipe_and_plugin_completes(tmp_path, jpeg_tree):
+    out = tmp_path / "out"
+    scale = ["--data", jpeg_tree[0], "--out", out, "--epochs", "1", "--subset", "64",
+             "--set", f"model.width={WIDTH}", "--set", "data.eval_subset=32"]
+    files = {path.stem: path for path in SHIPPED} | {"plugins": plugins_recipe(tmp_path)}
+    assert sorted(name for lane in LANES for name in lane) == sorted(files)  # a new recipe joins a lane
+    for code, output in keras_cifar_each([["run", *(files[name] for name in lane), *scale] for lane in LANES]):
+        assert code == 0, output[-3000:]
+    trained = 0
+    for recipe in map(config.load_recipe, files.values()):
+        for variant in recipe.variants:
+            metrics = json.loads((out / recipe.name / variant / "seed0" / "metrics.json").read_text())
+            assert (metrics["status"], metrics["epochs_completed"]) == ("completed", 1), (recipe.name, variant)
+            trained += "reused_from" not in metrics
+    assert trained >= 14  # 10 distinct configs in the shipped recipes, 4 more plug-ins (adam, adamw, 2 schedules)
