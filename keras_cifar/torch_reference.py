@@ -9,7 +9,8 @@ annealed per step (cosine or constant), cross-entropy or multi-margin loss, vali
 scored every epoch at 1,000 images a step. Modes: fp32 (TF32 allowed on GPUs, as PyTorch's
 convolutions do by default) and bf16 (autocast, channels-last memory on a GPU).
 
-Run as ``python -m keras_cifar.torch_reference SETTINGS.json RESULT.json`` (bench does this).
+Run as ``python -m keras_cifar.torch_reference SETTINGS.json RESULT.json`` (bench does this); SETTINGS
+may name the ``modes`` to train (default: fp32, and bf16 where it is faster).
 """
 
 import json
@@ -123,6 +124,7 @@ class Reference:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def step(self, images, labels):
+        """One training step; returns its loss, on the device (reading it would wait for the step)."""
         self.model.train()
         with self._autocast():
             logits = self.model(self._input(_augment(images, self.generator)))
@@ -131,6 +133,7 @@ class Reference:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        return loss.detach()
 
     @torch.no_grad()
     def accuracy(self, images, labels, batch=data_lib.EVAL_BATCH):
@@ -162,8 +165,8 @@ def seconds_per_step(config, splits, device, mode, steps=3):
 
 
 def train(config, splits, device, mode, epochs):
-    """Train `epochs` epochs; returns per-epoch seconds (training part, whole epoch) and the final
-    test accuracy."""
+    """Train `epochs` epochs; returns per epoch: seconds (training part, whole epoch), the mean training
+    loss (over the images, as Keras reports it), validation and test accuracy."""
     batch = config["data"]["batch_size"]
     x_train, y_train = (torch.as_tensor(a, device=device) for a in splits.train)
     val, test = ((torch.as_tensor(x, device=device), torch.as_tensor(y, device=device).long())
@@ -174,13 +177,11 @@ def train(config, splits, device, mode, epochs):
     for epoch in range(epochs):
         start = time.perf_counter()
         order = torch.randperm(n, device=device, generator=ref.generator)
-        for i in range(0, n, batch):
-            idx = order[i:i + batch]
-            ref.step(x_train[idx], y_train[idx].long())
-        _sync(device)
+        losses = [ref.step(x_train[idx], y_train[idx].long()) * len(idx) for idx in order.split(batch)]
+        loss = float(torch.stack(losses).sum()) / n  # the mean over images, as Keras's; waits for the last step
         trained = time.perf_counter()
         val_acc, test_acc = ref.accuracy(*val), ref.accuracy(*test)
-        rows.append({"epoch": epoch + 1, "train_seconds": trained - start,
+        rows.append({"epoch": epoch + 1, "train_seconds": trained - start, "loss": loss,
                      "epoch_seconds": time.perf_counter() - start, "val_accuracy": val_acc, "test_accuracy": test_acc})
         print(f"  pytorch {mode} epoch {epoch + 1}/{epochs}  train {trained - start:.2f}s  "
               f"epoch {rows[-1]['epoch_seconds']:.2f}s  test {test_acc:.2%}", flush=True)
@@ -199,7 +200,7 @@ def main(settings_file, result_file):
     d = config["data"]
     splits = data_lib.split(cifar, d["subset"], d["eval_subset"])
     results, skipped = {}, {}
-    for mode in ("fp32", "bf16"):
+    for mode in settings.get("modes", ("fp32", "bf16")):
         if mode == "bf16" and device.type == "cpu":  # many CPUs emulate bfloat16: only where it is faster
             probe = {m: seconds_per_step(config, splits, device, m) for m in ("fp32", "bf16")}
             if probe["bf16"] >= probe["fp32"]:
