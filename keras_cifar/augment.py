@@ -23,29 +23,66 @@ class RandomCropFlip(keras.layers.Layer):
         self.pad = pad
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._torch_generator = None
 
     def call(self, images, training=False):
         images = ops.cast(images, "float32")
         if not training:
             return images
-        batch = ops.shape(images)[0]
         h, w = images.shape[1], images.shape[2]
         p = self.pad
         padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
-        offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
+        offsets, flip = self._draw(ops.shape(images)[0])
         # One-hot selection matrices: rows[b, i, r] = 1 where r == offset_y[b] + i (and likewise columns).
         rows = ops.one_hot(offsets[:, :1] + ops.arange(h)[None, :], h + 2 * p)
         cols = ops.one_hot(offsets[:, 1:] + ops.arange(w)[None, :], w + 2 * p)
         crops = ops.einsum("bir,brsc->bisc", rows, padded)
         crops = ops.einsum("bjs,bisc->bijc", cols, crops)
-        flip = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < 0.5
         return ops.where(flip, ops.flip(crops, axis=2), crops)
+
+    def _draw(self, batch):
+        """Per image: the crop's offsets [batch, 2] and whether it is flipped [batch, 1, 1, 1]."""
+        backend = keras.backend.backend()
+        if backend == "torch":
+            return self._draw_torch(batch)
+        replicas, replica = _replica() if backend == "tensorflow" else (1, 0)
+        # Under TensorFlow's MirroredStrategy every replica sees the same seed: each draws for the global
+        # batch and keeps its own part, so the images are augmented as on one device.
+        offsets = keras.random.randint((batch * replicas, 2), 0, 2 * self.pad + 1, seed=self.seed_generator)
+        flip = keras.random.uniform((batch * replicas, 1, 1, 1), seed=self.seed_generator) < 0.5
+        mine = slice(replica * batch, (replica + 1) * batch)
+        return (offsets[mine], flip[mine]) if replicas > 1 else (offsets, flip)
+
+    def _draw_torch(self, batch):
+        """The same draws from a torch.Generator on the device. Keras's PyTorch random functions make a new
+        generator from the seed at every call, reading the seed back to the host, so every training step
+        would wait for the GPU twice. This generator is seeded once per process from the seed generator's
+        state (one read); that state still advances on the device every step, so a run resumed from a
+        checkpoint goes on with another stream than the one it started with."""
+        import torch
+
+        state = self.seed_generator.state.value
+        if self._torch_generator is None:
+            self._torch_generator = torch.Generator(device=state.device).manual_seed(int(state.sum()))
+        self.seed_generator.next()
+        offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), device=state.device, generator=self._torch_generator)
+        return offsets, torch.rand((batch, 1, 1, 1), device=state.device, generator=self._torch_generator) < 0.5
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "pad": self.pad, "seed": self.seed}
+
+
+def _replica():
+    """(replicas, this one's index) under a TensorFlow distribution strategy; (1, 0) outside one."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1, 0
+    return context.num_replicas_in_sync, context.replica_id_in_sync_group
 
 
 @keras.saving.register_keras_serializable("keras_cifar")

@@ -73,6 +73,10 @@ def test_random_crop_flip_gives_shifted_or_flipped_crops_and_is_identity_at_infe
         assert any(np.array_equal(out[i], c) or np.array_equal(out[i], c[:, ::-1]) for c in crops[i])
     assert not np.array_equal(out, x)  # something moved
     np.testing.assert_array_equal(as_numpy(layer(x, training=False)), x)
+    state = as_numpy(layer.seed_generator.state).copy()
+    assert not np.array_equal(as_numpy(layer(x, training=True)), out)  # the next step draws anew
+    assert not np.array_equal(as_numpy(layer.seed_generator.state), state)  # and a checkpoint records where
+    np.testing.assert_array_equal(as_numpy(RandomCropFlip(seed=1)(x, training=True)), out)  # a seed repeats
 
 
 def test_normalize_uses_cifar_statistics():
