@@ -40,9 +40,35 @@ class MultiMarginLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin}
 
 
+def _replicas():
+    """How many replicas' gradients TensorFlow's distribution strategy sums (1 elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class _ScheduleSteps:
+    """An optimizer whose learning-rate Schedule reads its lengths in steps (total, warm-up, period) from
+    one of the optimizer's variables instead of Python numbers. A compiled training step then takes
+    them as state rather than constants, so one program serves runs of any number of epochs (a bench
+    and then the run, on JAX a program in the compilation cache)."""
+
+    def build(self, variables):
+        super().build(variables)
+        if isinstance(self._learning_rate, Schedule) and self._learning_rate.steps is None:
+            # Initialized with the values (TensorFlow may build the optimizer while tracing a step, where an
+            # assign would be left in that trace's graph).
+            self._learning_rate.steps = self.add_variable(
+                (3,), keras.initializers.Constant(self._learning_rate.lengths()), "float32", name="schedule_steps")
+
+
 class _CoupledL2:
     """Weight decay as PyTorch's SGD/Adam apply it: ``l2 * w`` is added to every gradient before the
-    update, so momentum carries it (Keras's own ``weight_decay`` is decoupled, like AdamW's)."""
+    update, so momentum carries it (Keras's own ``weight_decay`` is decoupled, like AdamW's). Under a
+    TensorFlow distribution strategy each replica adds its share, since the replicas' gradients are
+    summed after this."""
 
     def __init__(self, l2=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -51,7 +77,8 @@ class _CoupledL2:
     def apply(self, grads, trainable_variables=None):
         if self.l2:
             variables = trainable_variables if trainable_variables is not None else self._trainable_variables
-            grads = [g if g is None else g + ops.cast(self.l2 * v, g.dtype) for g, v in zip(grads, variables)]
+            l2 = self.l2 / _replicas()
+            grads = [g if g is None else g + ops.cast(l2 * v, g.dtype) for g, v in zip(grads, variables)]
         return super().apply(grads, trainable_variables)
 
     def get_config(self):
@@ -59,19 +86,25 @@ class _CoupledL2:
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
-class SGD(_CoupledL2, keras.optimizers.SGD):
+class SGD(_CoupledL2, _ScheduleSteps, keras.optimizers.SGD):
     pass
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
-class Adam(_CoupledL2, keras.optimizers.Adam):
+class Adam(_CoupledL2, _ScheduleSteps, keras.optimizers.Adam):
+    pass
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class AdamW(_ScheduleSteps, keras.optimizers.AdamW):
     pass
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate at a training step: the registered schedule `name` (optim.SCHEDULES) after an
-    optional linear warm-up from 0. Lengths are in steps (batches)."""
+    optional linear warm-up from 0. Lengths are in steps (batches); once an optimizer holds the
+    schedule, `steps` is its variable of them (_ScheduleSteps) and the schedule reads that."""
 
     def __init__(self, name, peak, total_steps, warmup_steps=0, period_steps=1, boundaries=(), gamma=0.1):
         self.name = name
@@ -81,14 +114,19 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         self.period_steps = max(1, int(period_steps))
         self.boundaries = [int(b) for b in boundaries]
         self.gamma = float(gamma)
+        self.steps = None
+
+    def lengths(self):
+        return [self.total_steps, self.warmup_steps, self.period_steps]
 
     def __call__(self, step):
         from keras_cifar.optim import SCHEDULES
 
         step = ops.cast(step, "float32")
-        lr = SCHEDULES[self.name](ops.maximum(step - self.warmup_steps, 0.0), self)
+        s = self if self.steps is None else _Lengths(self, *(self.steps[i] for i in range(3)))
+        lr = SCHEDULES[self.name](ops.maximum(step - s.warmup_steps, 0.0), s)
         if self.warmup_steps:
-            lr = ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, lr)
+            lr = ops.where(step < s.warmup_steps, self.peak * step / ops.maximum(s.warmup_steps, 1.0), lr)
         return lr
 
     def get_config(self):
@@ -97,3 +135,11 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps, "period_steps": self.period_steps,
             "boundaries": self.boundaries, "gamma": self.gamma,
         }
+
+
+class _Lengths:
+    """What a schedule function reads of a Schedule, its lengths in steps taken from its variable."""
+
+    def __init__(self, schedule, total_steps, warmup_steps, period_steps):
+        self.peak, self.boundaries, self.gamma = schedule.peak, schedule.boundaries, schedule.gamma
+        self.total_steps, self.warmup_steps, self.period_steps = total_steps, warmup_steps, period_steps

@@ -7,7 +7,7 @@ import math
 from keras_cifar.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")  # factory(optimizer section, learning-rate schedule) -> optimizer
-SCHEDULES = Registry("schedule")  # f(t, schedule) -> learning rate, t = steps after warm-up (a tensor)
+SCHEDULES = Registry("schedule")  # f(t, s) -> learning rate, t = steps after warm-up; s: lengths in steps (tensors)
 
 
 @OPTIMIZERS.add("sgd", "SGD with optimizer.momentum and .nesterov; weight decay added to the gradient, as "
@@ -28,9 +28,9 @@ def adam(opt, learning_rate):
 
 @OPTIMIZERS.add("adamw", "AdamW: Keras's decoupled weight decay")
 def adamw(opt, learning_rate):
-    import keras
+    from keras_cifar.custom_objects import AdamW
 
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=opt["weight_decay"])
+    return AdamW(learning_rate=learning_rate, weight_decay=opt["weight_decay"])
 
 
 @SCHEDULES.add("constant", "the learning rate throughout")
@@ -45,7 +45,7 @@ def constant(t, s):
 def cosine(t, s):
     from keras import ops
 
-    span = max(s.total_steps - s.warmup_steps, 1)
+    span = ops.maximum(s.total_steps - s.warmup_steps, 1.0)
     return 0.5 * s.peak * (1.0 + ops.cos(math.pi * ops.minimum(t / span, 1.0)))
 
 

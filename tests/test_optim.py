@@ -61,3 +61,15 @@ def test_make_optimizer_by_name():
     assert isinstance(make_optimizer(config, 10), keras.optimizers.AdamW)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(sgd))
     assert isinstance(restored, SGD) and restored.l2 == 5e-4
+
+
+def test_a_built_optimizer_holds_the_schedules_lengths_as_a_variable():
+    """A compiled step reads the run's length as state, so one program serves runs of any length."""
+    schedule = make_schedule(_section(name="cosine"), 0.1, 10, 7)
+    optimizer = SGD(learning_rate=schedule, momentum=0.9)
+    optimizer.build([keras.Variable(np.ones(3, "float32"))])
+    assert "schedule_steps" in [v.name for v in optimizer.variables]
+    np.testing.assert_array_equal(as_numpy(schedule.steps), [70, 0, 70])  # total, warm-up, restart period
+    assert _lr(schedule, 35) == pytest.approx(0.05, abs=1e-6)
+    schedule.steps.assign([140.0, 0.0, 70.0])  # twice as long: read at the step, not built in
+    assert _lr(schedule, 35) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)), abs=1e-6)
