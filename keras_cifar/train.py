@@ -31,7 +31,7 @@ from keras_cifar import backend, cluster, custom_objects, signals
 from keras_cifar import data as data_lib
 from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
 from keras_cifar.files import make_dirs
-from keras_cifar.console import Eta, count, duration, pct, say
+from keras_cifar.console import Eta, count, pct, run_table, say
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
@@ -225,6 +225,8 @@ def _resume(spec, folder, writer):
         if why is None:
             try:
                 model = custom_objects.load(file)
+                if not int(np.asarray(model.optimizer.iterations)):  # Keras only warns
+                    raise ValueError("its optimizer state did not load: written by another version of keras-cifar?")
             except Exception as e:  # noqa: BLE001 - whatever Keras raises on a damaged or foreign file
                 why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}"
             else:
@@ -240,21 +242,28 @@ def _resume(spec, folder, writer):
 
 def _fit(spec, splits, folder, start, progress, data_source, process):
     cfg, writer = spec.config, process[0] == 0
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(spec.seed)
+    placement = cluster.distribute(cfg)
+    feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=placement.processes)
+    local = data_lib.shard(splits, *process)
+    (x_train, y_train), val, test = local.train, local.val, local.test
+    uneven = placement.scope is not contextlib.nullcontext and feeder.uneven(local, placement.devices)
+    if uneven:  # TensorFlow's MirroredStrategy
+        raise ConfigError(f"{spec.key}: on {placement.devices} devices every batch must split evenly, but a "
+                          f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
+                          f"data.eval_subset so that batches and each split's last batch are multiples of "
+                          f"{placement.devices} (TensorFlow aborts on uneven ones)")
     if writer:
         folder.remove_temporary()
         if not start:
             folder.remove_checkpoints()
         folder.write_config(spec, data_source)
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(spec.seed)
-    devices, processes = cluster.distribute(cfg)
-    feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=processes)
-    local = data_lib.shard(splits, *process)
-    (x_train, y_train), val, test = local.train, local.val, local.test
-    if start:
-        model, start = _resume(spec, folder, writer)
-    else:
-        model = compile_model(cfg, math.ceil(len(x_train) / feeder.batch_size))
+    with placement.scope():
+        if start:
+            model, start = _resume(spec, folder, writer)
+        else:
+            model = compile_model(cfg, math.ceil(len(x_train) / feeder.batch_size))
     rows = folder.read_history()[:start]
     recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
@@ -280,8 +289,8 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         if writer:
             folder.write_error(traceback.format_exc())
     metrics = _metrics(spec, rows, start, status, error, splits, data_source)
-    metrics.update(parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=devices,
-                   processes=processes)
+    metrics.update(parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=placement.devices,
+                   processes=placement.processes)
     if status == "completed":
         save(model, folder.save_model, writer)
     if writer:
@@ -313,6 +322,7 @@ def _metrics(spec, rows, start, status, error, splits, data_source):
         "data": {"source": data_source, "train": len(splits.train[1]), "val": len(splits.val[1]),
                  "test": len(splits.test[1])},
         "precision": backend.precision(spec.config),
+        "math": backend.math_precision(spec.config),
         "steps_per_execution": backend.steps_per_execution(spec.config),
         **backend.environment(),
         **({"error": error} if error else {}),
@@ -353,12 +363,6 @@ class Progress:
         if metrics["status"] != "completed":
             say(f"  {spec.key}: {metrics['status']}" + (f" ({metrics['error']})" if "error" in metrics else ""))
 
-    def table(self):
-        lines = [f"{'variant':<16} {'seed':>4}  {'status':<9} {'test acc':>9} {'val acc':>9} {'time':>8}"]
-        for spec, m in self.rows:
-            lines.append(f"{spec.variant:<16} {spec.seed:>4}  {m['status']:<9} {pct(m.get('test_accuracy')):>9} "
-                         f"{pct(m.get('val_accuracy')):>9} {duration(m.get('wall_seconds')):>8}")
-        return "\n".join(lines)
 
 
 def check_runs(runs, out_root, data_source, restart=False):
@@ -386,5 +390,5 @@ def run_sweep(runs, cifar, out_root="runs", restart=False):
         d = spec.config["data"]
         train_run(spec, data_lib.split(cifar, d["subset"], d["eval_subset"]), out_root, progress, cifar.source,
                   restart)
-    say(progress.table())
+    say(run_table(progress.rows))
     return progress.rows

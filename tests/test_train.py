@@ -3,6 +3,7 @@ on every backend; refusal, reuse and planning on copies of the shared sweep."""
 
 import io
 import json
+import math
 import re
 import shutil
 import signal
@@ -41,6 +42,8 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
         assert metrics["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
         assert keras.saving.load_model(folder.model_file).output_shape == (None, 10)
         assert folder.checkpoints() == [] and not list(folder.path.glob(".*"))  # no checkpoint, lock or temporary
+    lrs = [r["lr"] for r in RunFolder(trained.out / "tiny" / "a" / "seed0").read_history()]
+    assert lrs == pytest.approx([0.025 * (1 + math.cos(math.pi * e / 8)) for e in range(1, 9)], abs=1e-6)  # cosine
     assert _metrics(trained.out / "tiny" / "bf16" / "seed0")["images_per_second"] > 0  # epoch 2, compiled
     boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
     assert boom["status"] == "diverged" and boom["epochs_completed"] == 1 and boom["test_accuracy"] is None
@@ -162,9 +165,18 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
         archive.writestr("config.json", json.dumps({"class_name": "NoSuchModel", "config": {}}))
         archive.writestr("metadata.json", json.dumps({"keras_version": "9.0.0"}))
         archive.writestr("model.weights.h5", b"")
+    (tmp_path / "state.keras").write_bytes(state)
+    with pytest.MonkeyPatch.context() as mp:  # a checkpoint of an older version, whose optimizer lacked a variable
+        mp.setattr(custom_objects._ScheduleSteps, "build", lambda self, variables: super(
+            custom_objects._ScheduleSteps, self).build(variables))
+        older = custom_objects.load(tmp_path / "state.keras")
+        older.optimizer.iterations.assign(5)
+        older.save(tmp_path / "older.keras")
     fix = "; run the same command with --restart to train tiny/bf16/seed0 again from epoch 0"
     for content, why in ((b"", f"{run.path / 'checkpoint-epoch1.keras'}: cannot be read (BadZipFile: "),
-                         (foreign.getvalue(), f"{run.path}: checkpoint-epoch1.keras cannot be read (")):
+                         (foreign.getvalue(), f"{run.path}: checkpoint-epoch1.keras cannot be read ("),
+                         ((tmp_path / "older.keras").read_bytes(), f"{run.path}: checkpoint-epoch1.keras cannot be "
+                          "read (ValueError: its optimizer state did not load")):
         _unfinished(run, {"checkpoint-epoch1.keras": content})
         for extra in ((), ("--dry-run",)) if content == b"" else ((),):
             result = cli(*args, *extra)
