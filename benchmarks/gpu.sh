@@ -1,70 +1,107 @@
 #!/usr/bin/env bash
-# The prepared GPU run: one script, at most 9 minutes, everything it measures written under $OUT.
+# The prepared GPU run: one script, at most BUDGET seconds (540), everything it measures under $OUT.
 #
-# 1. `keras-cifar bench` of the baseline recipe at full scale (width 64, 50,000 images, 3 epochs):
-#    JAX fp32, JAX bf16 and Keras on PyTorch (fp32), against the PyTorch reference (eager fp32, bf16
-#    channels-last), all in this one run.
-# 2. `keras-cifar run recipes/baseline.yaml` on JAX (auto precision) for as many epochs as the time
-#    left allows at the measured speed, all 200 if it can; its run folder, without weights, is packed
-#    into one file.
+# The GPU machine has Python 3.12, JAX with CUDA, PyTorch and numpy but no Keras, TensorFlow,
+# tensorflow-datasets, keras-tuner or network. Stage Keras's wheels and the data first, on a machine
+# with pip, and carry .whl and .gpu-data with the repo:   bash benchmarks/stage.sh cifar10-jpeg.tar.gz
 #
-# Where Keras is installed it is used as it is. A GPU machine with JAX and PyTorch but no Keras or
-# TensorFlow gets Keras from wheels staged beside the checkout in .whl/ (installed into /tmp/site; stage
-# them with `pip download --no-deps --only-binary=:all: -d .whl keras namex optree`, for that machine's
-# Python and platform) and the data from .gpu-data/cifar10-jpeg.tar.gz; training then feeds numpy arrays.
-#   bash benchmarks/gpu.sh                  OUT=dir (default out/gpu), DATA=path, BUDGET=seconds (540)
+# 0. Preflight (at most 60 s, benchmarks/preflight.py): JAX on a GPU (JAX_PLATFORMS=cuda, no silent CPU
+#    fallback), PyTorch with CUDA, and one batch of fit through keras-cifar on each. A backend that
+#    fails is left out and the others are measured.
+# 1. `keras-cifar bench` of the baseline recipe at full scale (width 64, 50,000 images, 3 epochs): JAX
+#    bf16 and fp32 (tf32 on the GPU), Keras on PyTorch, then the PyTorch reference; bench.json grows by
+#    one configuration at a time.
+# 2. `keras-cifar run recipes/baseline.yaml` on JAX (auto precision) for as many epochs as the time left
+#    allows at the measured speed, all 200 if it can. Stopped at the budget by SIGTERM, it keeps its last
+#    epoch; its run folder, without weights, is packed into one file whatever happens.
+#
+# Each step runs under `timeout` with the time left. $OUT then holds at most 6 files: env.txt, log.txt,
+# preflight.txt, bench.json, bench.md, baseline-run.tar.gz.
+#   bash benchmarks/gpu.sh                  OUT=dir (default out/gpu), DATA=path, BUDGET=seconds
 #   SMOKE=1 bash benchmarks/gpu.sh          the same steps at toy size on a CPU (width 8, 400 images)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 OUT=${OUT:-out/gpu}
 BUDGET=${BUDGET:-540}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 KERAS_CIFAR_CACHE=${KERAS_CIFAR_CACHE:-/tmp/keras-cifar-cache}
+left() { echo $(( BUDGET - $(date +%s) + start )); }
+within() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }  # the time left but $1 s, 10 s at least
+status=0
+failed() { echo "gpu.sh: $1 failed"; status=1; }
+pack() {  # on exit, whatever happened: the baseline's run folder as one file, without weights
+  if [ -d "$OUT/runs" ]; then
+    tar -czf "$OUT/baseline-run.tar.gz" -C "$OUT/runs" --exclude='*.keras' --exclude=tb . && rm -rf "$OUT/runs"
+  fi
+  echo "gpu.sh: $(( $(date +%s) - start )) s; files: $(ls "$OUT" | tr '\n' ' ')"
+}
+trap pack EXIT
 
-if ! python3 -c "import keras" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 KERAS_CIFAR_CACHE=${KERAS_CIFAR_CACHE:-/tmp/keras-cifar-cache}
 if [ -n "${SMOKE:-}" ]; then
   DATA=${DATA:-synthetic:400}
   SCALE=(--set model.width=8 --subset 400 --set data.eval_subset=100)
-  EPOCHS=2
+  EPOCHS=2 PLATFORM=(--cpu)
 else
   DATA=${DATA:-.gpu-data/cifar10-jpeg.tar.gz}
   SCALE=()
-  EPOCHS=3
+  EPOCHS=3 PLATFORM=()
 fi
-cli() { python3 -m keras_cifar "$@"; }
-failed() { echo "gpu.sh: $1 failed"; if [ -n "${SMOKE:-}" ]; then exit 1; fi; }  # on the GPU: keep what was measured
+
+if ! python3 -c "import keras" 2>/dev/null; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "gpu.sh: no Keras here and no wheels in .whl/: stage them first (bash benchmarks/stage.sh DATA)"
+    exit 2
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 2
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+case $DATA in
+  synthetic*) ;;
+  *) [ -f "$DATA" ] || { echo "gpu.sh: no data at $DATA: stage it first (bash benchmarks/stage.sh DATA)"; exit 2; } ;;
+esac
+cli() { timeout --kill-after=20 "$1" python3 -m keras_cifar "${@:2}"; }
 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no GPU"; python3 --version
-  python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices()); print('keras', keras.__version__)"
-  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } > "$OUT/env.txt" 2>&1
+  python3 -c "import jax, keras; print('jax', jax.__version__); print('keras', keras.__version__)"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-# 1. bench
-cli bench recipes/baseline.yaml --backends jax,torch:fp32 --precision fp32,bf16 --epochs "$EPOCHS" --reference \
-  --data "$DATA" --set data.pipeline=numpy "${SCALE[@]}" --json "$OUT/bench.json" || failed bench
-python3 -c "import json, sys; from keras_cifar.bench import table; print(table(json.load(open(sys.argv[1]))))" \
-  "$OUT/bench.json" > "$OUT/bench.md"
+# 0. preflight
+backends=$(timeout 60 python3 benchmarks/preflight.py jax,torch "${PLATFORM[@]}" | tee "$OUT/preflight.txt" | tail -n 1)
+echo "gpu.sh: preflight passed for: ${backends:-no backend} ($(( $(date +%s) - start )) s)"
+[ -n "$backends" ] || exit 1
 
-# 2. the baseline, for the epochs the time left allows at the measured JAX speed
-epochs=$(python3 - "$OUT/bench.json" "$start" "$BUDGET" "${SMOKE:-}" <<'PY'
-import json, sys, time
-record, start, budget, smoke = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-jax = [r for r in record["results"] if r["backend"] == "jax" and "epoch_seconds" in r]
+# 1. bench: JAX bf16 first (the baseline run's precision), then fp32; Keras on PyTorch and the reference
+configs=() reference=()
+[[ ,$backends, == *,jax,* ]] && configs+=(jax)
+[[ ,$backends, == *,torch,* ]] && configs+=(torch:fp32) reference=(--reference)
+cli "$(within 180)" bench recipes/baseline.yaml --backends "$(IFS=,; echo "${configs[*]}")" --precision bf16,fp32 \
+  --epochs "$EPOCHS" "${reference[@]}" --data "$DATA" --set data.pipeline=numpy "${SCALE[@]}" --json "$OUT/bench.json" \
+  || failed bench
+[ -f "$OUT/bench.json" ] && python3 -c "import json, sys; from keras_cifar.bench import table; \
+print(table(json.load(open(sys.argv[1]))))" "$OUT/bench.json" > "$OUT/bench.md" && cat "$OUT/bench.md"
+
+# 2. the baseline on JAX, for the epochs the time left allows at the measured speed
+[[ ,$backends, == *,jax,* ]] || exit 1
+epochs=$(python3 - "$OUT/bench.json" "$(left)" "${SMOKE:-}" <<'PY'
+import json, sys
+bench, left, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+try:
+    jax = [r for r in json.load(open(bench))["results"] if r["backend"] == "jax" and "epoch_seconds" in r]
+except (OSError, ValueError):
+    jax = []
 if smoke or not jax:
     print(2)
-else:
-    fastest = min(jax, key=lambda r: r["epoch_seconds"])
-    left = budget - (time.time() - start) - fastest["compile_seconds"] - 45  # 45 s: start-up, packing, margin
-    print(max(1, min(200, int(left / fastest["epoch_seconds"]))))
+else:  # the bf16 run first, the precision auto picks on a GPU with bfloat16
+    r = jax[0]
+    print(max(1, min(200, int((left - r["compile_seconds"] - 60) / r["epoch_seconds"]))))
 PY
 )
-echo "baseline: $epochs epochs"
-KERAS_BACKEND=jax cli run recipes/baseline.yaml --data "$DATA" --out "$OUT/runs" --epochs "$epochs" \
+echo "gpu.sh: baseline for $epochs epochs, $(left) s left"
+cli "$(within 20)" run recipes/baseline.yaml --data "$DATA" --out "$OUT/runs" --epochs "$epochs" \
   --set train.mixed_precision=auto --set data.pipeline=numpy "${SCALE[@]}" || failed run
-tar -czf "$OUT/baseline-run.tar.gz" -C "$OUT/runs" --exclude='*.keras' --exclude=tb baseline && rm -rf "$OUT/runs"
-echo "gpu.sh: $(( $(date +%s) - start )) s; files: $(ls "$OUT" | tr '\n' ' ')"
+exit $status

@@ -59,6 +59,8 @@ def start():
             import jax
 
             jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
+        if name == "torch":
+            _torch_like_the_others()
 
         if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow as tf
@@ -70,6 +72,17 @@ def start():
                     pass
             tf.config.list_physical_devices("GPU")  # CUDA's own start-up messages come here
     return keras
+
+
+def _torch_like_the_others():
+    """On an NVIDIA GPU, PyTorch computes float32 matrix products in TensorFloat-32 like JAX and TensorFlow
+    do by default (its convolutions already do), and lets cuDNN pick its fastest convolution for the
+    fixed CIFAR shapes, as the PyTorch reference does (cudnn.benchmark)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
 
 
 @contextlib.contextmanager
@@ -171,6 +184,15 @@ def precision(config):
     wanted = config["train"]["mixed_precision"]
     bf16 = wanted is True or (wanted == "auto" and accelerator().bf16)
     return "mixed_bfloat16" if bf16 else "float32"
+
+
+def math_precision(config):
+    """What convolutions and matrix products compute in: bf16 (mixed_bfloat16); tf32 for float32 on an
+    NVIDIA GPU of compute capability 8 or more (Ampere, Hopper), where all three backends use
+    TensorFloat-32 (a 10-bit mantissa); else fp32."""
+    if precision(config) == "mixed_bfloat16":
+        return "bf16"
+    return "tf32" if accelerator().kind == "gpu" and accelerator().bf16 else "fp32"
 
 
 def steps_per_execution(config):

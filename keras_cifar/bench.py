@@ -71,6 +71,7 @@ def child(settings_file, result_file):
         (_, metrics), = run_sweep([spec], cifar, out)
         rows = RunFolder.of(out, spec).read_history()
     result = {"status": metrics["status"], "device": metrics["device"], "precision": metrics["precision"],
+              "math": metrics["math"],
               "steps_per_execution": metrics["steps_per_execution"], "versions": metrics["versions"]}
     if rows and metrics["status"] == "completed":
         result.update(summarize(rows, metrics["data"]["train"]))
@@ -89,29 +90,30 @@ def _subprocess(module, settings, env, workdir, name):
     return result
 
 
-def run_bench(recipe, config, data_source, configs, epochs, reference):
+def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lambda record: None):
     """Each (backend, precision) of `configs` through run's code, then the PyTorch reference; returns
-    the record."""
+    the record, and hands it to `saved` after each configuration (so it grows as the bench goes)."""
     config = {**config, "train": {**config["train"], "epochs": epochs}}
-    results = []
+    record = {"recipe": recipe.path, "variant": next(iter(recipe.variants)), "data": data_source, "epochs": epochs,
+              "config": config, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "results": [], "reference": None}
     with tempfile.TemporaryDirectory() as workdir:
         for i, (b, p) in enumerate(configs, start=1):
             say(f"\nbench {i}/{len(configs)}: {b} {p}")
             cfg = {**config, "train": {**config["train"], "mixed_precision": PRECISIONS[p]}}
             settings = {"recipe": recipe.name, "label": f"{b}-{p}", "config": cfg, "data": data_source}
-            results.append({"backend": b, "requested": p, **_subprocess(
+            record["results"].append({"backend": b, "requested": p, **_subprocess(
                 "keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}")})
-        ref = None
+            saved(record)
         if reference:
             say("\nbench: PyTorch reference")
             ref = _subprocess("keras_cifar.torch_reference", {"config": config, "data": data_source, "epochs": epochs},
                               {}, workdir, "reference")
-    if ref and ref.get("status") != "failed":
-        images = ref["images"]
-        ref["modes"] = {mode: summarize(rows, images) for mode, rows in ref["modes"].items()}
-    return {"recipe": recipe.path, "variant": next(iter(recipe.variants)), "data": data_source, "epochs": epochs,
-            "config": config, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "results": results, "reference": ref}
+            if ref.get("status") != "failed":
+                ref["modes"] = {mode: summarize(rows, ref["images"]) for mode, rows in ref["modes"].items()}
+            record["reference"] = ref
+            saved(record)
+    return record
 
 
 def _fastest_reference(record):
@@ -137,12 +139,12 @@ def table(record):
                 f"{r['test_accuracy']:.2%} |")
 
     for r in record["results"]:
-        precision = r.get("precision", r["requested"])
-        lines.append(row(f"keras-cifar {r['backend']} {precision}", r.get("device", "?"), r))
+        lines.append(row(f"keras-cifar {r['backend']} {r.get('math', r['requested'])}", r.get("device", "?"), r))
     ref = record["reference"]
     if ref:
         for mode, r in (ref.get("modes") or {}).items():
-            lines.append(row(f"PyTorch reference {mode}", ref["device"], r))
+            math = "tf32" if mode == "fp32" and ref.get("tf32") else mode
+            lines.append(row(f"PyTorch reference {math}", ref["device"], r))
         for mode, why in (ref.get("skipped") or {}).items():
             lines.append(f"| PyTorch reference {mode} | {ref['device']} | skipped: {why} |||||||")
         if ref.get("status") == "failed":

@@ -6,8 +6,9 @@ Same as ``run``: the CIFAR ResNet-18 at the recipe's width, BN, shortcuts and ac
 default initialization, which keras-cifar copies), pad-4 random crop and horizontal flip on the
 device, per-channel normalization, SGD with momentum and coupled weight decay, the learning rate
 annealed per step (cosine or constant), cross-entropy or multi-margin loss, validation and test
-scored every epoch at 1,000 images a step. Modes: fp32 (TF32 allowed on GPUs, as PyTorch's
-convolutions do by default) and bf16 (autocast, channels-last memory on a GPU).
+scored every epoch at 1,000 images a step. Modes: fp32 (TensorFloat-32 on GPUs that have it, as
+keras-cifar's three backends compute float32 there) and bf16 (autocast, channels-last memory on a
+GPU); cudnn.benchmark on, as keras-cifar sets it for Keras on PyTorch.
 
 Run as ``python -m keras_cifar.torch_reference SETTINGS.json RESULT.json`` (bench does this); SETTINGS
 may name the ``modes`` to train (default: fp32, and bf16 where it is faster).
@@ -209,8 +210,9 @@ def main(settings_file, result_file):
                 continue
         results[mode] = train(config, splits, device, mode, epochs)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    tf32 = device.type == "cuda" and torch.cuda.get_device_capability(0)[0] >= 8  # fp32 runs as TensorFloat-32
     write_json(result_file, {"device": name, "torch": torch.__version__, "images": len(splits.train[1]),
-                             "modes": results, "skipped": skipped, "threads": torch.get_num_threads()})
+                             "modes": results, "skipped": skipped, "threads": torch.get_num_threads(), "tf32": tf32})
 
 
 if __name__ == "__main__":

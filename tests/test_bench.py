@@ -31,15 +31,16 @@ def test_first_epoch_is_compilation_and_the_rest_are_medians():
 
 def test_table_gives_each_configuration_its_ratio_to_the_fastest_reference():
     record = {
-        "results": [{"backend": "jax", "requested": "fp32", "precision": "float32", "device": "cpu",
+        "results": [{"backend": "jax", "requested": "fp32", "precision": "float32", "math": "tf32", "device": "gpu: H200",
                      "status": "completed", **bench.summarize(_rows([9, 2], [8, 2]), 1000)},
                     {"backend": "torch", "requested": "bf16", "status": "failed", "error": "exit code 1"}],
-        "reference": {"device": "cpu", "modes": {"fp32": bench.summarize(_rows([5, 4], [5, 4]), 1000),
-                                                 "bf16": bench.summarize(_rows([5, 1], [5, 1]), 1000)}},
+        "reference": {"device": "H200", "tf32": True, "modes": {"fp32": bench.summarize(_rows([5, 4], [5, 4]), 1000),
+                                                                "bf16": bench.summarize(_rows([5, 1], [5, 1]), 1000)}},
     }
     lines = bench.table(record).splitlines()
     jax, torch, ref32, ref16 = lines[2:6]
-    assert "keras-cifar jax float32" in jax and "| 500 | 0.50x |" in jax  # 500 img/s against bf16's 1000
-    assert "failed: exit code 1" in torch
-    assert "PyTorch reference fp32" in ref32 and "| 250 | 0.25x |" in ref32
+    # float32 on a Hopper GPU computes in TensorFloat-32: the rows say so
+    assert "| keras-cifar jax tf32 | gpu: H200 |" in jax and "| 500 | 0.50x |" in jax  # 500 img/s against bf16's 1000
+    assert "keras-cifar torch bf16" in torch and "failed: exit code 1" in torch
+    assert "| PyTorch reference tf32 |" in ref32 and "| 250 | 0.25x |" in ref32
     assert "| 1000 | 1.00x |" in ref16
