@@ -90,6 +90,11 @@ def main():
                    "still skipped): for a checkpoint that cannot be read.")
 @click.option("--shard", metavar="I/N", help="Train only the runs at positions I, I+N, I+2N, ... of the sweep "
                                            "(0 <= I < N): N machines sharing OUT split a sweep.")
+@click.option("--parallel", metavar="N|gpus",
+              help="Train several runs at once, each in a process of its own: 'gpus' for one per visible GPU "
+                   "(CUDA_VISIBLE_DEVICES), a number for that many (over the GPUs in turn, or sharing the CPU "
+                   "cores). One ETA for the sweep, one table, one report.")
+@click.option("--no-report", is_flag=True, hidden=True, help="Write no report at the end (--parallel's processes).")
 @click.option("--coordinator", metavar="HOST:PORT", envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
               help="One run trained by several processes (JAX): process 0's address, where it serves the others.")
 @click.option("--num-processes", type=int, envvar="KERAS_DISTRIBUTION_NUM_PROCESSES",
@@ -100,8 +105,8 @@ def main():
                                               "the like) instead of --coordinator.")
 @click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a process other than 0 waits for the coordinator to answer.")
-def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_run, restart, shard, coordinator,
-        num_processes, process_id, cluster, coordinator_timeout):
+def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_run, restart, shard, parallel, no_report,
+        coordinator, num_processes, process_id, cluster, coordinator_timeout):
     """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
     the other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
@@ -123,25 +128,39 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_ru
     if shard:
         runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
     processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)
+    if parallel and processes:
+        raise UserError("--parallel trains several runs at once; --coordinator/--cluster train one run in several "
+                        "processes: use one or the other")
     source = data_lib.canonical_source(data_source)
     backend.check()
-    if dry_run:
+    if dry_run or parallel:
         from keras_cifar.runs import plan
 
         for spec in runs:
             backend.check_settings(spec.config, spec.key)
-        say("\n".join(plan(runs, out, source, restart)) if runs else f"shard {shard}: no runs")
-        return
+        lines = plan(runs, out, source, restart)  # refuses what the real run refuses
+        if dry_run:
+            say("\n".join(lines) if runs else f"shard {shard}: no runs")
+            return
     with signals.interruptible():
         try:
-            cifar = data_lib.load(source)
-            backend.start()
-            if processes:
-                cluster_lib.join(processes, coordinator_timeout)
-            from keras_cifar.train import run_sweep
+            if parallel:
+                from keras_cifar import parallel as parallel_lib
 
-            results = run_sweep(runs, cifar, out, restart)
-            if cluster_lib.process()[0] == 0:
+                common = ["--data", source, "--out", out, *(["--epochs", str(epochs)] if epochs else []),
+                          *(["--subset", str(subset)] if subset else []), *[a for s in sets for a in ("--set", s)],
+                          *(["--restart"] if restart else [])]
+                command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
+                results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
+            else:
+                cifar = data_lib.load(source)
+                backend.start()
+                if processes:
+                    cluster_lib.join(processes, coordinator_timeout)
+                from keras_cifar.train import run_sweep
+
+                results = run_sweep(runs, cifar, out, restart)
+            if not no_report and (parallel or cluster_lib.process()[0] == 0):
                 for name in dict.fromkeys(spec.recipe for spec in runs):
                     _report_recipe(Path(out) / name)
         except KeyboardInterrupt as stop:
@@ -334,7 +353,8 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 @click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
 @click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe key, as for `run`.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the results as JSON to FILE.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False),
+              help="Also write the results as JSON to FILE, rewritten after each configuration.")
 def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
     """How fast `run` trains RECIPE (default: recipes/baseline.yaml) on each backend and precision.
 
@@ -356,10 +376,9 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
                      variants=[next(iter(recipe_obj.variants))])[0]
     configs = bench_lib.configurations(backends, precisions, reference)
     record = bench_lib.run_bench(recipe_obj, spec.config, data_lib.canonical_source(data_source), configs, epochs,
-                                 reference)
+                                 reference, saved=lambda r: json_file and write_json(json_file, r))
     say("\n" + bench_lib.table(record))
     if json_file:
-        write_json(json_file, record)
         say(f"wrote {json_file}")
     if any(r["status"] != "completed" for r in record["results"]):
         sys.exit(1)

@@ -4,8 +4,11 @@
   over every visible device: each global batch (``data.batch_size``) is split over the devices, the
   weights are replicated. BatchNormalization then normalizes with the statistics of the whole global
   batch, because XLA partitions the mean and variance across devices (unlike PyTorch DDP, whose
-  statistics are per device), so a data-parallel run computes what one device would. auto is
-  data_parallel where JAX sees more than one accelerator, or several processes.
+  statistics are per device), so a data-parallel run computes what one device would. On TensorFlow
+  it is MirroredStrategy, with BatchNormalization synchronized to the same effect. auto is
+  data_parallel in a run of several processes, and where JAX sees several accelerators and the global
+  batch gives each at least MIN_IMAGES_PER_DEVICE images; otherwise one device trains (and a sweep
+  uses the others with ``run --parallel``).
 - One run trained by N processes (``--coordinator HOST:PORT --num-processes N --process-id I``, or
   Keras's KERAS_DISTRIBUTION_* variables, or ``--cluster`` where JAX detects the cluster itself, as
   under SLURM): keras.distribution.initialize joins them; each process feeds its own share of every
@@ -14,41 +17,89 @@
   N; run folders are claimed with lock files (runs.py), so no run is trained twice.
 """
 
+import contextlib
+import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from keras_cifar.errors import BackendError, ConfigError
 
 DISTRIBUTIONS = ("auto", "none", "data_parallel")
+# Below this many images per device, splitting a batch over GPUs costs more than it gains: each device's
+# step is bound by kernel launches and the all-reduce of every gradient (45 MB at width 64), not by
+# arithmetic. ResNet-18 on CIFAR at batch 128 keeps one H200 far from busy (about 2.4 s an epoch), so
+# at the report's batch sizes a sweep gains more from one run per GPU (`run --parallel gpus`).
+MIN_IMAGES_PER_DEVICE = 256
 JOIN_TIMEOUT = 60.0  # seconds to wait for the coordinator before giving up
 
 
 # ------------------------------------------------------------------------------- one process, N devices
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a run trains: its devices and processes, and `scope`, the context its model is built or
+    loaded in (TensorFlow's strategy scope; JAX's distribution is set globally instead)."""
+
+    devices: int = 1
+    processes: int = 1
+    scope: Callable = contextlib.nullcontext
+
+
 def distribute(config):
-    """Set Keras's distribution for a run's config; returns (devices, processes) it trains on."""
+    """Set up the distribution a run's config asks for; returns its Placement.
+
+    On JAX, data_parallel is Keras's DataParallel over every device of every process. On TensorFlow
+    it is tf.distribute.MirroredStrategy over the visible GPUs (or, without any, the logical CPU
+    devices), which Keras's fit supports: the model is built in its scope, each global batch is split
+    over the replicas and the gradients are summed. BatchNormalization then uses the statistics of
+    the global batch (models.BatchNorm synchronizes them), so one device and several compute the same.
+    PyTorch: Keras 3.15's fit has no DistributedDataParallel support."""
     import keras
 
     wanted = config["train"]["distribution"]
     backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _mirrored(config, wanted)
     if backend != "jax":
         if wanted == "data_parallel":
-            raise BackendError(f"train.distribution: data_parallel runs on JAX (keras.distribution), not on "
-                               f"{backend}; set KERAS_BACKEND=jax")
-        return 1, 1
+            raise BackendError(f"train.distribution: data_parallel runs on JAX (keras.distribution) and TensorFlow "
+                               f"(MirroredStrategy); Keras {keras.__version__}'s fit has no data parallelism on "
+                               f"{backend} (its DistributedDataParallel support comes in a later Keras); set "
+                               "KERAS_BACKEND=jax or tensorflow")
+        return Placement()
     import jax
 
     devices = jax.devices()  # of every process
     if jax.process_count() > 1 and wanted == "none":
         raise ConfigError("train.distribution: none cannot train one run in several processes; use auto or "
                           "data_parallel")
-    accelerators = len(devices) > 1 and devices[0].platform != "cpu"
-    parallel = wanted == "data_parallel" or (wanted == "auto" and (accelerators or jax.process_count() > 1))
+    parallel = data_parallel(wanted, len(devices), devices[0].platform, config["data"]["batch_size"],
+                             jax.process_count())
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False) if parallel else None)
-    return (len(devices) if parallel else 1), jax.process_count()
+    return Placement(len(devices) if parallel else 1, jax.process_count())
+
+
+def _mirrored(config, wanted):
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    platform = "gpu" if gpus else "cpu"
+    if not data_parallel(wanted, len(devices), platform, config["data"]["batch_size"], 1):
+        return Placement()
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    return Placement(strategy.num_replicas_in_sync, 1, strategy.scope)
+
+
+def data_parallel(wanted, devices, platform, batch_size, processes):
+    """Whether a run of train.distribution `wanted` trains data-parallel over `devices` devices."""
+    if wanted != "auto":
+        return wanted == "data_parallel"
+    return processes > 1 or (devices > 1 and platform != "cpu" and batch_size >= MIN_IMAGES_PER_DEVICE * devices)
 
 
 # -------------------------------------------------------------------------------- N processes, one run
@@ -141,12 +192,53 @@ def agree(*values):
 # ----------------------------------------------------------------------------------- a sweep, N machines
 
 
-def parse_shard(text):
-    """``I/N`` -> (I, N), or a ConfigError."""
+def parse_shard(text, env=None):
+    """``I/N`` -> (I, N); ``auto`` or ``auto/N`` take them from the scheduler (scheduler_shard); or a
+    ConfigError."""
+    if text == "auto" or (text or "").startswith("auto/"):
+        return scheduler_shard(text.partition("/")[2], os.environ if env is None else env)
     index, sep, count = (text or "").partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or int(count) < 1 or int(index) >= int(count):
-        raise ConfigError(f"--shard: expected I/N with 0 <= I < N, e.g. 0/2 on the first of two machines, got {text!r}")
+        raise ConfigError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/2 on the first of two machines), or auto, "
+                          f"got {text!r}")
     return int(index), int(count)
+
+
+def scheduler_shard(count, env):
+    """(I, N) of this task of a SLURM job array (SLURM_ARRAY_TASK_ID, and SLURM_ARRAY_TASK_COUNT or
+    _MIN/_MAX) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and N from ``auto/N`` or
+    KERAS_CIFAR_SHARDS); an explicit `count` (auto/N) overrides the scheduler's."""
+    if "SLURM_ARRAY_TASK_ID" in env:
+        low = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        index = int(env["SLURM_ARRAY_TASK_ID"]) - low
+        total = env.get("SLURM_ARRAY_TASK_COUNT") or (
+            int(env["SLURM_ARRAY_TASK_MAX"]) - low + 1 if "SLURM_ARRAY_TASK_MAX" in env else None)
+        where = "the SLURM job array"
+    elif "JOB_COMPLETION_INDEX" in env:
+        index, total, where = int(env["JOB_COMPLETION_INDEX"]), env.get("KERAS_CIFAR_SHARDS"), "the Indexed Job"
+    else:
+        raise ConfigError("--shard auto: neither SLURM_ARRAY_TASK_ID (a SLURM job array) nor JOB_COMPLETION_INDEX "
+                          "(a Kubernetes Indexed Job) is set; give --shard I/N instead")
+    total = int(count or total or 0)
+    if total < 1:
+        raise ConfigError(f"--shard auto: {where} does not say how many tasks there are; give --shard auto/N "
+                          "(or set KERAS_CIFAR_SHARDS)")
+    if not 0 <= index < total:
+        raise ConfigError(f"--shard auto: task {index} of {where} is not one of 0..{total - 1}")
+    return index, total
+
+
+def task_identity(env=None):
+    """The scheduler's name for this task, the same when it is requeued or its pod restarts
+    ('slurm 1234_5', 'k8s sweep-3'), or None outside a scheduler: a run-folder lock held under the same
+    identity is this task's own, left by its preempted self, and is taken over at once."""
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" in env:
+        job = env.get("SLURM_ARRAY_JOB_ID") or env["SLURM_JOB_ID"]
+        return f"slurm {job}" + (f"_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env else "")
+    if "JOB_COMPLETION_INDEX" in env and env.get("HOSTNAME"):  # pod <job>-<index>-<random>
+        return f"k8s {env['HOSTNAME'].rsplit('-', 1)[0]}"
+    return None
 
 
 def shard_of(runs, shard):

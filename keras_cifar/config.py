@@ -97,7 +97,7 @@ SCHEMA = {
                                     "seconds between checkpoints, >= 0 (0: after every epoch)"),
         "distribution": Field("str", "auto", lambda v: v in DISTRIBUTIONS, " / ".join(DISTRIBUTIONS)
                               + " (data_parallel: every device shares each global batch; auto: on JAX with "
-                              "several accelerators)"),
+                              "several accelerators and at least 256 images a device)"),
     },
 }
 # How a run executes, not what it computes: configs that differ only here are the same experiment, so a

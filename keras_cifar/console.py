@@ -26,12 +26,23 @@ def duration(seconds):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def run_table(rows):
+    """The table a sweep ends with: one line per (RunSpec, metrics) of `rows`."""
+    lines = [f"{'variant':<16} {'seed':>4}  {'status':<9} {'test acc':>9} {'val acc':>9} {'time':>8}"]
+    for spec, m in rows:
+        lines.append(f"{spec.variant:<16} {spec.seed:>4}  {m['status']:<9} {pct(m.get('test_accuracy')):>9} "
+                     f"{pct(m.get('val_accuracy')):>9} {duration(m.get('wall_seconds')):>8}")
+    return "\n".join(lines)
+
+
 class Eta:
     """Time left for `total` units of work (epochs, trials, grid points): the median time of the units
-    timed so far, leaving out the first unit after each start (it compiles) once others are known."""
+    timed so far, leaving out the first unit after each start (it compiles) once others are known, over
+    the `lanes` that work at once."""
 
-    def __init__(self, total):
+    def __init__(self, total, lanes=1):
         self.total = total
+        self.lanes = lanes
         self.done = 0
         self._steady, self._first = [], []
         self._starting = True
@@ -52,7 +63,7 @@ class Eta:
     def left(self):
         """Seconds left, or None before anything was timed."""
         times = sorted(self._steady or self._first)
-        return max(self.total - self.done, 0) * times[len(times) // 2] if times else None
+        return max(self.total - self.done, 0) * times[len(times) // 2] / self.lanes if times else None
 
     def text(self, unit):
         """'12/40 epochs, ETA 3m10s'."""

@@ -310,6 +310,17 @@ class Feeder:
             pipeline = "tf_data" if backend.selected() == "tensorflow" and has_tensorflow() else "numpy"
         self.pipeline = pipeline
 
+    def uneven(self, splits, replicas):
+        """The first (split name, batch size) whose batches do not split evenly over `replicas`
+        (TensorFlow's MirroredStrategy crashes on them), or None."""
+        for name, n, batch in (("training", len(splits.train[1]), self.batch_size),
+                               ("validation", len(splits.val[1]), self.eval_batch_size),
+                               ("test", len(splits.test[1]), self.eval_batch_size)):
+            for size in {batch, n % batch} - {0}:
+                if size % replicas:
+                    return name, size
+        return None
+
     def _dataset(self, x, y, batch_size, shuffle_seed=None):
         import tensorflow as tf
 

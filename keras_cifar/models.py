@@ -27,6 +27,28 @@ class TorchUniform(keras.initializers.Initializer):
         return keras.ops.convert_to_tensor(np.random.uniform(-bound, bound, shape), dtype=dtype)
 
 
+@keras.saving.register_keras_serializable("keras_cifar")
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization, with the statistics of the global batch when it is built under a
+    TensorFlow distribution strategy (``synchronized``; on JAX data parallelism gives them without it).
+    The flag is not saved, so the model loads on every backend (Keras refuses it outside TensorFlow)."""
+
+    def __init__(self, **kwargs):
+        kwargs.pop("synchronized", None)
+        super().__init__(synchronized=_under_tensorflow_strategy(), **kwargs)
+
+    def get_config(self):
+        return {k: v for k, v in super().get_config().items() if k != "synchronized"}
+
+
+def _under_tensorflow_strategy():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", num_classes=10):
     """ResNet-18 for 32x32 inputs: 3x3 stem (no max-pool), basic blocks [2,2,2,2], logits out.
 
@@ -43,7 +65,10 @@ def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", 
             stride = 2 if (s > 1 and b == 1) else 1
             x = _basic_block(x, width * mult, stride, batch_norm, shortcut, activation, f"stage{s}_block{b}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_initializer=TorchUniform(), name="logits", dtype="float32")(x)
+    # Logits in float32 under mixed precision; otherwise in the policy's dtype (float64 in tests).
+    policy = keras.mixed_precision.global_policy()
+    dtype = "float32" if policy.compute_dtype != policy.variable_dtype else None
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=TorchUniform(), name="logits", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name="resnet18")
 
 
@@ -58,7 +83,7 @@ def _conv_bn(x, filters, kernel, stride, batch_norm, name):
         kernel_initializer=TorchUniform(), name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+        x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return x
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from keras_cifar.cluster import task_identity
 from keras_cifar.config import experiment
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError, WriteError
@@ -43,8 +44,11 @@ LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.c
 MODEL_FILE = "model.keras"
 CHECKPOINTS_KEPT = 2  # the newest and the one before it, should the newest prove unreadable
 LOCK_FILE = ".lock"  # held while a process trains the run: {host, pid, time}, touched as a heartbeat
-HEARTBEAT_SECONDS = 30.0
-STALE_SECONDS = 300.0
+HEARTBEAT_SECONDS = 15.0
+# A lock not touched for this long is taken over: its process died on another host (on this host, a dead
+# pid is seen at once). Long enough for NFS's attribute caching (up to 60 s); a requeued SLURM task or a
+# restarted pod takes over its own lock at once instead (cluster.task_identity).
+STALE_SECONDS = 120.0
 
 
 def finite_or_none(x):
@@ -204,8 +208,8 @@ class RunFolder:
 
     def claim(self):
         """Take this run for this process: create its lock file, or take over a stale one (its owner
-        died: same host and no such process, or no heartbeat for STALE_SECONDS). Returns None, or
-        the owner ('host pid ...') of a live lock held elsewhere."""
+        died: same host and no such process, the same scheduler task (requeued), or no heartbeat for
+        STALE_SECONDS). Returns None, or the owner ('host pid ...') of a live lock held elsewhere."""
         make_dirs(self.path)
         for _ in range(2):
             try:
@@ -224,7 +228,7 @@ class RunFolder:
                 continue
             try:
                 with writing(self.lock), os.fdopen(fd, "w") as f:
-                    json.dump({"host": socket.gethostname(), "pid": os.getpid(),
+                    json.dump({"host": socket.gethostname(), "pid": os.getpid(), "task": task_identity(),
                                "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
             except WriteError:
                 self.lock.unlink(missing_ok=True)
@@ -254,6 +258,8 @@ class RunFolder:
 
 
 def _stale(lock, owner):
+    if owner.get("task") and owner["task"] == task_identity():  # this task's own, before a requeue
+        return True
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         try:
             os.kill(owner["pid"], 0)

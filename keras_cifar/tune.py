@@ -65,8 +65,8 @@ class ResNetHyperModel(kt.HyperModel):
     def build(self, hp):
         config = self.config(hp)
         keras.utils.set_random_seed(config["train"]["seeds"][0])
-        cluster.distribute(config)  # train.distribution: data_parallel spreads each trial over the devices
-        return compile_model(config, math.ceil(self.n_train / config["data"]["batch_size"]))
+        with cluster.distribute(config).scope():  # train.distribution: data_parallel spreads each trial over the devices
+            return compile_model(config, math.ceil(self.n_train / config["data"]["batch_size"]))
 
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
         """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""

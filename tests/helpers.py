@@ -139,11 +139,14 @@ class Command:
     KERAS_BACKEND and environment, a fresh interpreter (no imports done, no state set). Its output
     (stdout and stderr) is collected line by line while it runs."""
 
-    def __init__(self, *args, cwd=None):
+    def __init__(self, *args, cwd=None, env=None, program=None):
+        """`program` (a list) runs instead of keras-cifar, in a session of its own (see `kill_all`)."""
         script = shutil.which("keras-cifar")
         assert script, "the keras-cifar command is not installed: pip install -e '.[test]'"
-        self.proc = subprocess.Popen([script, *map(str, args)], cwd=cwd, text=True, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen([*(program or [script]), *map(str, args)], cwd=cwd, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                     start_new_session=program is not None)
         self.lines = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.proc.stdout),
                                         daemon=True)
@@ -180,6 +183,11 @@ class Command:
     def stop(self, signum):
         """Send `signum` and wait for the command to end; returns its exit code."""
         self.proc.send_signal(signum)
+        return self.finish(60)
+
+    def kill_all(self):
+        """SIGKILL the program and every process it started, as a scheduler ends a job; returns the exit code."""
+        os.killpg(self.proc.pid, 9)
         return self.finish(60)
 
 

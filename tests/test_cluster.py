@@ -4,6 +4,8 @@ subprocesses on 127.0.0.1 (JAX fixes its devices and processes once per process)
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from keras_cifar.cluster import parse_shard, task_identity
+from keras_cifar.errors import ConfigError
 from keras_cifar.runs import RunFolder
-from tests.helpers import REPO, tiny_recipe
+from tests.helpers import REPO, Command, tiny_recipe
 
 
 def _env(**extra):
@@ -48,7 +52,7 @@ def test_data_parallel_steps_equal_single_device_steps():
         for distribution in ("none", "data_parallel"):
             cfg["train"]["distribution"] = distribution
             keras.utils.set_random_seed(0)
-            devices, _ = cluster.distribute(cfg)
+            devices = cluster.distribute(cfg).devices
             model = compile_model(cfg, 2)
             model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
             weights.append([np.asarray(w) for w in model.weights])
@@ -60,6 +64,62 @@ def test_data_parallel_steps_equal_single_device_steps():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "devices 1\ndevices 2\n" in done.stdout
     assert float(done.stdout.split("max difference")[1]) < 1e-5
+
+
+def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
+    """TensorFlow: two steps on 2 logical CPU devices (MirroredStrategy, BatchNormalization synchronized,
+    augmentation drawn as on one device) end with one device's weights, in float64. (In float32 they
+    differ by up to about 1e-2 here: TensorFlow's synchronized moments compute the variance as
+    E[x^2] - E[x]^2.) Then `run` trains on both devices and records them."""
+    recipe = tiny_recipe(tmp_path)
+    two_devices = textwrap.dedent("""
+        import sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    """)
+    steps = two_devices + textwrap.dedent("""
+        import keras, numpy as np
+        from keras_cifar import backend, cluster, config
+        from keras_cifar.train import compile_model
+        backend.precision = lambda config: "float64"
+        cfg = config.defaults(); cfg["model"]["width"] = 8
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8); y = rng.integers(0, 10, 64)
+        weights = []
+        for distribution in ("none", "data_parallel"):
+            cfg["train"]["distribution"] = distribution
+            keras.utils.set_random_seed(0)
+            placement = cluster.distribute(cfg)
+            with placement.scope():
+                model = compile_model(cfg, 2)
+            model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
+            weights.append([np.asarray(w) for w in model.weights])
+            print("devices", placement.devices)
+        print("max difference", max(float(np.max(np.abs(a - b))) for a, b in zip(*weights)))
+    """)
+    run = two_devices + textwrap.dedent("""
+        import click
+        from keras_cifar.cli import main
+        for data in ("synthetic:131", "synthetic:320"):  # 131: a last training batch of 3 images
+            try:
+                main(["run", sys.argv[1], "--data", data, "--out", sys.argv[2], "--epochs", "2",
+                      "--set", "train.distribution=data_parallel"], standalone_mode=False)
+            except click.ClickException as e:
+                print("refused:", e.format_message())
+    """)
+    for script in (steps, run):  # TensorFlow's collectives take one dtype per process
+        done = subprocess.run([sys.executable, "-c", script, str(tiny_recipe(tmp_path)), str(tmp_path / "out")],
+                              cwd=REPO, capture_output=True, text=True, timeout=240, env=_env(KERAS_BACKEND="tensorflow"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        if script == steps:
+            assert "devices 1\ndevices 2\n" in done.stdout
+            assert float(done.stdout.split("max difference")[1].split()[0]) < 1e-10
+        else:  # TensorFlow aborts on a batch that does not split evenly: refused first
+            assert "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a training batch " \
+                   "has 3 images" in done.stdout
+    metrics = json.loads((tmp_path / "out" / "tiny" / "a" / "seed0" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["devices"] == 2
 
 
 def test_two_processes_train_one_run(tmp_path):
@@ -153,3 +213,105 @@ def test_an_unreachable_coordinator_fails_in_bounded_time(tmp_path, cli):
                  f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "2")
     assert result.exit_code == 2 and "nothing answered within 2 s" in result.output
     assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("wanted, devices, platform, batch, processes, parallel", [
+    ("auto", 8, "gpu", 128, 1, False),  # 16 images a GPU: one GPU trains, the sweep uses the others
+    ("auto", 8, "gpu", 2048, 1, True),  # 256 a GPU
+    ("auto", 2, "cpu", 4096, 1, False),  # virtual CPU devices only on request
+    ("auto", 1, "gpu", 128, 2, True),  # one run in two processes shares its batches
+    ("data_parallel", 2, "cpu", 128, 1, True),
+    ("none", 8, "gpu", 4096, 1, False),
+])
+def test_auto_distribution_splits_a_batch_only_when_each_device_gets_enough(wanted, devices, platform, batch,
+                                                                            processes, parallel):
+    from keras_cifar.cluster import data_parallel
+
+    assert data_parallel(wanted, devices, platform, batch, processes) is parallel
+
+
+def _slurm(task, tasks=2, job="4242"):
+    return {"SLURM_JOB_ID": job, "SLURM_ARRAY_JOB_ID": job, "SLURM_ARRAY_TASK_ID": str(task),
+            "SLURM_ARRAY_TASK_COUNT": str(tasks)}
+
+
+def test_shard_auto_reads_slurm_and_kubernetes_and_refuses_without_them():
+    assert parse_shard("auto", _slurm(1, 4)) == (1, 4)
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5",
+                                "SLURM_ARRAY_TASK_MAX": "8"}) == (2, 4)  # --array=5-8
+    assert parse_shard("auto", {"JOB_COMPLETION_INDEX": "2", "KERAS_CIFAR_SHARDS": "3"}) == (2, 3)
+    assert parse_shard("auto/5", {"JOB_COMPLETION_INDEX": "4"}) == (4, 5)
+    with pytest.raises(ConfigError, match="neither SLURM_ARRAY_TASK_ID .* nor JOB_COMPLETION_INDEX"):
+        parse_shard("auto", {})
+    with pytest.raises(ConfigError, match="does not say how many tasks there are; give --shard auto/N"):
+        parse_shard("auto", {"JOB_COMPLETION_INDEX": "0"})
+    assert task_identity(_slurm(3)) == "slurm 4242_3"
+    assert task_identity({"JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"}) == \
+        "k8s keras-cifar-sweep-1"
+
+
+def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(tmp_path):
+    """docs/cluster/sweep.sbatch as SLURM runs it (fake array variables): task 0 is killed with its job
+    (no time to clean up: its lock stays, as if on another host), requeued, and resumes at once; task 1
+    trains the other run; both end with the reports and the comparison page."""
+    recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
+    env = {"OUT": str(tmp_path / "out"), "DATA": "synthetic:200", "RECIPES": str(recipe), "EXTRA": "--epochs 3"}
+    script = ["bash", str(REPO / "docs" / "cluster" / "sweep.sbatch")]
+    task0 = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
+    task0.wait_for(r"tiny/a/seed0 epoch +1/3")
+    task0.kill_all()
+    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock
+    lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "node-17", "pid": 1}))  # alive elsewhere
+    requeued = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
+    assert requeued.finish() == 0, requeued.output
+    assert "tiny/a/seed0: resuming after epoch" in requeued.output and "being trained by" not in requeued.output
+    task1 = Command(program=script, env={**env, **_slurm(1)}, cwd=REPO)
+    assert task1.finish() == 0, task1.output
+    for variant in ("a", "b"):
+        assert RunFolder(tmp_path / "out" / "tiny" / variant / "seed0").read_metrics()["status"] == "completed"
+    assert "| [tiny](#tiny) | not in the report |" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_kubernetes_job_manifest_shards_the_sweep(tmp_path):
+    """docs/cluster/sweep-job.yaml's container command, run as each of two pods of the Indexed Job."""
+    import yaml
+
+    job = yaml.safe_load((REPO / "docs" / "cluster" / "sweep-job.yaml").read_text())
+    assert job["spec"]["completionMode"] == "Indexed"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env.update(KERAS_CIFAR_SHARDS="2", DATA="synthetic:200", OUT=str(tmp_path / "out"), EXTRA="",
+               RECIPES=str(tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")),
+               KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    for index in (0, 1):
+        pod = Command(program=[*container["command"], *container["args"]], cwd=REPO,
+                      env={**env, "JOB_COMPLETION_INDEX": str(index), "HOSTNAME": f"keras-cifar-sweep-{index}-x7k2p"})
+        assert pod.finish() == 0, pod.output
+    for variant in ("a", "b"):
+        assert RunFolder(tmp_path / "out" / "tiny" / variant / "seed0").read_metrics()["status"] == "completed"
+    assert (tmp_path / "out" / "comparison.md").is_file()
+
+
+def test_parallel_trains_each_run_once_and_a_crashed_process_loses_only_its_run(tmp_path):
+    recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
+    args = ["run", recipe, "--data", "synthetic:200", "--seeds", "0,1", "--epochs", "2", "--out", tmp_path / "out",
+            "--parallel", "2"]
+    sweep = Command(*args[1:], program=[shutil.which("keras-cifar"), "run"])
+    first = sweep.wait_for(r"^\[w\d\] \[\d/4\] ")
+    victim_key, victim_pid = first.split()[2], int(first.split("(pid ")[1].rstrip(")"))
+    sweep.wait_for(rf"{victim_key} epoch +1/2")
+    os.kill(victim_pid, 9)
+    assert sweep.finish() == 1, sweep.output  # one run failed; the others went on
+    statuses = {key: RunFolder(tmp_path / "out" / key).read_metrics()["status"]
+                for key in ("tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1")}
+    assert statuses == {key: "failed" if key == victim_key else "completed" for key in statuses}
+    assert f"{victim_key}: failed (its process ended by SIGKILL)" in sweep.output
+    for key in statuses:  # each run trained once: its epoch lines, each prefixed with its process's slot
+        epochs = re.findall(rf"^\[w\d\] {key} epoch +(\d)/2", sweep.output, re.M)
+        assert epochs == (["1"] if key == victim_key else ["1", "2"]), (key, epochs)
+    assert re.search(r"\| sweep 7/8 epochs", sweep.output)  # one ETA for the whole sweep
+    assert sweep.output.count("tiny: ") == 1 and (tmp_path / "out" / "tiny" / "report.md").is_file()  # one report
+    again = Command(*args[1:], program=[shutil.which("keras-cifar"), "run"])
+    assert again.finish() == 0, again.output
+    assert f"{victim_key}: resuming after epoch 1" in again.output
+    assert RunFolder(tmp_path / "out" / victim_key).read_metrics()["status"] == "completed"

@@ -94,4 +94,4 @@ def test_bench(tmp_path):
     assert [r["backend"] for r in record["results"]] == ["torch"]
     assert all(r["status"] == "completed" and r["epoch_seconds"] > 0 for r in record["results"])
     assert record["reference"]["modes"]["fp32"]["epoch_seconds"] > 0
-    assert "| keras-cifar torch float32 | cpu (" in output and "| PyTorch reference fp32 | cpu |" in output
+    assert "| keras-cifar torch fp32 | cpu (" in output and "| PyTorch reference fp32 | cpu |" in output

@@ -199,7 +199,8 @@ def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model
     """train.distribution reaches every trial's model, as it reaches a run's (cluster.distribute is
     what turns data_parallel on; the test suite's JAX runs with several devices are in test_cluster)."""
     asked = []
-    monkeypatch.setattr(tune.cluster, "distribute", lambda config: asked.append(config["train"]["distribution"]))
+    monkeypatch.setattr(tune.cluster, "distribute",
+                        lambda config: asked.append(config["train"]["distribution"]) or tune.cluster.Placement())
     search = search_of(tmp_path, sets=["train.distribution=data_parallel"])
     tune.ResNetHyperModel(search, 200).build(kt.HyperParameters())
     assert asked == ["data_parallel"]
