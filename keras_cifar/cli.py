@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from keras_cifar import backend, cli_models, signals
+from keras_cifar import __version__, backend, cli_models, signals
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
 from keras_cifar.errors import KerasCifarError
-from keras_cifar.files import write_json
+from keras_cifar.files import write_atomic, write_json
 from keras_cifar.losses import LOSSES
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
@@ -45,10 +45,29 @@ def _int_list(text):
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _overrides(sets, flags):
-    """The --set values, then the shortcut options that were given ({"train.epochs": 3} is
-    --set train.epochs=3, and wins over it), as one override dict for the recipe."""
-    return cfg.parse_sets(list(sets) + [f"{key}={value}" for key, value in flags.items() if value is not None])
+QUICK = {"model.width": 16, "data.subset": 10000, "train.epochs": 10}  # the scale of the committed results/
+
+
+def _overrides(sets, flags, quick=False):
+    """--quick's scale, then the --set values, then the shortcut options that were given ({"train.epochs":
+    3} is --set train.epochs=3, and wins over it), as one override dict for the recipe."""
+    return cfg.parse_sets([f"{key}={value}" for key, value in QUICK.items() if quick] + list(sets)
+                          + [f"{key}={value}" for key, value in flags.items() if value is not None])
+
+
+def _print_version(ctx, param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib import metadata
+
+    found = []
+    for package in ("keras", "tensorflow", "jax", "torch"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} not installed")
+    say(f"keras-cifar {__version__} ({', '.join(found)}; KERAS_BACKEND={backend.selected()})")
+    ctx.exit()
 
 
 def _interrupted(stop, what):
@@ -61,7 +80,8 @@ def _interrupted(stop, what):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="keras-cifar")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print keras-cifar's version and those of Keras and its backends, and exit.")
 def main():
     """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
 
@@ -82,6 +102,9 @@ def main():
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
+@click.option("--quick", is_flag=True,
+              help="The scale of the committed results/: width 16, 10,000 training images, 10 epochs (minutes an "
+                   "epoch on a CPU instead of half an hour); --set, --subset and --epochs still win.")
 @click.option("--dry-run", is_flag=True,
               help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
                    "It refuses what the real run refuses.")
@@ -105,8 +128,8 @@ def main():
                                               "the like) instead of --coordinator.")
 @click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a process other than 0 waits for the coordinator to answer.")
-def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_run, restart, shard, parallel, no_report,
-        coordinator, num_processes, process_id, cluster, coordinator_timeout):
+def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, quick, dry_run, restart, shard, parallel,
+        no_report, coordinator, num_processes, process_id, cluster, coordinator_timeout):
     """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
     the other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
@@ -121,7 +144,7 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_ru
     from keras_cifar import cluster as cluster_lib
 
     loaded = cfg.load_recipes(recipes)
-    overrides = _overrides(sets, {"train.epochs": epochs, "data.subset": subset})
+    overrides = _overrides(sets, {"train.epochs": epochs, "data.subset": subset}, quick)
     runs = [spec for recipe in loaded for spec in cfg.sweep(
         recipe, overrides, variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
         seeds=_int_list(seeds) if seeds else None)]
@@ -147,7 +170,8 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, dry_ru
             if parallel:
                 from keras_cifar import parallel as parallel_lib
 
-                common = ["--data", source, "--out", out, *(["--epochs", str(epochs)] if epochs else []),
+                common = ["--data", source, "--out", out, *(["--quick"] if quick else []),
+                          *(["--epochs", str(epochs)] if epochs else []),
                           *(["--subset", str(subset)] if subset else []), *[a for s in sets for a in ("--set", s)],
                           *(["--restart"] if restart else [])]
                 command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
@@ -207,8 +231,8 @@ def report(run_roots, out):
 @click.option("--notes", type=click.Path(exists=True, dir_okay=False),
               help="A hand-written Markdown file, included as the page's Discussion section.")
 @click.option("--recipes", "recipes_dir", type=click.Path(file_okay=False),
-              help="The recipes whose `report:` sections hold the report's claims.  [default: the recipes/ "
-                   "folder of this repository]")
+              help="A folder of recipes whose `report:` sections hold the report's claims.  [default: the shipped "
+                   "recipes, `keras-cifar recipes`]")
 def compare(run_root, out, notes, recipes_dir):
     """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
 
@@ -221,12 +245,12 @@ def compare(run_root, out, notes, recipes_dir):
 
         keras-cifar compare results/runs --out results/README.md --notes results/notes.md
     """
-    from keras_cifar.compare import SHIPPED_RECIPES, write_page
+    from keras_cifar.compare import write_page
 
     out = out or str(Path(run_root) / "comparison.md")
     command = (f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
                + (f" --recipes {recipes_dir}" if recipes_dir else ""))
-    say(f"wrote {write_page(run_root, out, command, notes, recipes_dir or SHIPPED_RECIPES)}")
+    say(f"wrote {write_page(run_root, out, command, notes, recipes_dir or cfg.SHIPPED_RECIPES)}")
 
 
 @main.command()
@@ -369,9 +393,7 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
             --set model.width=16 --subset 5000 --epochs 3 --reference
     """
     from keras_cifar import bench as bench_lib
-    from keras_cifar.compare import SHIPPED_RECIPES
-
-    recipe_obj = cfg.load_recipe(recipe or SHIPPED_RECIPES / "baseline.yaml")
+    recipe_obj = cfg.load_recipe(recipe or "baseline")
     spec = cfg.sweep(recipe_obj, _overrides(sets, {"data.subset": subset}),
                      variants=[next(iter(recipe_obj.variants))])[0]
     configs = bench_lib.configurations(backends, precisions, reference)
@@ -382,6 +404,50 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
         say(f"wrote {json_file}")
     if any(r["status"] != "completed" for r in record["results"]):
         sys.exit(1)
+
+
+MARKERS = ("<!-- recipes: made by `keras-cifar recipes --into` -->", "<!-- /recipes -->")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--names", is_flag=True, help="Print only the names of the report's experiments, in its order.")
+@click.option("--into", type=click.Path(exists=True, dir_okay=False),
+              help=f"Write the table into FILE, between its lines {MARKERS[0]} and {MARKERS[1]} (README.md's table).")
+@click.pass_context
+def recipes(ctx, names, into):
+    """The recipes that come with keras-cifar: one per experiment of the report, with what the report
+    found, and any others. Give one to `run`, `tune` or `bench` by name (`keras-cifar run bn`); `keras-cifar
+    recipes show NAME` prints one to copy and edit. Example:
+
+    \b
+        keras-cifar recipes show bn > my_bn.yaml
+    """
+    from keras_cifar.compare import claimed_recipes, claims_table
+
+    if ctx.invoked_subcommand:
+        return
+    if names:
+        say("\n".join(r.name for r in claimed_recipes()))
+        return
+    table = claims_table()
+    if into:
+        text = Path(into).read_text()
+        head, start, rest = text.partition(MARKERS[0] + "\n")
+        _, end, tail = rest.partition(MARKERS[1])
+        if not (start and end):
+            raise UserError(f"{into}: no lines {MARKERS[0]} and {MARKERS[1]} to write the table between")
+        write_atomic(into, f"{head}{start}{table}\n{end}{tail}")
+        say(f"wrote the table into {into}")
+        return
+    others = [r for r in map(cfg.load_recipe, cfg.shipped_recipes().values()) if not r.claim]
+    say(table + "".join(f"\n\n`{Path(r.path).name}`: {r.description}" for r in others))
+
+
+@recipes.command("show")
+@click.argument("name")
+def recipes_show(name):
+    """Print the shipped recipe NAME (e.g. bn): a starting point for your own."""
+    say(cfg.recipe_file(name).read_text().rstrip("\n"))
 
 
 for _command in (cli_models.export_cmd, cli_models.predict_cmd, cli_models.evaluate_cmd):

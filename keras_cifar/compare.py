@@ -9,7 +9,7 @@ from pathlib import Path
 
 from keras_cifar import report
 from keras_cifar.claims import judge, our_ordering
-from keras_cifar.config import load_recipe
+from keras_cifar.config import SHIPPED_RECIPES, load_recipe
 from keras_cifar.errors import ConfigError
 from keras_cifar.files import make_dirs, write_atomic
 from keras_cifar.runs import find_recipes
@@ -22,7 +22,6 @@ JUDGING = ("**How \"agrees?\" is judged.** Final-epoch test accuracy over comple
            "min–max bands do not overlap at the last epoch). *can't tell*: the seed ranges overlap, so the "
            "difference is within the seed spread. With one seed on either side the spread is unknown; the answer "
            "then follows the means and says \"1 seed\". The worst pair decides.")
-SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # in a checkout (pip install -e .)
 
 
 def claimed_recipes(recipes_dir=SHIPPED_RECIPES):

@@ -310,8 +310,30 @@ def _read_yaml(path):
     return data
 
 
+SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"  # package data: the report's experiments
+
+
+def shipped_recipes():
+    """The recipe files that come with keras-cifar, by name."""
+    return {path.stem: path for path in sorted(SHIPPED_RECIPES.glob("*.yaml"))}
+
+
+def recipe_file(text):
+    """A RECIPE argument: a recipe file, or the name of a shipped recipe (``bn``, ``bn.yaml``)."""
+    path = Path(text)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = shipped_recipes()
+    if path.stem in shipped and path.suffix in ("", ".yaml"):
+        return shipped[path.stem]
+    raise ConfigError(f"{text}: no such recipe file, and no shipped recipe of that name; shipped: "
+                      f"{', '.join(shipped)} (keras-cifar recipes lists them)")
+
+
 def load_recipe(path):
-    """Read and validate a recipe file; every variant is resolved so errors surface before training."""
+    """Read and validate a recipe file (or a shipped recipe, by name); every variant is resolved so errors
+    surface before training."""
+    path = recipe_file(path)
     data = _read_yaml(path)
     for key in data:
         if key not in RECIPE_KEYS:

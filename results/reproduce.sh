@@ -9,7 +9,5 @@ DATA=${KERAS_CIFAR_DATA:?set KERAS_CIFAR_DATA to a local CIFAR-10 copy, e.g. the
 SCALE=(--data "$DATA" --out results/runs --set model.width=16 --subset 10000 --epochs 10)
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 for seed in 0 1; do  # every experiment at seed 0 first, so a partial sweep already covers them all
-  for exp in bn shortcut momentum activation loss lr batch_size baseline; do  # baseline: bn/bn, reused
-    keras-cifar run "recipes/$exp.yaml" "${SCALE[@]}" --seeds "$seed"
-  done
+  keras-cifar run $(keras-cifar recipes --names) "${SCALE[@]}" --seeds "$seed"  # the report's experiments
 done

@@ -8,8 +8,11 @@ import tarfile
 
 import keras
 import pytest
+import yaml
 
-from keras_cifar import config
+from keras_cifar import __version__, config
+from keras_cifar.compare import claims_table
+from keras_cifar.config import SHIPPED_RECIPES
 from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
 from tests.helpers import WIDTH, keras_cifar, keras_cifar_each, make_run
@@ -95,3 +98,19 @@ def test_bench(tmp_path):
     assert all(r["status"] == "completed" and r["epoch_seconds"] > 0 for r in record["results"])
     assert record["reference"]["modes"]["fp32"]["epoch_seconds"] > 0
     assert "| keras-cifar torch fp32 | cpu (" in output and "| PyTorch reference fp32 | cpu |" in output
+
+
+def test_recipes_version_and_shipped_recipes_by_name(tmp_path):
+    code, listed = keras_cifar("recipes")
+    assert code == 0 and listed.startswith(claims_table()) and "`tune.yaml`: KerasTuner search" in listed
+    code, shown = keras_cifar("recipes", "show", "bn")
+    assert code == 0 and yaml.safe_load(shown) == yaml.safe_load((SHIPPED_RECIPES / "bn.yaml").read_text())
+    code, names = keras_cifar("recipes", "--names")
+    assert names.split() == ["bn", "shortcut", "momentum", "activation", "loss", "lr", "batch_size", "baseline"]
+    code, version = keras_cifar("--version")
+    assert code == 0 and version.startswith(f"keras-cifar {__version__} (keras ") and "KERAS_BACKEND=" in version
+    code, planned = keras_cifar("run", "bn", "--quick", "--epochs", "3", "--data", "synthetic:100", "--out",
+                                tmp_path / "out", "--dry-run")  # by name; --epochs wins over --quick
+    assert code == 0 and planned.startswith("bn/bn/seed0: new, width 16, 3 epochs, batch 128"), planned
+    code, missing = keras_cifar("run", "nope", "--dry-run")
+    assert code == 2 and "nope: no such recipe file, and no shipped recipe of that name; shipped: activation" in missing

@@ -274,3 +274,10 @@ def test_checkpoints_follow_the_cadence_and_a_signal_keeps_the_last_epoch(tmp_pa
     recorder.on_epoch_begin(4)
     recorder.on_epoch_end(4, {"loss": float("nan"), "accuracy": 0.1})
     assert recorder.diverged and model.stop_training and folder.checkpoint()[1] == 4
+
+
+def test_a_cpu_sweep_at_the_reports_scale_names_the_quick_look():
+    full = config.sweep(config.load_recipe("baseline"))
+    assert "For a quick look, add --quick" in train._quick_look(full, 50_000)  # the test machine is a CPU
+    quick = config.sweep(config.load_recipe("baseline"), config.parse_sets(["model.width=16", "data.subset=10000"]))
+    assert train._quick_look(quick, 50_000) == ""
