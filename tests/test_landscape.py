@@ -201,14 +201,14 @@ def test_figures_say_what_is_compared_with_labelled_log_scales(runs, tmp_path):
         assert tick in two
 
 
-def test_readme_quotes_the_committed_landscape():
-    """The README's table of the BN / no-BN landscape is what results/landscapes/bn/landscape_1d.json holds."""
+def test_docs_quote_the_committed_landscape():
+    """docs/landscapes.md's table of the BN / no-BN landscape is what results/landscapes/bn/landscape_1d.json holds."""
     from tests.helpers import REPO
 
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "landscapes.md").read_text()
     for run in json.loads((REPO / "results/landscapes/bn/landscape_1d.json").read_text())["runs"]:
         s, points = run["sharpness"], run["sharpness"]["points"]
         row = (f"| {run['label']} | {run['centre']['loss']:.3f} | {100 * run['centre']['accuracy']:.1f} % | "
                f"{points['a=-0.5']['loss']:.3f} / {points['a=+0.5']['loss']:.3f} | {s['loss_rise']:.3f} | "
                f"{100 * s['accuracy_drop']:.1f} points |")
-        assert row in readme, row
+        assert row in page, row

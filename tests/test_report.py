@@ -117,12 +117,13 @@ def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
     assert "tiny: " in result.output and "| b | **60.00** (n=1)" in result.output
 
 
-def test_readme_quotes_the_committed_bn_report():
-    """The README's example output of `keras-cifar report results/runs/bn` is the committed runs' table."""
+def test_docs_quote_the_committed_bn_report():
+    """docs/reports.md's example output of `keras-cifar report results/runs/bn` is the committed runs' table."""
     variants = report.load_variants(REPO / "results" / "runs" / "bn")
     table = report.markdown_table(report.summarize(REPO / "results" / "runs" / "bn", variants))
-    quoted = re.search(r"\$ keras-cifar report results/runs/bn\n(.*?)\n\n", (REPO / "README.md").read_text(), re.S)
-    assert quoted, "README lost its `keras-cifar report results/runs/bn` example"
+    page = (REPO / "docs" / "reports.md").read_text()
+    quoted = re.search(r"\$ keras-cifar report results/runs/bn\n(.*?)\n\n", page, re.S)
+    assert quoted, "docs/reports.md lost its `keras-cifar report results/runs/bn` example"
     assert [line.strip() for line in quoted.group(1).splitlines()[1:]] == table.splitlines()
 
 
