@@ -28,6 +28,7 @@ from keras_cifar.console import Eta, count, say
 from keras_cifar.errors import ConfigError, RunFolderError
 from keras_cifar.backend import environment
 from keras_cifar.files import make_dirs, write_json
+from keras_cifar.pipelines import Feeder
 from keras_cifar.runs import finite_or_none
 
 AXES = ("a", "b")
@@ -251,7 +252,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
         directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
         say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
             f"from {datasets[source].source}")
-        feeder = data_lib.Feeder(settings.batch_size, run.config["data"]["pipeline"], settings.batch_size)
+        feeder = Feeder(settings.batch_size, run.config["data"]["pipeline"], settings.batch_size)
         start = time.perf_counter()
         surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
         surfaces.append(surface)

@@ -5,8 +5,9 @@ trains with it, and only ``bench`` imports it (it needs PyTorch, not Keras).
 Same as ``run``: the CIFAR ResNet-18 at the recipe's width, BN, shortcuts and activation (PyTorch's
 default initialization, which keras-cifar copies), pad-4 random crop and horizontal flip on the
 device, per-channel normalization, SGD with momentum and coupled weight decay, the learning rate
-annealed per step (cosine or constant), cross-entropy or multi-margin loss, validation and test
-scored every epoch at 1,000 images a step. Modes: fp32 (TensorFloat-32 on GPUs that have it, as
+annealed per step (cosine or constant), cross-entropy or multi-margin loss, the training images in
+keras-cifar's epoch order (full batches, pipelines.epoch_order), validation and test scored every
+epoch at 1,000 images a step. Modes: fp32 (TensorFloat-32 on GPUs that have it, as
 keras-cifar's three backends compute float32 there) and bf16 (autocast, channels-last memory on a
 GPU); cudnn.benchmark on, as keras-cifar sets it for Keras on PyTorch.
 
@@ -27,6 +28,7 @@ from keras_cifar import data as data_lib
 from keras_cifar.errors import ConfigError
 from keras_cifar.files import write_json
 from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
+from keras_cifar.pipelines import epoch_order
 
 SCHEDULES = ("cosine", "constant")
 
@@ -116,6 +118,7 @@ class Reference:
         self.mean = torch.tensor([255 * v for v in CIFAR_MEAN], device=device)[None, :, None, None]
         self.std = torch.tensor([255 * v for v in CIFAR_STD], device=device)[None, :, None, None]
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.seed = seed
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode == "bf16")
@@ -177,9 +180,9 @@ def train(config, splits, device, mode, epochs):
     rows = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        order = torch.randperm(n, device=device, generator=ref.generator)
-        losses = [ref.step(x_train[idx], y_train[idx].long()) * len(idx) for idx in order.split(batch)]
-        loss = float(torch.stack(losses).sum()) / n  # the mean over images, as Keras's; waits for the last step
+        order = torch.as_tensor(epoch_order(n, batch, ref.seed, epoch), device=device)  # as keras-cifar's
+        losses = [ref.step(x_train[idx], y_train[idx].long()) for idx in order.split(batch)]
+        loss = float(torch.stack(losses).mean())  # full batches: the mean over images, as Keras's; waits
         trained = time.perf_counter()
         val_acc, test_acc = ref.accuracy(*val), ref.accuracy(*test)
         rows.append({"epoch": epoch + 1, "train_seconds": trained - start, "loss": loss,

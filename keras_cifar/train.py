@@ -35,6 +35,7 @@ from keras_cifar.console import Eta, count, pct, run_table, say
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer
+from keras_cifar.pipelines import Feeder
 from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, finite_or_none, plan, reuse, unreadable
 
 # --------------------------------------------------------------------------------------- the model
@@ -245,7 +246,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
     placement = cluster.distribute(cfg)
-    feeder = data_lib.Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=placement.processes)
+    feeder = Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=placement.processes)
     local = data_lib.shard(splits, *process)
     (x_train, y_train), val, test = local.train, local.val, local.test
     uneven = placement.scope is not contextlib.nullcontext and feeder.uneven(local, placement.devices)
@@ -263,7 +264,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         if start:
             model, start = _resume(spec, folder, writer)
         else:
-            model = compile_model(cfg, math.ceil(len(x_train) / feeder.batch_size))
+            model = compile_model(cfg, feeder.steps(len(y_train)))
     rows = folder.read_history()[:start]
     recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
@@ -274,7 +275,8 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         say(f"{spec.key}: resuming after epoch {start}")
     status, error = "completed", None
     try:
-        model.fit(**feeder.train(x_train, y_train, spec.seed), **feeder.validation(*val),
+        model.fit(**feeder.train(x_train, y_train, spec.seed, cfg["train"]["epochs"], start),
+                  **feeder.validation(*val),
                   epochs=cfg["train"]["epochs"], initial_epoch=start, callbacks=callbacks, verbose=0)
         status = "diverged" if recorder.diverged else "completed"
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM under signals.interruptible
@@ -288,7 +290,8 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         status, error = "failed", f"{type(e).__name__}: {e}"
         if writer:
             folder.write_error(traceback.format_exc())
-    metrics = _metrics(spec, rows, start, status, error, splits, data_source)
+    trained_per_epoch = feeder.steps(len(y_train)) * cfg["data"]["batch_size"]  # full batches, every process's
+    metrics = _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch)
     metrics.update(parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=placement.devices,
                    processes=placement.processes)
     if status == "completed":
@@ -301,7 +304,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     return metrics
 
 
-def _metrics(spec, rows, start, status, error, splits, data_source):
+def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch):
     last = rows[-1] if rows and status == "completed" else {}  # a diverged model's scores mean nothing
     # Throughput leaves out the first epoch of each start (0, and `start` for a resumed run): it compiles.
     measured = [r for i, r in enumerate(rows) if i not in (0, start)]
@@ -318,7 +321,7 @@ def _metrics(spec, rows, start, status, error, splits, data_source):
         "best_val_accuracy": finite_or_none(max((r["val_accuracy"] for r in rows), default=None)),
         "train_seconds": sum(r["train_seconds"] for r in rows),
         "wall_seconds": sum(r["epoch_seconds"] for r in rows),
-        "images_per_second": len(splits.train[1]) * len(measured) / train_time if train_time else None,
+        "images_per_second": trained_per_epoch * len(measured) / train_time if train_time else None,
         "data": {"source": data_source, "train": len(splits.train[1]), "val": len(splits.val[1]),
                  "test": len(splits.test[1])},
         "precision": backend.precision(spec.config),

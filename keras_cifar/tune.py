@@ -35,6 +35,7 @@ from keras_cifar import trials
 from keras_cifar.config import OBJECTIVES, ConfigError
 from keras_cifar.console import Eta, say
 from keras_cifar.files import make_dirs, write_atomic
+from keras_cifar.pipelines import Feeder
 from keras_cifar.runs import diff_keys
 from keras_cifar.train import compile_model, run_sweep
 
@@ -71,8 +72,9 @@ class ResNetHyperModel(kt.HyperModel):
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
         """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
         config = self.config(hp)
-        feeder = data_lib.Feeder(config["data"]["batch_size"], config["data"]["pipeline"])
-        history = model.fit(**feeder.train(*train, config["train"]["seeds"][0]), **feeder.validation(*val),
+        feeder = Feeder(config["data"]["batch_size"], config["data"]["pipeline"])
+        history = model.fit(**feeder.train(*train, config["train"]["seeds"][0], epochs, initial_epoch),
+                            **feeder.validation(*val),
                             epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
                             callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()])
         self.executions[_key(hp)] += 1
