@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: the tests marked `backend` under TensorFlow, JAX and PyTorch, and the others under
-# TensorFlow: four pytest passes, two at a time (TensorFlow's backend tests, then JAX's; the others,
-# then PyTorch's), each with its own temporary folder and log. Most of their time is single-threaded
+# TensorFlow: five pytest passes in two lanes of about equal time (TensorFlow's backend tests, then the
+# cluster tests; the other TensorFlow tests, then JAX's and PyTorch's backend tests), each pass with its
+# own temporary folder and log. Most of their time is single-threaded
 # (imports, compilation, subprocesses starting), so every process computes on one thread: OpenMP's
 # threads spin while they wait, and two-thread processes sharing two cores slowed some tests tenfold.
 # Each pass's log, with its 15 slowest tests, is printed when all have ended; the exit code is the first
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
   XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 logs=$(mktemp -d)
-passes=("tensorflow backend" "tensorflow not backend" "jax backend" "torch backend")
+passes=("tensorflow backend" "tensorflow not backend and not cluster" "tensorflow cluster" "jax backend"
+        "torch backend")
 pass() {
   read -r backend marker <<< "${passes[$1]}"
   KERAS_BACKEND=$backend python -m pytest -m "$marker" --durations=15 --basetemp="$logs/tmp$1" "${@:2}" \
@@ -19,7 +21,7 @@ pass() {
   echo $? > "$logs/$1.code"
 }
 (pass 0 "$@"; pass 2 "$@") &
-(pass 1 "$@"; pass 3 "$@") &
+(pass 1 "$@"; pass 3 "$@"; pass 4 "$@") &
 wait
 status=0
 for i in "${!passes[@]}"; do
