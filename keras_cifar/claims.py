@@ -10,20 +10,21 @@ A recipe's ``report:`` section holds the claim (parsed here when the recipe is l
       accuracy: {relu: 95.48, tanh: 92.37, sigmoid: 87.63}   # its test accuracies, % (optional)
 
 Agreement is judged on final-epoch test accuracy over completed seeds, pair by pair along the report's
-ordering (claimed better variant first):
-- "yes" / "no": every seed of one variant beats every seed of the other (the min-max bands of the
-  figures do not overlap at the last epoch), in the report's order / against it;
-- "can't tell": the two variants' seed ranges overlap: the difference is within the seed spread;
-- with a single seed on either side the spread is unknown: the answer follows the means and says so.
-The worst pair decides (no > no with one seed > can't tell > yes with one seed > yes).
+ordering (claimed better variant first), from the 95 % Welch interval of the difference of the two
+means (stats.py has the formulas):
+- "yes" / "no": the interval lies above 0 / below 0: the report's order holds / is reversed;
+- "can't tell": the interval holds 0, or a variant has a single seed (no interval); the reason says how
+  many seeds per variant would resolve a difference of the observed size at the observed spread.
+The worst pair decides (no > can't tell > yes).
 """
 
 import re
 from dataclasses import dataclass, field
 
+from keras_cifar import stats as intervals
 from keras_cifar.errors import ConfigError
 
-RANKS = ("no", "no, 1 seed", "can't tell", "yes, 1 seed", "yes")
+RANKS = ("no", "can't tell", "yes")
 KEYS = ("title", "source", "claim", "order", "accuracy")
 
 
@@ -75,13 +76,22 @@ def parse(section, variants, where):
 # -------------------------------------------------------------------------------------- judging
 
 
-def _pair(a, b):
-    """Verdict on "a beats b" from their test-accuracy stats (mean/min/max/n, or None)."""
-    if a["n"] < 2 or b["n"] < 2:
-        return "yes, 1 seed" if a["mean"] > b["mean"] else "no, 1 seed" if a["mean"] < b["mean"] else "can't tell"
-    if a["min"] > b["max"]:
-        return "yes"
-    return "no" if b["min"] > a["max"] else "can't tell"
+def _points(x):
+    return f"{100 * x:+.2f}"
+
+
+def _pair(a, b, name_a, name_b):
+    """(verdict, why) on "`name_a` beats `name_b`" from their test-accuracy stats (stats.describe)."""
+    single = [f"{name} has 1 seed" for name, s in ((name_a, a), (name_b, b)) if s["n"] < 2]
+    if single:
+        return "can't tell", " and ".join(single) + ": no interval; run 2 seeds or more"
+    d = intervals.welch(a, b)
+    text = f"{name_a} − {name_b} = {_points(d.diff)} pt, 95 % CI [{_points(d.low)}, {_points(d.high)}]"
+    if d.sign:
+        return ("yes" if d.sign > 0 else "no"), text
+    needed = intervals.seeds_needed(a, b)
+    return "can't tell", text + (f"; about {needed} seeds per variant would resolve it" if needed
+                                 else "; equal means: no number of seeds would")
 
 
 def judge(order, stats):
@@ -91,33 +101,46 @@ def judge(order, stats):
     lacking = [v for v in order if not stats.get(v)]
     if lacking:
         return "no data", f"no completed run of {', '.join(lacking)}"
-    verdicts = [(_pair(stats[a], stats[b]), a, b) for a, b in zip(order, order[1:])]
-    worst = min(verdicts, key=lambda t: RANKS.index(t[0]))[0]
-    pairs = [f"{a} vs {b}" for v, a, b in verdicts if v == worst]
-    reasons = {"no": "against the report in every seed: ", "no, 1 seed": "means against the report: ",
-               "can't tell": "within the seed spread: ", "yes, 1 seed": "means in the report's order: ",
-               "yes": "in the report's order in every seed: "}
-    return worst, reasons[worst] + ", ".join(pairs)
+    verdicts = [_pair(stats[a], stats[b], a, b) for a, b in zip(order, order[1:])]
+    worst = min((v for v, _ in verdicts), key=RANKS.index)
+    return worst, "; ".join(why for v, why in verdicts if v == worst)
+
+
+def seeds_wanted(order, stats, cap):
+    """The seeds per variant (at most `cap`) that the undecided pairs of `order` call for: 2 where a
+    variant has 1 seed, else the power estimate of each "can't tell" pair; 0 when nothing more is wanted
+    (every pair decided, or no pair that `cap` seeds could resolve)."""
+    wanted = 0
+    for a, b in zip(order, order[1:]):
+        if not (stats.get(a) and stats.get(b)):
+            continue
+        if min(stats[a]["n"], stats[b]["n"]) < 2:
+            wanted = max(wanted, 2)
+        elif _pair(stats[a], stats[b], a, b)[0] == "can't tell":
+            needed = intervals.seeds_needed(stats[a], stats[b])
+            if needed and needed <= cap:
+                wanted = max(wanted, needed)
+    return min(wanted, cap)
 
 
 def relation(a, b, stats):
-    """How `a` and `b` compare: 'a > b' (every seed), 'a ≈ b' (seed ranges overlap), '... (1 seed)'."""
-    verdict = _pair(stats[a], stats[b])
+    """How `a` and `b` compare: 'a > b' (the difference's interval excludes 0), else 'a ≈ b'."""
+    verdict = _pair(stats[a], stats[b], a, b)[0]
     if verdict == "can't tell":
         return f"{a} ≈ {b}" + (" (1 seed)" if min(stats[a]["n"], stats[b]["n"]) < 2 else "")
-    better, worse = (a, b) if verdict.startswith("yes") else (b, a)
-    return f"{better} > {worse}" + (" (1 seed)" if verdict.endswith("1 seed") else "")
+    better, worse = (a, b) if verdict == "yes" else (b, a)
+    return f"{better} > {worse}"
 
 
 def our_ordering(stats, order=()):
     """Our result in words. With the report's ordering `order`, the relation of each pair it ranks,
     in its order (the pairs the verdict judges): 'batch128 ≈ batch256; batch64 > batch256'. Without one,
-    the variants by mean test accuracy, best first, '≈' where the seed ranges overlap."""
+    the variants by mean test accuracy, best first, '≈' where the difference's interval holds 0."""
     lacking = "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
     if order and all(stats.get(v) for v in order):
         return "; ".join(relation(a, b, stats) for a, b in zip(order, order[1:])) + lacking
     ranked = sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
     text = ranked[0] if ranked else ""
     for better, worse in zip(ranked, ranked[1:]):
-        text += (" ≈ " if _pair(stats[better], stats[worse]) == "can't tell" else " > ") + worse
+        text += (" ≈ " if _pair(stats[better], stats[worse], better, worse)[0] == "can't tell" else " > ") + worse
     return text + lacking

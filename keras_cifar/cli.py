@@ -45,6 +45,10 @@ def _int_list(text):
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+TRACKERS = ("mlflow",)
+TRACK_HELP = ("Also log each finished run to MLflow (experiment = recipe, run = variant/seed<k>; its config as params, "
+              "per-epoch metrics; metrics.json, history and figures as artifacts) in MLFLOW_TRACKING_URI, else in "
+              "mlruns/ beside the runs' root (`mlflow ui` there). Needs the mlflow extra.")
 QUICK = {"model.width": 16, "data.subset": 10000, "train.epochs": 10}  # the scale of the committed results/
 
 
@@ -99,7 +103,12 @@ def main():
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
 @click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
 @click.option("--variants", help="Comma-separated variants to run (default: all of the recipe's).")
-@click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds).")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1, "
+                             "then one more seed at a time while a pair the report ranks (or, without a ranking, "
+                             "two neighbours in ours) is \"can't tell\" and the seeds estimate says at most "
+                             "--max-seeds could decide it.")
+@click.option("--max-seeds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="With --seeds auto: the most seeds per variant.")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
 @click.option("--quick", is_flag=True,
@@ -117,6 +126,7 @@ def main():
               help="Train several runs at once, each in a process of its own: 'gpus' for one per visible GPU "
                    "(CUDA_VISIBLE_DEVICES), a number for that many (over the GPUs in turn, or sharing the CPU "
                    "cores). One ETA for the sweep, one table, one report.")
+@click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
 @click.option("--no-report", is_flag=True, hidden=True, help="Write no report at the end (--parallel's processes).")
 @click.option("--coordinator", metavar="HOST:PORT", envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
               help="One run trained by several processes (JAX): process 0's address, where it serves the others.")
@@ -128,8 +138,8 @@ def main():
                                               "the like) instead of --coordinator.")
 @click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a process other than 0 waits for the coordinator to answer.")
-def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, quick, dry_run, restart, shard, parallel,
-        no_report, coordinator, num_processes, process_id, cluster, coordinator_timeout):
+def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, sets, quick, dry_run, restart, shard,
+        parallel, track, no_report, coordinator, num_processes, process_id, cluster, coordinator_timeout):
     """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
     the other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
@@ -143,11 +153,21 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, quick,
     """
     from keras_cifar import cluster as cluster_lib
 
+    from keras_cifar import tracking
+
+    tracking.check(track)
     loaded = cfg.load_recipes(recipes)
     overrides = _overrides(sets, {"train.epochs": epochs, "data.subset": subset}, quick)
-    runs = [spec for recipe in loaded for spec in cfg.sweep(
-        recipe, overrides, variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-        seeds=_int_list(seeds) if seeds else None)]
+    auto = seeds == "auto"
+    if auto and (shard or coordinator or cluster):
+        raise UserError("--seeds auto decides each next seed from the finished runs; it does not combine with "
+                        "--shard, --coordinator or --cluster (give the seeds, e.g. --seeds 0,1,2)")
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+
+    def sweep_of(seed_list):
+        return [spec for recipe in loaded for spec in cfg.sweep(recipe, overrides, chosen, seed_list)]
+
+    runs = sweep_of([0, 1] if auto else _int_list(seeds) if seeds else None)
     if shard:
         runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
     processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)
@@ -164,48 +184,84 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, sets, quick,
         lines = plan(runs, out, source, restart)  # refuses what the real run refuses
         if dry_run:
             say("\n".join(lines) if runs else f"shard {shard}: no runs")
+            if auto:
+                say(f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a ranked pair is undecided")
             return
+
+    def train(runs):
+        """Train `runs` (here, in several processes for one run, or --parallel) and write the reports."""
+        if parallel:
+            from keras_cifar import parallel as parallel_lib
+
+            common = ["--data", source, "--out", out, *(["--quick"] if quick else []),
+                      *(["--epochs", str(epochs)] if epochs else []),
+                      *(["--subset", str(subset)] if subset else []), *[a for s in sets for a in ("--set", s)],
+                      *(["--restart"] if restart else [])]
+            command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
+            results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
+        else:
+            cifar = data_lib.load(source)
+            backend.start()
+            if processes:
+                cluster_lib.join(processes, coordinator_timeout)
+            from keras_cifar.train import run_sweep
+
+            results = run_sweep(runs, cifar, out, restart)
+        if not no_report and (parallel or cluster_lib.process()[0] == 0):
+            for name in dict.fromkeys(spec.recipe for spec in runs):
+                _report_recipe(Path(out) / name, track=track)
+        return results
+
     with signals.interruptible():
         try:
-            if parallel:
-                from keras_cifar import parallel as parallel_lib
-
-                common = ["--data", source, "--out", out, *(["--quick"] if quick else []),
-                          *(["--epochs", str(epochs)] if epochs else []),
-                          *(["--subset", str(subset)] if subset else []), *[a for s in sets for a in ("--set", s)],
-                          *(["--restart"] if restart else [])]
-                command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
-                results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
-            else:
-                cifar = data_lib.load(source)
-                backend.start()
-                if processes:
-                    cluster_lib.join(processes, coordinator_timeout)
-                from keras_cifar.train import run_sweep
-
-                results = run_sweep(runs, cifar, out, restart)
-            if not no_report and (parallel or cluster_lib.process()[0] == 0):
-                for name in dict.fromkeys(spec.recipe for spec in runs):
-                    _report_recipe(Path(out) / name)
+            results, n = train(runs), 2
+            while auto and n < max_seeds and _undecided(loaded, out, n, max_seeds):
+                n += 1
+                results += train(sweep_of([n - 1]))
         except KeyboardInterrupt as stop:
             _interrupted(stop, "completed runs are kept")
     if any(m["status"] == "failed" for _, m in results):
         sys.exit(1)
 
 
-def _report_recipe(recipe_dir, out_dir=None):
-    """Write one recipe's report and echo where it is and its table."""
+def _undecided(loaded, out, n, cap):
+    """With --seeds auto, at `n` seeds: whether some recipe has a ranked pair (the report's, or else
+    neighbours in our ranking) that is "can't tell" and that at most `cap` seeds could decide; says which."""
+    from keras_cifar.claims import seeds_wanted
+    from keras_cifar.report import load_variants, summarize
+
+    for recipe in loaded:
+        folder = Path(out) / recipe.name
+        data = {row["variant"]: row["test_accuracy"] for row in summarize(folder, load_variants(folder))["variants"]}
+        order = (recipe.claim.order if recipe.claim and recipe.claim.order else
+                 sorted((v for v in data if data[v]), key=lambda v: data[v]["mean"], reverse=True))
+        wanted = seeds_wanted(order, data, cap)
+        if wanted > n:
+            say(f"--seeds auto: {recipe.name} has a pair that about {wanted} seeds could decide; adding seed {n}")
+            return True
+    return False
+
+
+def _report_recipe(recipe_dir, out_dir=None, track=None):
+    """Write one recipe's report and echo where it is and its table; log its runs where `track` says."""
     from keras_cifar.report import markdown_table, write_report
 
     summary, _, paths = write_report(recipe_dir, out_dir)
     say(f"\n{summary['recipe']}: {paths[0]} (figures and summary.json beside it)\n{markdown_table(summary)}")
+    if track:
+        from keras_cifar import tracking
+
+        uri = tracking.store(Path(recipe_dir).parent)
+        logged = tracking.log_recipe(recipe_dir, uri, Path(out_dir or recipe_dir))
+        say(f"{summary['recipe']}: {logged} run{'s' if logged != 1 else ''} logged to MLflow at {uri}")
 
 
 @main.command()
 @click.argument("run_roots", metavar="RUN_ROOT...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False),
               help="Write each recipe's report into OUT/<recipe>/ instead of its run folder.")
-def report(run_roots, out):
+@click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
+def report(run_roots, out, track):
     """Figures, a Markdown table and summary.json for the runs of one or more recipes.
 
     RUN_ROOT is a recipe's run folder, OUT/<recipe>/ as `run` writes it (`run` makes this report itself
@@ -217,10 +273,12 @@ def report(run_roots, out):
 
         keras-cifar report runs/bn
     """
+    from keras_cifar import tracking
     from keras_cifar.runs import find_recipes
 
+    tracking.check(track)
     for recipe_dir in find_recipes(run_roots):
-        _report_recipe(recipe_dir, Path(out) / recipe_dir.name if out else None)
+        _report_recipe(recipe_dir, Path(out) / recipe_dir.name if out else None, track)
 
 
 @main.command()

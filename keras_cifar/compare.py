@@ -18,10 +18,10 @@ REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen
 REPORT_SCALE = ("ResNet-18 width 64, 200 epochs, batch 128, the full training split (10:1:1 of the 60,000 images), "
                 "one run per variant, original CIFAR-10 images")
 JUDGING = ("**How \"agrees?\" is judged.** Final-epoch test accuracy over completed seeds, pair by pair along the "
-           "report's ordering. *yes* / *no*: every seed of one variant beats every seed of the other (the figures' "
-           "min–max bands do not overlap at the last epoch). *can't tell*: the seed ranges overlap, so the "
-           "difference is within the seed spread. With one seed on either side the spread is unknown; the answer "
-           "then follows the means and says \"1 seed\". The worst pair decides.")
+           "report's ordering, from the 95 % Welch interval of the difference of means (claimed better minus "
+           "worse). *yes* / *no*: the interval lies above / below 0. *can't tell*: it holds 0, or a variant has "
+           "one seed; the reason gives the seeds per variant that would resolve a difference of the observed "
+           "size at the observed spread (normal approximation, α = 0.05, power 0.8). The worst pair decides.")
 
 
 def claimed_recipes(recipes_dir=SHIPPED_RECIPES):

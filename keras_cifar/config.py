@@ -190,6 +190,17 @@ def experiment(config):
     return out
 
 
+def flatten(config, prefix=""):
+    """{"model": {"width": 16}} -> {"model.width": 16}: a nested config as dotted keys."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def merge(config, override, source, path="", schema=None):
     """Return `config` updated by the partial `override`, validating every key against `schema`
     (default: the SCHEMA section at `path`)."""

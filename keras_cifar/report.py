@@ -5,7 +5,8 @@ metrics.json). Every run found is accounted for: completed runs make the numbers
 unfinished runs (a history.csv but no metrics.json: still going, or interrupted) are shown as such, and a
 seed that some variant has but another lacks is listed as missing.
 
-Numbers: final-epoch test accuracy, mean ± sample standard deviation (ddof=1) over the completed seeds.
+Numbers: final-epoch test accuracy, mean ± sample standard deviation (ddof=1) over the completed seeds,
+its 95 % t-interval and the binomial standard error of one test set (stats.py).
 The table bolds the highest mean test accuracy, as the report's tables do; nothing is selected on it.
 """
 
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_cifar import plots
+from keras_cifar.config import flatten
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
 from keras_cifar.files import make_dirs, write_atomic, write_json
 from keras_cifar.runs import LAYOUT, natural_key, recipe_runs
+from keras_cifar.stats import describe
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
 FIGURE_FORMATS = ("png", "svg")
@@ -48,14 +51,6 @@ def load_variants(recipe_dir):
 
 
 # ---------------------------------------------------------------------------------------- numbers
-
-
-def _stats(values):
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values), "max": max(values), "n": len(values)}
 
 
 def _mean(values):
@@ -94,10 +89,11 @@ def summarize(recipe_dir, variants):
     rows = []
     for v in variants:
         done = v.completed
+        n_test = max((r.metrics.get("data", {}).get("test", 0) for r in done), default=0)
         rows.append({
             "variant": v.name,
-            "test_accuracy": _stats([r.metrics.get("test_accuracy") for r in done]),
-            "best_val_accuracy": _stats([r.metrics.get("best_val_accuracy") for r in done]),
+            "test_accuracy": describe([r.metrics.get("test_accuracy") for r in done], n_test),
+            "best_val_accuracy": describe([r.metrics.get("best_val_accuracy") for r in done]),
             "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
             "status": status_text(v),
             "seeds": [r.seed for r in v.runs],
@@ -138,17 +134,19 @@ def accuracy_cell(stats, n_seeds, bold):
 
 def markdown_table(summary, reference=None):
     """The report-style table; `reference` (variant -> report's accuracy in %) adds a column."""
-    head = ["variant", "test accuracy, final epoch (%)", "best val accuracy (%)", "epochs", "status",
-            "train time per run", "images/s"]
+    head = ["variant", "test accuracy, final epoch (%)", "95 % CI over seeds (%)", "one test set's SE (%)",
+            "best val accuracy (%)", "epochs", "status", "train time per run", "images/s"]
     if reference is not None:
         head.insert(1, "report (%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     n_seeds = len(summary["seeds"])
     for row in summary["variants"]:
-        val = row["best_val_accuracy"]
+        test, val = row["test_accuracy"], row["best_val_accuracy"]
         ips = row["images_per_second"]
         cells = [row["variant"],
-                 accuracy_cell(row["test_accuracy"], n_seeds, row["variant"] in summary["highest_test_accuracy"]),
+                 accuracy_cell(test, n_seeds, row["variant"] in summary["highest_test_accuracy"]),
+                 "[" + ", ".join(map(_in_percent, test["ci"])) + "]" if test and test["ci"] else "–",
+                 _in_percent(test["binomial_se"]) if test and test["binomial_se"] else "–",
                  _in_percent(val["mean"]) if val else "–",
                  ", ".join(map(str, row["epochs"])) or "–",
                  row["status"],
@@ -168,6 +166,8 @@ def reuse_notes(summary):
 TABLE_NOTE = ("Mean ± sample standard deviation over the n completed seeds (no ± with one seed); diverged, "
               "failed and unfinished runs are left out of the numbers and named under status. Bold: the highest "
               "mean final-epoch test accuracy, as in the report's tables (reported, not used to select anything). "
+              "95 % CI: the t-interval of the mean over seeds (– with one seed). One test set's SE: the binomial "
+              "standard error sqrt(p(1 - p) / n_test) that a single run's test set alone implies, at the mean p. "
               "Best val accuracy: each run's best epoch, averaged over seeds. Train time per run: the training part "
               "of every epoch, first-epoch compilation included, evaluation excluded; images/s leaves out the first "
               "epoch, which compiles (– for a 1-epoch run).")
@@ -176,22 +176,12 @@ TABLE_NOTE = ("Mean ± sample standard deviation over the n completed seeds (no 
 # ---------------------------------------------------------------------------------------- setup
 
 
-def _flatten(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 IDENTITY_KEYS = ("recipe", "variant", "seed", "train.seeds")
 
 
 def variant_differences(variants):
     """{dotted key: {variant: value}} for the config keys in which the variants differ."""
-    flat = {v.name: _flatten(v.runs[0].config) for v in variants}
+    flat = {v.name: flatten(v.runs[0].config) for v in variants}
     keys = sorted({k for f in flat.values() for k in f} - set(IDENTITY_KEYS))
     return {k: {name: f.get(k) for name, f in flat.items()} for k in keys
             if len({repr(f.get(k)) for f in flat.values()}) > 1}
@@ -213,7 +203,7 @@ def _backend(metrics):
 def setup_lines(variants):
     """Scale, data and hardware of the runs, read from their config.yaml and metrics.json."""
     runs = [r for v in variants for r in v.runs]
-    cfg = [_flatten(r.config) for r in runs]
+    cfg = [flatten(r.config) for r in runs]
     met = [r.metrics for r in runs if r.metrics]
     subset = _values(f"{c['data.subset']:,} images" if c.get("data.subset") else "all" for c in cfg)
     sizes = _values(f"{m['data']['train']} train / {m['data']['val']} val / {m['data']['test']} test"
@@ -308,7 +298,7 @@ def scale_text(run):
 
 def _subtitle(variants):
     runs = [r for v in variants for r in v.runs]
-    cfg = [_flatten(r.config) for r in runs]
+    cfg = [flatten(r.config) for r in runs]
     subset = _values(f"{c['data.subset']:,}" if c.get("data.subset") else "all" for c in cfg)
     parts = [f"ResNet-18 width {_values(c.get('model.width') for c in cfg)}, {subset} training images",
              "mean over seeds, band min–max" if len({r.seed for r in runs}) > 1 else "one seed per variant"]

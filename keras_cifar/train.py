@@ -5,7 +5,8 @@ order (``fit`` calls them in list order, and each needs what the one before adde
 
 1. TestEvaluation: scores the test split and adds test_loss, test_accuracy and lr to the epoch's logs
    (reported and plotted, never used to select anything);
-2. TensorBoard (where TensorFlow is installed): logs them with the rest;
+2. TensorBoard (where TensorFlow is installed): logs them with the rest (and the run's hparams summary,
+   tracking.py, when it starts);
 3. Recorder: appends the epoch to history.csv, saves the checkpoint that ``run`` resumes from (every
    train.checkpoint_seconds, and after the last epoch; between checkpoints it keeps a copy of the
    state in memory, written should SIGINT or SIGTERM stop the run), and marks the run diverged when
@@ -27,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_cifar import backend, cluster, custom_objects, signals
+from keras_cifar import backend, cluster, custom_objects, signals, tracking
 from keras_cifar import data as data_lib
 from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
 from keras_cifar.files import make_dirs
@@ -270,6 +271,8 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
     if data_lib.has_tensorflow() and writer:
         callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
+        if not start:
+            tracking.write_hparams(folder.path / "tb", spec)
     progress.started(spec, start)
     if start:
         say(f"{spec.key}: resuming after epoch {start}")

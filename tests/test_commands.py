@@ -10,7 +10,7 @@ import keras
 import pytest
 import yaml
 
-from keras_cifar import __version__, config
+from keras_cifar import __version__, config, tracking
 from keras_cifar.compare import claims_table
 from keras_cifar.config import SHIPPED_RECIPES
 from keras_cifar.runs import RunFolder
@@ -114,3 +114,42 @@ def test_recipes_version_and_shipped_recipes_by_name(tmp_path):
     assert code == 0 and planned.startswith("bn/bn/seed0: new, width 16, 3 epochs, batch 128"), planned
     code, missing = keras_cifar("run", "nope", "--dry-run")
     assert code == 2 and "nope: no such recipe file, and no shipped recipe of that name; shipped: activation" in missing
+
+
+def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
+    """`run --seeds auto` on a recipe whose report ranks a > b. Seeds 0 and 1 are finished already (written
+    as training writes them, with test accuracies chosen so that a − b = +4.5 pt is undecided by Welch's
+    interval and about 3 seeds would decide it: a 0.59, 0.62; b 0.55, 0.57): seed 2 is added and
+    trained, and the cap of 3 ends it; with --track mlflow each finished run is logged. Run again,
+    nothing more is trained."""
+    import mlflow
+
+    recipe = tmp_path / "ranked.yaml"
+    recipe.write_text(f"name: ranked\nreport: {{title: T, source: Fig. 1, claim: a > b, order: [a, b]}}\n"
+                      f"base: {{model: {{width: {WIDTH}}}, data: {{batch_size: 32, eval_subset: 64}}, "
+                      "train: {epochs: 1, checkpoint_seconds: 0}}\n"
+                      "variants: {a: {}, b: {model: {activation: tanh}}}\n")
+    accuracies = {("a", 0): 0.59, ("a", 1): 0.62, ("b", 0): 0.55, ("b", 1): 0.57}
+    for spec in config.sweep(config.load_recipe(recipe), seeds=[0, 1]):
+        folder = RunFolder.of(tmp_path / "out", spec)
+        folder.write_config(spec, "synthetic:96")
+        acc = accuracies[spec.variant, spec.seed]
+        folder.write_history([{"epoch": 1, "loss": 1.0, "accuracy": acc, "val_loss": 1.0, "val_accuracy": acc,
+                               "test_loss": 1.0, "test_accuracy": acc, "lr": 0.0, "epoch_seconds": 1.0,
+                               "train_seconds": 1.0}])
+        folder.write_metrics({"status": "completed", "recipe": "ranked", "variant": spec.variant, "seed": spec.seed,
+                              "epochs_completed": 1, "epochs": 1, "test_accuracy": acc, "best_val_accuracy": acc,
+                              "train_seconds": 1.0, "wall_seconds": 1.0,
+                              "data": {"source": "synthetic:96", "train": 96, "val": 10, "test": 10}})
+    args = ["run", recipe, "--data", "synthetic:96", "--out", tmp_path / "out", "--seeds", "auto", "--max-seeds", "3"]
+    code, output = keras_cifar(*args, "--track", "mlflow")
+    assert code == 0, output
+    assert "--seeds auto: ranked has a pair that about 3 seeds could decide; adding seed 2" in output
+    assert [line.split()[1] for line in output.splitlines() if "width 8, 1 epoch" in line] == \
+        ["ranked/a/seed2:", "ranked/b/seed2:"]
+    assert not (tmp_path / "out" / "ranked" / "a" / "seed3").exists()
+    mlflow.set_tracking_uri(tracking.store(tmp_path / "out"))  # mlruns/ beside --out; each finished run once
+    assert sorted(r.info.run_name for r in mlflow.search_runs(experiment_names=["ranked"], output_format="list")) == \
+        [f"{v}/seed{s}" for v in "ab" for s in range(3)]
+    code, again = keras_cifar(*args)
+    assert code == 0 and "width 8, 1 epoch" not in again, again

@@ -3,11 +3,11 @@
 import json
 import math
 import re
-import statistics
+import sys
 
 import pytest
 
-from keras_cifar import compare, plots, report
+from keras_cifar import claims, compare, plots, report, stats, tracking
 from keras_cifar.runs import RunFolder, find_recipes
 from tests.helpers import REPO, make_run, tiny_recipe
 
@@ -34,13 +34,20 @@ def test_report_table_numbers_diverged_run_and_missing_seed(bn_runs):
     std = math.sqrt(((0.60 - mean) ** 2 + (0.62 - mean) ** 2 + (0.67 - mean) ** 2) / 2)  # sample std, ddof=1
     assert bn["test_accuracy"]["mean"] == pytest.approx(mean) and bn["test_accuracy"]["std"] == pytest.approx(std)
     assert bn["test_accuracy"]["n"] == 3 and bn["status"] == "completed"
-    assert no_bn["test_accuracy"] == {"mean": 0.5, "std": None, "min": 0.5, "max": 0.5, "n": 1}  # diverged left out
+    assert bn["test_accuracy"]["ci"] == pytest.approx([mean - 4.302653 * std / math.sqrt(3),
+                                                        mean + 4.302653 * std / math.sqrt(3)])  # t(0.975, 2)
+    assert no_bn["test_accuracy"] == {"mean": 0.5, "std": None, "min": 0.5, "max": 0.5, "n": 1,  # diverged left out
+                                      "ci": None, "binomial_se": pytest.approx(math.sqrt(0.25 / 5000))}
     assert no_bn["missing_seeds"] == [2] and [r["status"] for r in no_bn["runs"]] == ["completed", "diverged"]
     assert summary["highest_test_accuracy"] == ["bn"]
 
     text = (bn_runs / "bn" / "report.md").read_text()
-    assert f"| bn | **{100 * mean:.2f} ± {100 * std:.2f}** (n=3) | 62.00 | 4 | completed | 0m32s | 125 |" in text
-    assert "| no_bn | 50.00 (n=1 of 3) | 49.00 | 4 | 1 completed; seed1 diverged at epoch 2; seed2 missing |" in text
+    low, high = (100 * x for x in bn["test_accuracy"]["ci"])
+    se = 100 * math.sqrt(mean * (1 - mean) / 5000)
+    assert (f"| bn | **{100 * mean:.2f} ± {100 * std:.2f}** (n=3) | [{low:.2f}, {high:.2f}] | {se:.2f} | 62.00 | 4 | "
+            "completed | 0m32s | 125 |") in text
+    assert "| no_bn | 50.00 (n=1 of 3) | – | 0.71 | 49.00 | 4 | 1 completed; seed1 diverged at epoch 2; seed2 missing |" \
+        in text
     assert "- Variants differ in `model.batch_norm`: bn = true, no_bn = false" in text
     assert json.loads((bn_runs / "bn" / "summary.json").read_text()) == summary
     names = {p.name for p in paths}
@@ -62,7 +69,7 @@ def test_unfinished_and_failed_runs_are_shown_not_dropped(tmp_path):
     assert fixed["test_accuracy"] is None
     assert fixed["status"] == "seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs"
     assert _row(summary, "cosine")["status"] == "1 completed; seed1 missing"
-    assert "| fixed | – | – | 4 | seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs |" in \
+    assert "| fixed | – | – | – | – | 4 | seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs |" in \
         (tmp_path / "lr" / "report.md").read_text()
     assert {"lr.png", "lr.svg"} <= {p.name for p in paths}  # the learning rates differ
 
@@ -131,36 +138,54 @@ def test_docs_quote_the_committed_bn_report():
 
 
 def _stats(*accs):
-    return {"mean": statistics.fmean(accs), "min": min(accs), "max": max(accs), "n": len(accs)}
+    return stats.describe(accs)
 
 
 @pytest.mark.parametrize("bn, no_bn, answer", [
-    ((0.60, 0.62), (0.50, 0.52), "yes"),
+    ((0.60, 0.62), (0.50, 0.52), "yes"),  # +10 pt, 95 % CI [+3.9, +16.1] (t(0.975, 2) = 4.303, se 1.41 pt)
     ((0.50, 0.52), (0.60, 0.62), "no"),
-    ((0.55, 0.62), (0.50, 0.58), "can't tell"),  # means in order, but the seed ranges overlap
-    ((0.60,), (0.50, 0.52), "yes, 1 seed"),
-    ((0.50,), (0.60,), "no, 1 seed"),
+    ((0.55, 0.62), (0.50, 0.58), "can't tell"),  # means in order, the interval holds 0
+    ((0.60,), (0.50, 0.52), "can't tell"),  # one seed: no interval, whatever the means
 ])
 def test_judge_pairs(bn, no_bn, answer):
     assert compare.judge(("bn", "no_bn"), {"bn": _stats(*bn), "no_bn": _stats(*no_bn)})[0] == answer
 
 
+def test_judge_says_why_and_how_many_seeds_would_decide():
+    """bn (0.55, 0.62) vs no_bn (0.50, 0.58): +4.5 pt; Welch se = sqrt(0.00245/2 + 0.0032/2) = 5.315 pt at
+    df = 1.965, so the interval holds 0. Seeds: 2 (1.95996 + 0.84162)^2 0.002825 / 0.045^2 = 21.9 -> 22."""
+    order, data = ("bn", "no_bn"), {"bn": _stats(0.55, 0.62), "no_bn": _stats(0.50, 0.58)}
+    answer, reason = compare.judge(order, data)
+    assert reason.startswith("bn − no_bn = +4.50 pt, 95 % CI [-")
+    assert reason.endswith("; about 22 seeds per variant would resolve it")
+    assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)}) == \
+        ("can't tell", "bn has 1 seed: no interval; run 2 seeds or more")
+    assert claims.seeds_wanted(order, data, cap=5) == 0  # 22 > 5: more seeds within the cap would not decide
+    assert claims.seeds_wanted(order, data, cap=30) == 22
+    assert claims.seeds_wanted(order, {"bn": _stats(0.6), "no_bn": _stats(0.5)}, cap=5) == 2
+    assert claims.seeds_wanted(order, {"bn": _stats(0.60, 0.62), "no_bn": _stats(0.50, 0.52)}, cap=5) == 0  # decided
+
+
 def test_judge_three_way_worst_pair_decides_and_missing_data():
-    stats = {"relu": _stats(0.7, 0.72), "tanh": _stats(0.6, 0.62), "sigmoid": _stats(0.61, 0.65)}
+    data = {"relu": _stats(0.7, 0.72), "tanh": _stats(0.6, 0.62), "sigmoid": _stats(0.61, 0.65)}
     order = ("relu", "tanh", "sigmoid")
-    assert compare.judge(order, stats) == ("can't tell", "within the seed spread: tanh vs sigmoid")
-    assert compare.our_ordering(stats) == "relu > sigmoid ≈ tanh"
-    assert compare.our_ordering(stats, order) == "relu > tanh; tanh ≈ sigmoid"  # the pairs the verdict judged
-    assert compare.judge(order, {**stats, "sigmoid": None})[0] == "no data"
-    assert compare.judge((), stats)[0] == "n/a"
+    answer, reason = compare.judge(order, data)
+    assert answer == "can't tell" and reason.startswith("tanh − sigmoid = -2.00 pt") and reason.count(" − ") == 1
+    assert compare.our_ordering(data) == "relu ≈ sigmoid ≈ tanh"  # relu − sigmoid: +8 pt, df 1.5: CI holds 0
+    assert compare.our_ordering(data, order) == "relu > tanh; tanh ≈ sigmoid"  # the pairs the verdict judged
+    assert compare.judge(order, {**data, "sigmoid": None})[0] == "no data"
+    assert compare.judge((), data)[0] == "n/a"
 
 
 def test_ordering_shows_the_pair_that_decided_a_no():
-    """Means 64 > 128 > 256 overlap pairwise, yet 64 beats 256 in every seed: against the report's 256 > 64."""
-    stats = {"batch64": _stats(0.61, 0.67), "batch128": _stats(0.58, 0.66), "batch256": _stats(0.49, 0.60)}
+    """The report says 128 > 256 > 64. 128 vs 256 is undecided (+6 pt, df 2.25); 256 vs 64 is -9 pt with a
+    Welch interval of ±2.27 pt (se 0.816 pt, df 4, t 2.776): against the report."""
+    data = {"batch64": _stats(0.64, 0.65, 0.66), "batch128": _stats(0.58, 0.62, 0.66),
+            "batch256": _stats(0.55, 0.56, 0.57)}
     order = ("batch128", "batch256", "batch64")
-    assert compare.judge(order, stats)[0] == "no"
-    assert compare.our_ordering(stats, order) == "batch128 ≈ batch256; batch64 > batch256"
+    answer, reason = compare.judge(order, data)
+    assert (answer, reason) == ("no", "batch256 − batch64 = -9.00 pt, 95 % CI [-11.27, -6.73]")
+    assert compare.our_ordering(data, order) == "batch128 ≈ batch256; batch64 > batch256"
 
 
 def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
@@ -221,3 +246,45 @@ def test_compare_reads_the_claims_of_the_recipes_it_is_given(tmp_path, cli):
     row = next(line for line in (runs / "comparison.md").read_text().splitlines() if line.startswith("| [width]"))
     assert row == ("| [width](#width) | narrow is enough (Fig. 2) | – | narrow 50.50 ± 0.71 (n=2)<br>"
                    "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** |")
+
+
+def test_report_logs_finished_runs_to_mlflow_once(tmp_path, cli, monkeypatch):
+    """`report --track mlflow` into mlruns/ beside the runs' root, read back through MLflow's own API: one
+    MLflow run per finished run folder (the unfinished one waits), its config as params, its history as
+    per-epoch metrics, its files and the recipe's figures as artifacts. Again: nothing new to log."""
+    import mlflow
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(runs, "bn", "bn", seed, 0.6 + seed / 100)
+    make_run(runs, "bn", "no_bn", 0, 0.5, config={"model": {"batch_norm": False}})
+    make_run(runs, "bn", "no_bn", 1, 0.5, status="unfinished", epochs_done=2, config={"model": {"batch_norm": False}})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = cli("report", runs / "bn", "--track", "mlflow")
+    assert result.exit_code == 0, result.output
+    store = tracking.store(runs)
+    assert store == (tmp_path / "mlruns").as_uri()
+    assert f"bn: 3 runs logged to MLflow at {store}" in result.output
+    mlflow.set_tracking_uri(store)
+    found = mlflow.search_runs(experiment_names=["bn"], output_format="list")
+    by_name = {r.info.run_name: r for r in found}
+    assert sorted(by_name) == ["bn/seed0", "bn/seed1", "no_bn/seed0"]
+    logged = by_name["no_bn/seed0"]
+    assert logged.data.params["model.batch_norm"] == "False" and logged.data.params["seed"] == "0"
+    assert logged.data.tags["keras_cifar.run"] == "bn/no_bn/seed0"
+    client = mlflow.MlflowClient(store)
+    history = client.get_metric_history(logged.info.run_id, "test_accuracy")
+    assert [(m.step, m.value) for m in history] == pytest.approx([(e, 0.5 * e / 4) for e in range(1, 5)])
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)} | \
+        {a.path for a in client.list_artifacts(logged.info.run_id, "figures")}
+    assert {"metrics.json", "history.csv", "config.yaml", "figures/test_curves.png"} <= artifacts
+    again = cli("report", runs / "bn", "--track", "mlflow")
+    assert "bn: 0 runs logged to MLflow" in again.output
+
+
+def test_track_mlflow_without_mlflow_is_one_line_naming_the_install(tmp_path, cli, monkeypatch):
+    make_run(tmp_path / "runs", "bn", "bn", 0, 0.6)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # importlib.util.find_spec("mlflow") is None: not installed
+    result = cli("report", tmp_path / "runs", "--track", "mlflow")
+    assert result.exit_code == 2 and "pip install -e \".[mlflow]\"" in result.output
+    assert not (tmp_path / "runs" / "bn" / "report.md").exists()  # refused before writing anything

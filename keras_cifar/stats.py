@@ -1,0 +1,88 @@
+"""How sure the numbers over seeds are: intervals for one variant, for the difference of two, and the
+seeds a difference would need. Keras-free; accuracies are fractions.
+
+- One variant, n seeds with mean m and sample standard deviation s: the 95 % t-interval
+  m ± t(0.975, n-1) · s / sqrt(n), and beside it the standard error that one run's test set alone
+  implies, sqrt(m (1 - m) / n_test) (binomial: each of n_test test images right or wrong).
+- Two variants a and b: Welch's interval for the difference of means,
+  d = m_a - m_b, se = sqrt(s_a²/n_a + s_b²/n_b), d ± t(0.975, df) · se, with the Welch–Satterthwaite
+  df = se⁴ / ((s_a²/n_a)² / (n_a-1) + (s_b²/n_b)² / (n_b-1)).
+- Seeds needed per variant to resolve a difference of size d at spread s_a, s_b (a normal-approximation
+  power estimate for a two-sided test at α = 0.05 with power 0.8):
+  n = ceil(2 (z(0.975) + z(0.8))² σ² / d²), σ² = (s_a² + s_b²) / 2, at least 2.
+"""
+
+import math
+import statistics
+from dataclasses import dataclass
+
+CONFIDENCE = 0.95
+POWER = 0.8
+
+
+def _t(df):
+    """The two-sided CONFIDENCE quantile of Student's t with `df` (not necessarily whole) degrees of freedom."""
+    from scipy.special import stdtrit  # here: importing scipy takes half a second, and the CLI starts without it
+
+    return float(stdtrit(df, (1 + CONFIDENCE) / 2))
+
+
+def _z(p):
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
+
+
+def describe(values, n_test=None):
+    """mean, std, min, max, n, the 95 % t-interval `ci` ([low, high], None below 2 values) and
+    `binomial_se` (None without `n_test`) of the finite `values`; None when there are none."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    n, mean = len(values), statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else None
+    ci = None
+    if n > 1:
+        half = _t(n - 1) * std / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n, "ci": ci,
+            "binomial_se": math.sqrt(mean * (1 - mean) / n_test) if n_test else None}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) with its 95 % Welch interval [low, high]."""
+
+    diff: float
+    low: float
+    high: float
+
+    @property
+    def sign(self):
+        """+1 when the interval lies above 0, -1 below, 0 when it holds 0 (can't tell)."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+
+def welch(a, b):
+    """The Difference of two `describe` results (None unless each has 2 values or more)."""
+    if a["n"] < 2 or b["n"] < 2:
+        return None
+    diff = a["mean"] - b["mean"]
+    va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
+    se = math.sqrt(va + vb)
+    if se == 0:  # every seed of each variant scored the same
+        return Difference(diff, diff, diff)
+    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
+    half = _t(df) * se
+    return Difference(diff, diff - half, diff + half)
+
+
+def seeds_needed(a, b):
+    """Seeds per variant that would resolve a difference of the observed size at the observed spread
+    (module docstring), or None where the means are equal (no number of seeds would)."""
+    diff = a["mean"] - b["mean"]
+    if diff == 0:
+        return None
+    z = _z((1 + CONFIDENCE) / 2) + _z(POWER)
+    variance = ((a["std"] or 0) ** 2 + (b["std"] or 0) ** 2) / 2
+    return max(2, math.ceil(2 * z ** 2 * variance / diff ** 2))

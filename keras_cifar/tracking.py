@@ -1,0 +1,94 @@
+"""Where runs are logged besides their run folders: TensorBoard's HParams dashboard, and MLflow.
+
+- HParams (where TensorFlow is installed): a run's ``tb/`` holds an hparams summary of its resolved
+  config, written when it starts, so ``tensorboard --logdir OUT/<recipe>`` compares its variants and
+  seeds in the HParams tab, against the ``epoch_*`` scalars that Keras's TensorBoard callback writes
+  beside it (``tb/train``, ``tb/validation``).
+- MLflow (``--track mlflow``; the ``mlflow`` extra): when a recipe's report is written, each finished
+  run (completed, diverged or failed) that the store does not hold yet in that state becomes an MLflow
+  run: experiment = recipe, run name = variant/seed<k>, params = its resolved config, metrics = its
+  history per epoch (step = epoch), artifacts = metrics.json, history.csv, config.yaml and the
+  recipe's figures. The store is MLFLOW_TRACKING_URI, else ``mlruns/`` beside OUT.
+"""
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+from keras_cifar.config import flatten
+from keras_cifar.errors import ConfigError
+from keras_cifar.runs import HISTORY_COLUMNS, recipe_runs
+
+RUN_TAG = "keras_cifar.run"  # recipe/variant/seed<k>
+STATE_TAG = "keras_cifar.state"  # "completed after 10 epochs": a run logged again only when it changed
+
+
+def _scalar(value):
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def write_hparams(logdir, spec):
+    """The hparams summary of run `spec` (its flattened config, variant and seed) into `logdir`."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {key: _scalar(v) for key, v in flatten(spec.config).items() if key != "train.seeds"}
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams({**values, "variant": spec.variant, "seed": spec.seed}, trial_id=f"{spec.variant}/seed{spec.seed}")
+
+
+def check(track):
+    """Refuse --track mlflow where MLflow is not installed, before anything is trained."""
+    if track == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("--track mlflow needs MLflow: pip install \"keras-cifar[mlflow]\" "
+                          "(in a checkout: pip install -e \".[mlflow]\")")
+
+
+def store(out):
+    """The MLflow tracking URI: MLFLOW_TRACKING_URI, else mlruns/ beside the OUT folder. That is MLflow's
+    file store, which MLflow 3 keeps (in maintenance mode) behind MLFLOW_ALLOW_FILE_STORE: set here,
+    since it needs no server or database."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (Path(out).resolve().parent / "mlruns").as_uri()
+
+
+def log_recipe(recipe_dir, uri, figures_dir):
+    """Log the finished runs of one recipe folder (OUT/<recipe>/) with the figures in `figures_dir` to
+    MLflow at `uri`; returns how many were logged."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    recipe_dir = Path(recipe_dir)
+    figures = sorted(Path(figures_dir).glob("*.png"))
+    mlflow.set_experiment(recipe_dir.name)
+    logged = 0
+    for runs in recipe_runs(recipe_dir).values():
+        for run in runs:
+            state = f"{run.status} after {run.epochs_completed} epochs"
+            if run.status == "unfinished" or _logged(mlflow, recipe_dir.name, run.label, state):
+                continue
+            _log_run(mlflow, run, state, figures)
+            logged += 1
+    return logged
+
+
+def _logged(mlflow, experiment, label, state):
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list",
+                               filter_string=f"tags.`{RUN_TAG}` = '{label}' and tags.`{STATE_TAG}` = '{state}'")
+    return bool(found)
+
+
+def _log_run(mlflow, run, state, figures):
+    with mlflow.start_run(run_name=f"{run.variant}/seed{run.seed}", tags={RUN_TAG: run.label, STATE_TAG: state}):
+        mlflow.log_params({key: _scalar(v) for key, v in flatten(run.config).items()} | {"seed": run.seed})
+        for row in run.history:
+            mlflow.log_metrics({k: float(row[k]) for k in HISTORY_COLUMNS[1:]
+                                if row.get(k) is not None and math.isfinite(float(row[k]))}, step=int(row["epoch"]))
+        for name in ("metrics.json", "history.csv", "config.yaml"):
+            if (run.path / name).exists():
+                mlflow.log_artifact(str(run.path / name))
+        for figure in figures:
+            mlflow.log_artifact(str(figure), artifact_path="figures")
