@@ -48,7 +48,7 @@ class Feeder:
 
     def uneven(self, splits, replicas):
         """The first (split name, batch size) whose batches do not split evenly over `replicas`
-        (TensorFlow's MirroredStrategy crashes on them), or None. Training batches are always full."""
+        (MirroredStrategy crashes on them, JAX refuses them), or None. Training batches are always full."""
         for name, n, batch in (("training", self.batch_size, self.batch_size),
                                ("validation", len(splits.val[1]), self.eval_batch_size),
                                ("test", len(splits.test[1]), self.eval_batch_size)):

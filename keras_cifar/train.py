@@ -250,12 +250,13 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     feeder = Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=placement.processes)
     local = data_lib.shard(splits, *process)
     (x_train, y_train), val, test = local.train, local.val, local.test
-    uneven = placement.scope is not contextlib.nullcontext and feeder.uneven(local, placement.devices)
-    if uneven:  # TensorFlow's MirroredStrategy
-        raise ConfigError(f"{spec.key}: on {placement.devices} devices every batch must split evenly, but a "
+    replicas = placement.devices // placement.processes  # this process's devices
+    uneven = replicas > 1 and feeder.uneven(local, replicas)
+    if uneven:  # MirroredStrategy aborts on it, JAX's sharding refuses it
+        raise ConfigError(f"{spec.key}: on {replicas} devices every batch must split evenly, but a "
                           f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
                           f"data.eval_subset so that batches and each split's last batch are multiples of "
-                          f"{placement.devices} (TensorFlow aborts on uneven ones)")
+                          f"{replicas}")
     if writer:
         folder.remove_temporary()
         if not start:

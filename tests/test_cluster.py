@@ -34,11 +34,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_data_parallel_steps_equal_single_device_steps():
+def test_data_parallel_steps_equal_single_device_steps(tmp_path):
     """Two steps of the width-8 ResNet-18 with augmentation, on 2 virtual CPU devices and on one, in
     float64: the same weights within 1e-5 (in float32 the order of the sums alone moves them by about
     1e-4). BatchNormalization is left in: under JAX's data parallelism its statistics are those of the
-    whole global batch, as on one device."""
+    whole global batch, as on one device. A run with a batch that cannot split evenly is refused."""
     script = textwrap.dedent("""
         import jax
         jax.config.update("jax_enable_x64", True)
@@ -60,12 +60,22 @@ def test_data_parallel_steps_equal_single_device_steps():
             weights.append([np.asarray(w) for w in model.weights])
             print("devices", devices)
         print("max difference", max(float(np.max(np.abs(a - b))) for a, b in zip(*weights)))
+        import click, sys
+        from keras_cifar.cli import main
+        try:  # 27 held-out images: a validation split of 13, which JAX cannot shard over 2 devices
+            main(["run", sys.argv[1], "--data", "synthetic:135", "--out", sys.argv[2],
+                  "--set", "train.distribution=data_parallel"], standalone_mode=False)
+        except click.ClickException as e:
+            print("refused:", e.format_message())
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=240,
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_recipe(tmp_path)), str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, timeout=240,
                           env=_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "devices 1\ndevices 2\n" in done.stdout
-    assert float(done.stdout.split("max difference")[1]) < 1e-5
+    assert float(done.stdout.split("max difference")[1].split()[0]) < 1e-5
+    assert "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch has 13 " \
+           "images" in done.stdout
 
 
 def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
