@@ -8,8 +8,8 @@ import json
 import os
 import platform
 import sys
-from importlib import metadata
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from keras_cifar.errors import BackendError

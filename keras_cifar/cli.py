@@ -152,7 +152,6 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
     from keras_cifar import cluster as cluster_lib
-
     from keras_cifar import tracking
 
     tracking.check(track)

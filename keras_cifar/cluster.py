@@ -21,8 +21,8 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from keras_cifar.errors import BackendError, ConfigError
 

@@ -109,7 +109,8 @@ def _summary_row(name, claim, summary):
 
 def _marker(root, out):
     """The page's first line: which runs it was made from, relative to the page's folder."""
-    return f"<!-- keras-cifar compare: the runs in {Path(os.path.relpath(Path(root).resolve(), out.parent.resolve())).as_posix()} -->"
+    runs = Path(os.path.relpath(Path(root).resolve(), out.parent.resolve())).as_posix()
+    return f"<!-- keras-cifar compare: the runs in {runs} -->"
 
 
 def check_page(root, out):

@@ -9,9 +9,10 @@ one-line message that names the file and the key and says what is allowed.
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from keras_cifar import data as data_lib
 from keras_cifar import plots
+from keras_cifar.backend import environment
 from keras_cifar.console import Eta, count, say
 from keras_cifar.errors import ConfigError, RunFolderError
-from keras_cifar.backend import environment
 from keras_cifar.files import make_dirs, write_json
 from keras_cifar.pipelines import Feeder
 from keras_cifar.runs import finite_or_none

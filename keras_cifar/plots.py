@@ -118,8 +118,8 @@ def landscape_1d(path, coords, labels, loss, accuracy, title):
     from matplotlib.ticker import LogFormatter
 
     fig, ((ax_loss, ax_acc),) = figure(2, size=(5.6, 4.4))
-    for label, l, a in zip(labels, loss, accuracy):
-        ax_loss.plot(coords, l, marker=".", label=label)
+    for label, losses, a in zip(labels, loss, accuracy):
+        ax_loss.plot(coords, losses, marker=".", label=label)
         ax_acc.plot(coords, 100 * a, marker=".", label=label)
     ax_loss.set_yscale("log")
     ax_loss.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))

@@ -30,9 +30,9 @@ import numpy as np
 
 from keras_cifar import backend, cluster, custom_objects, signals, tracking
 from keras_cifar import data as data_lib
+from keras_cifar.console import Eta, count, pct, run_table, say
 from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
 from keras_cifar.files import make_dirs
-from keras_cifar.console import Eta, count, pct, run_table, say
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
 from keras_cifar.optim import make_optimizer

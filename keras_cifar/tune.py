@@ -28,10 +28,9 @@ import keras
 import keras_tuner as kt
 import yaml
 
-from keras_cifar import backend, cluster
+from keras_cifar import backend, cluster, trials
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
-from keras_cifar import trials
 from keras_cifar.config import OBJECTIVES, ConfigError
 from keras_cifar.console import Eta, say
 from keras_cifar.files import make_dirs, write_atomic

@@ -48,6 +48,8 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
     boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
     assert boom["status"] == "diverged" and boom["epochs_completed"] == 1 and boom["test_accuracy"] is None
     assert "tiny/boom/seed0: diverged" in trained.output
+    assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == \
+        ["completed", "completed", "diverged"]
     (hparams,) = _hparams(trained.out / "tiny" / "a" / "seed0" / "tb")  # written once, at the start
     assert {k: hparams[k] for k in ("model.width", "train.epochs", "data.subset", "variant", "seed")} == \
         {"model.width": 8, "train.epochs": 8, "data.subset": 320, "variant": "a", "seed": 0}
@@ -64,8 +66,6 @@ def _hparams(logdir):
     starts = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
               for v in values]
     return [{k: json_format.MessageToDict(v) for k, v in start.hparams.items()} for start in starts if start.hparams]
-    assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == \
-        ["completed", "completed", "diverged"]
 
 
 @pytest.mark.backend
