@@ -21,7 +21,7 @@ JUDGING = ("**How \"agrees?\" is judged.** Final-epoch test accuracy over comple
            "report's ordering, from the 95 % Welch interval of the difference of means (claimed better minus "
            "worse). *yes* / *no*: the interval lies above / below 0. *can't tell*: it holds 0, or a variant has "
            "one seed; the reason gives the seeds per variant that would resolve a difference of the observed "
-           "size at the observed spread (normal approximation, α = 0.05, power 0.8). The worst pair decides.")
+           "size at the observed spread (Welch's test, α = 0.05, power 0.8). The worst pair decides.")
 
 
 def claimed_recipes(recipes_dir=SHIPPED_RECIPES):

@@ -7,9 +7,12 @@ seeds a difference would need. Keras-free; accuracies are fractions.
 - Two variants a and b: Welch's interval for the difference of means,
   d = m_a - m_b, se = sqrt(s_a²/n_a + s_b²/n_b), d ± t(0.975, df) · se, with the Welch–Satterthwaite
   df = se⁴ / ((s_a²/n_a)² / (n_a-1) + (s_b²/n_b)² / (n_b-1)).
-- Seeds needed per variant to resolve a difference of size d at spread s_a, s_b (a normal-approximation
-  power estimate for a two-sided test at α = 0.05 with power 0.8):
-  n = ceil(2 (z(0.975) + z(0.8))² σ² / d²), σ² = (s_a² + s_b²) / 2, at least 2.
+- Seeds needed per variant to resolve a difference of size d at spread s_a, s_b: a power estimate for
+  Welch's two-sided test at α = 0.05 with power 0.8, with t quantiles in place of the noncentral t:
+  the smallest n ≥ 2 with |d| ≥ (t(0.975, df_n) + t(0.8, df_n)) · sqrt((s_a² + s_b²) / n), where
+  df_n = (s_a² + s_b²)² (n - 1) / (s_a⁴ + s_b⁴) is Welch's df at n seeds each. (With z in place of t
+  it is the textbook n = (z(0.975) + z(0.8))² (s_a² + s_b²) / d², where the search starts: with few
+  seeds that one promises decisions that 2 or 3 seeds cannot give.)
 """
 
 import math
@@ -20,11 +23,12 @@ CONFIDENCE = 0.95
 POWER = 0.8
 
 
-def _t(df):
-    """The two-sided CONFIDENCE quantile of Student's t with `df` (not necessarily whole) degrees of freedom."""
+def _t(df, p=(1 + CONFIDENCE) / 2):
+    """The p quantile of Student's t with `df` (not necessarily whole) degrees of freedom; by default
+    the one of a two-sided CONFIDENCE interval."""
     from scipy.special import stdtrit  # here: importing scipy takes half a second, and the CLI starts without it
 
-    return float(stdtrit(df, (1 + CONFIDENCE) / 2))
+    return float(stdtrit(df, p))
 
 
 def _z(p):
@@ -80,9 +84,15 @@ def welch(a, b):
 def seeds_needed(a, b):
     """Seeds per variant that would resolve a difference of the observed size at the observed spread
     (module docstring), or None where the means are equal (no number of seeds would)."""
-    diff = a["mean"] - b["mean"]
+    diff = abs(a["mean"] - b["mean"])
     if diff == 0:
         return None
-    z = _z((1 + CONFIDENCE) / 2) + _z(POWER)
-    variance = ((a["std"] or 0) ** 2 + (b["std"] or 0) ** 2) / 2
-    return max(2, math.ceil(2 * z ** 2 * variance / diff ** 2))
+    va, vb = (a["std"] or 0) ** 2, (b["std"] or 0) ** 2
+    if va + vb == 0:
+        return 2
+    n = max(2, math.ceil((_z((1 + CONFIDENCE) / 2) + _z(POWER)) ** 2 * (va + vb) / diff ** 2))
+    while True:  # t's quantiles exceed z's, so the answer is at or after the normal one
+        df = (va + vb) ** 2 * (n - 1) / (va ** 2 + vb ** 2)
+        if diff >= (_t(df) + _t(df, POWER)) * math.sqrt((va + vb) / n):
+            return n
+        n += 1

@@ -153,15 +153,15 @@ def test_judge_pairs(bn, no_bn, answer):
 
 def test_judge_says_why_and_how_many_seeds_would_decide():
     """bn (0.55, 0.62) vs no_bn (0.50, 0.58): +4.5 pt; Welch se = sqrt(0.00245/2 + 0.0032/2) = 5.315 pt at
-    df = 1.965, so the interval holds 0. Seeds: 2 (1.95996 + 0.84162)^2 0.002825 / 0.045^2 = 21.9 -> 22."""
+    df = 1.965, so the interval holds 0. Seeds: 23 (tests/test_stats.py computes it)."""
     order, data = ("bn", "no_bn"), {"bn": _stats(0.55, 0.62), "no_bn": _stats(0.50, 0.58)}
     answer, reason = compare.judge(order, data)
     assert reason.startswith("bn − no_bn = +4.50 pt, 95 % CI [-")
-    assert reason.endswith("; about 22 seeds per variant would resolve it")
+    assert reason.endswith("; about 23 seeds per variant would resolve it")
     assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)}) == \
         ("can't tell", "bn has 1 seed: no interval; run 2 seeds or more")
-    assert claims.seeds_wanted(order, data, cap=5) == 0  # 22 > 5: more seeds within the cap would not decide
-    assert claims.seeds_wanted(order, data, cap=30) == 22
+    assert claims.seeds_wanted(order, data, cap=5) == 0  # 23 > 5: more seeds within the cap would not decide
+    assert claims.seeds_wanted(order, data, cap=30) == 23
     assert claims.seeds_wanted(order, {"bn": _stats(0.6), "no_bn": _stats(0.5)}, cap=5) == 2
     assert claims.seeds_wanted(order, {"bn": _stats(0.60, 0.62), "no_bn": _stats(0.50, 0.52)}, cap=5) == 0  # decided
 

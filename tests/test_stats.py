@@ -42,10 +42,20 @@ def test_welch_with_unequal_spreads_uses_satterthwaite_degrees_of_freedom():
     assert d.diff == pytest.approx(0.045) and half / se == pytest.approx(4.376, abs=1e-3) and d.sign == 0
 
 
-def test_seeds_needed_is_the_normal_power_estimate():
-    """2 (1.95996 + 0.84162)^2 sigma^2 / d^2 seeds per variant: sigma^2 = (0.00245 + 0.0032) / 2 = 0.002825,
-    d = 0.045: 21.90 -> 22. Equal means: None. A tiny spread: at least 2."""
+def test_seeds_needed_is_the_t_power_estimate():
+    """a = 0.55, 0.62, b = 0.50, 0.58: va + vb = 0.00565, d = 0.045. The normal estimate,
+    (1.95996 + 0.84162)^2 0.00565 / 0.045^2 = 21.9, starts the search at 22: there df = 41.3,
+    t(0.975) + t(0.8) = 2.019 + 0.850 and 2.869 sqrt(0.00565 / 22) = 0.04598 > d; at 23, df = 43.2,
+    2.866 sqrt(0.00565 / 23) = 0.04492 <= d. So 23. Equal means: None. No spread: 2."""
     a, b = stats.describe([0.55, 0.62]), stats.describe([0.50, 0.58])
-    assert stats.seeds_needed(a, b) == 22
+    assert stats.seeds_needed(a, b) == 23 == stats.seeds_needed(b, a)
     assert stats.seeds_needed(a, a) is None
-    assert stats.seeds_needed(stats.describe([0.6, 0.6001]), stats.describe([0.5, 0.5001])) == 2
+    assert stats.seeds_needed(stats.describe([0.6, 0.6]), stats.describe([0.5, 0.5])) == 2
+
+
+def test_seeds_needed_exceeds_the_seeds_of_an_undecided_pair():
+    """a = 0.60, 0.62, b = 0.55, 0.56 (d = 0.055, va + vb = 0.00025) is undecided at 2 seeds (df 1.47);
+    the normal formula would say 2 (0.65 -> 2); at n = 3, df = 2.94, (3.19 + 0.98) sqrt(0.00025 / 3) =
+    0.038 <= d: 3."""
+    a, b = stats.describe([0.60, 0.62]), stats.describe([0.55, 0.56])
+    assert stats.welch(a, b).sign == 0 and stats.seeds_needed(a, b) == 3
