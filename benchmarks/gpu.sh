@@ -32,6 +32,7 @@ within() { local t=$(( $(left) - $1 )); echo $(( t > 10 ? t : 10 )); }  # the ti
 status=0
 failed() { echo "gpu.sh: $1 failed"; status=1; }
 pack() {  # on exit, whatever happened: the baseline's run folder as one file, without weights
+  kill "${watcher:-}" 2>/dev/null
   if [ -d "$OUT/runs" ]; then
     tar -czf "$OUT/baseline-run.tar.gz" -C "$OUT/runs" --exclude='*.keras' --exclude=tb . && rm -rf "$OUT/runs"
   fi
@@ -79,9 +80,12 @@ echo "gpu.sh: preflight passed for: ${backends:-no backend} ($(( $(date +%s) - s
 configs=() reference=()
 [[ ,$backends, == *,jax,* ]] && configs+=(jax)
 [[ ,$backends, == *,torch,* ]] && configs+=(torch:fp32) reference=(--reference)
+( while [ ! -f "$OUT/bench.json" ]; do sleep 1; done  # when the first number is in hand
+  echo "gpu.sh: first measured configuration in bench.json after $(( $(date +%s) - start )) s" ) & watcher=$!
 cli "$(within 180)" bench recipes/baseline.yaml --backends "$(IFS=,; echo "${configs[*]}")" --precision bf16,fp32 \
   --epochs "$EPOCHS" "${reference[@]}" --data "$DATA" --set data.pipeline=numpy "${SCALE[@]}" --json "$OUT/bench.json" \
   || failed bench
+kill "$watcher" 2>/dev/null
 [ -f "$OUT/bench.json" ] && python3 -c "import json, sys; from keras_cifar.bench import table; \
 print(table(json.load(open(sys.argv[1]))))" "$OUT/bench.json" > "$OUT/bench.md" && cat "$OUT/bench.md"
 
