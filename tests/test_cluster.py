@@ -23,6 +23,19 @@ from tests.helpers import REPO, Command, tiny_recipe
 pytestmark = pytest.mark.cluster
 
 
+# What both data-parallel tests' scripts start with: the width-8 model in float64, 64 images, two steps' data.
+TWO_STEPS = textwrap.dedent("""
+    import keras, numpy as np
+    from keras_cifar import backend, cluster, config
+    from keras_cifar.train import compile_model
+    backend.precision = lambda config: "float64"  # the model's dtype policy (float32 rounds to ~1e-4 here)
+    cfg = config.defaults(); cfg["model"]["width"] = 8
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8); y = rng.integers(0, 10, 64)
+    weights = []
+""")
+
+
 def _env(**extra):
     return {**{k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_BACKEND"))},
             "PYTHONPATH": str(REPO), **extra}
@@ -42,15 +55,8 @@ def test_data_parallel_steps_equal_single_device_steps(tmp_path):
     script = textwrap.dedent("""
         import jax
         jax.config.update("jax_enable_x64", True)
-        import keras, numpy as np
-        from keras_cifar import backend, cluster, config
-        from keras_cifar.train import compile_model
-        backend.precision = lambda config: "float64"  # the model's dtype policy (float32 rounds to ~1e-4 here)
+    """) + TWO_STEPS + textwrap.dedent("""
         assert len(jax.devices()) == 2
-        cfg = config.defaults(); cfg["model"]["width"] = 8
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8); y = rng.integers(0, 10, 64)
-        weights = []
         for distribution in ("none", "data_parallel"):
             cfg["train"]["distribution"] = distribution
             keras.utils.set_random_seed(0)
@@ -90,15 +96,7 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     """)
-    steps = two_devices + textwrap.dedent("""
-        import keras, numpy as np
-        from keras_cifar import backend, cluster, config
-        from keras_cifar.train import compile_model
-        backend.precision = lambda config: "float64"
-        cfg = config.defaults(); cfg["model"]["width"] = 8
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8); y = rng.integers(0, 10, 64)
-        weights = []
+    steps = two_devices + TWO_STEPS + textwrap.dedent("""
         for distribution in ("none", "data_parallel"):
             cfg["train"]["distribution"] = distribution
             keras.utils.set_random_seed(0)

@@ -29,6 +29,9 @@ RECIPE = REPO / "recipes" / "baseline.yaml"
 SCALES = {"cheap": {"model.width": 16, "data.subset": 5000, "train.epochs": 6},
           "confirm": {"model.width": 16, "data.subset": 10000, "train.epochs": 10}}
 SYSTEMS = ("tf_data", "numpy", "pytorch")
+# The same runs made with keras-cifar before its training order was fixed (commit 673bc04, before
+# 9e59db4), kept for the comparison: `report` includes them where their folders exist.
+BEFORE = ("tf_data-before-fix", "numpy-before-fix")
 
 
 def seeds_of(text):
@@ -90,15 +93,16 @@ def describe(values):
 def report(scale):
     from scipy import stats
 
-    runs = {s: histories(scale, s) for s in SYSTEMS}
+    systems = [s for s in SYSTEMS + BEFORE if (HERE / scale / s).is_dir()]
+    runs = {s: histories(scale, s) for s in systems}
     final = {s: {seed: 100 * rows[-1]["test_accuracy"] for seed, rows in r.items()} for s, r in runs.items()}
     loss = {s: {seed: rows[-1]["loss"] for seed, rows in r.items()} for s, r in runs.items()}
     record = {"scale": SCALES[scale], "recipe": "recipes/baseline.yaml", "data": "CIFAR-10 JPEG copy (lossy)",
               "test_accuracy_percent": final, "final_train_loss": loss,
               "summary": {s: describe(list(v.values())) for s, v in final.items() if v},
               "train_loss_summary": {s: describe(list(v.values())) for s, v in loss.items() if v}, "tests": {}}
-    for i, a in enumerate(SYSTEMS):
-        for b in SYSTEMS[i + 1:]:
+    for i, a in enumerate(systems):
+        for b in systems[i + 1:]:
             x, y = list(final[a].values()), list(final[b].values())
             if len(x) > 1 and len(y) > 1:
                 record["tests"][f"{a} vs {b}"] = {
@@ -134,13 +138,14 @@ def _figure(runs, scale):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for system, color in zip(SYSTEMS, ("C0", "C1", "C2")):
+    for system, color in zip(runs, ("C0", "C1", "C2", "C3", "C4")):
         if not runs[system]:
             continue
         for ax, key, scale_by in ((axes[0], "test_accuracy", 100), (axes[1], "loss", 1)):
             curves = np.array([[r[key] * scale_by for r in rows] for rows in runs[system].values()])
             epochs = np.arange(1, curves.shape[1] + 1)
-            ax.plot(epochs, curves.mean(0), color=color, marker="o", label=f"{system} (n={len(curves)})")
+            style = "--" if system in BEFORE else "-"
+            ax.plot(epochs, curves.mean(0), style, color=color, marker="o", label=f"{system} (n={len(curves)})")
             ax.fill_between(epochs, curves.min(0), curves.max(0), color=color, alpha=0.2)
     s = SCALES[scale]
     for ax, title in zip(axes, ("test accuracy (%)", "training loss")):
