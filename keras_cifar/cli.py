@@ -38,12 +38,11 @@ class _Group(click.Group):
             raise UserError(str(e)) from None
 
 
-def _int_list(text, alternative=""):
+def _seed_list(text):
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers{' ' + alternative if alternative else ''}, "
-                                 f"got {text!r}") from None
+        raise UserError(f"--seeds: expected comma-separated integers or 'auto', got {text!r}") from None
 
 
 TRACKERS = ("mlflow",)
@@ -167,7 +166,7 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
     def sweep_of(seed_list):
         return [spec for recipe in loaded for spec in cfg.sweep(recipe, overrides, chosen, seed_list)]
 
-    runs = sweep_of([0, 1] if auto else _int_list(seeds, "or 'auto'") if seeds else None)
+    runs = sweep_of([0, 1] if auto else _seed_list(seeds) if seeds else None)
     if shard:
         runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
     processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)

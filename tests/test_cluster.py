@@ -213,7 +213,7 @@ def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatc
     (["--num-processes", "2"], "a multi-process run needs --coordinator"),
     (["--seeds", "auto", "--shard", "0/2"], "--seeds auto decides each next seed from the finished runs; it does not "
                                             "combine with --shard"),
-    (["--seeds", "0,x"], "expected comma-separated integers or 'auto', got '0,x'"),
+    (["--seeds", "0,x"], "--seeds: expected comma-separated integers or 'auto', got '0,x'"),
 ])
 def test_bad_shard_and_process_options_are_one_line_errors(tmp_path, cli, args, message):
     result = cli("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out", *args)
