@@ -140,7 +140,7 @@ class Command:
     (stdout and stderr) is collected line by line while it runs."""
 
     def __init__(self, *args, cwd=None, env=None, program=None):
-        """`program` (a list) runs instead of keras-cifar, in a session of its own (see `kill_all`)."""
+        """`program` (a list) runs instead of keras-cifar, in a session of its own (see `signal_all`)."""
         script = shutil.which("keras-cifar")
         assert script, "the keras-cifar command is not installed: pip install -e '.[test]'"
         self.proc = subprocess.Popen([*(program or [script]), *map(str, args)], cwd=cwd, text=True,
@@ -185,9 +185,10 @@ class Command:
         self.proc.send_signal(signum)
         return self.finish(60)
 
-    def kill_all(self):
-        """SIGKILL the program and every process it started, as a scheduler ends a job; returns the exit code."""
-        os.killpg(self.proc.pid, 9)
+    def signal_all(self, signum):
+        """Send `signum` to the program and every process it started, as a scheduler does to a job (SIGTERM
+        to preempt it, SIGKILL after the grace period); returns the exit code."""
+        os.killpg(self.proc.pid, signum)
         return self.finish(60)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -264,22 +265,29 @@ def test_shard_auto_reads_slurm_and_kubernetes_and_refuses_without_them():
 
 
 def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(tmp_path):
-    """docs/cluster/sweep.sbatch as SLURM runs it (fake array variables): task 0 is killed with its job
-    (no time to clean up: its lock stays, as if on another host), requeued, and resumes at once; task 1
-    would train the other run; each ends with the reports and the comparison page."""
+    """docs/cluster/sweep.sbatch as SLURM runs it (fake array variables). Task 0 is preempted (SIGTERM to
+    the job): it keeps its last epoch and frees its lock. Requeued, it resumes, and is then killed with its
+    job (SIGKILL: no time to clean up, its lock stays, as if on another host); requeued again, it takes
+    its own lock back at once and finishes, with the reports and the comparison page. Task 1 would train
+    the other run (the Kubernetes test trains one)."""
     recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
     env = {"OUT": str(tmp_path / "out"), "DATA": "synthetic:200", "RECIPES": str(recipe), "EXTRA": "--epochs 3"}
     script = ["bash", str(REPO / "docs" / "cluster" / "sweep.sbatch")]
+    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock
     task0 = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
     task0.wait_for(r"tiny/a/seed0 epoch +1/3")
-    task0.kill_all()
-    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock
-    lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "node-17", "pid": 1}))  # alive elsewhere
+    assert task0.signal_all(signal.SIGTERM) != 0 and "stopped after epoch 1 of 3" in task0.output, task0.output
+    assert not lock.exists()
     requeued = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
-    assert requeued.finish() == 0, requeued.output
-    assert "tiny/a/seed0: resuming after epoch" in requeued.output and "being trained by" not in requeued.output
+    requeued.wait_for(r"tiny/a/seed0: resuming after epoch 1")
+    requeued.wait_for(r"tiny/a/seed0 epoch +2/3")
+    requeued.signal_all(signal.SIGKILL)
+    lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "node-17", "pid": 1}))  # alive elsewhere
+    again = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
+    assert again.finish() == 0, again.output
+    assert "tiny/a/seed0: resuming after epoch 2" in again.output and "being trained by" not in again.output
     assert RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics()["status"] == "completed"
-    assert not (tmp_path / "out" / "tiny" / "b").exists()  # task 1's share (test_kubernetes_job_... trains one)
+    assert not (tmp_path / "out" / "tiny" / "b").exists()  # task 1's share
     assert "| [tiny](#tiny) | not in the report |" in (tmp_path / "out" / "comparison.md").read_text()
 
 
