@@ -123,6 +123,11 @@ def seeds_wanted(order, stats, cap):
     return min(wanted, cap)
 
 
+def by_mean(stats):
+    """The variants that have stats, by mean test accuracy, best first."""
+    return sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
+
+
 def relation(a, b, stats):
     """How `a` and `b` compare: 'a > b' (the difference's interval excludes 0), else 'a ≈ b'."""
     verdict = _pair(stats[a], stats[b], a, b)[0]
@@ -139,7 +144,7 @@ def our_ordering(stats, order=()):
     lacking = "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
     if order and all(stats.get(v) for v in order):
         return "; ".join(relation(a, b, stats) for a, b in zip(order, order[1:])) + lacking
-    ranked = sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
+    ranked = by_mean(stats)
     text = ranked[0] if ranked else ""
     for better, worse in zip(ranked, ranked[1:]):
         text += (" ≈ " if _pair(stats[better], stats[worse], better, worse)[0] == "can't tell" else " > ") + worse

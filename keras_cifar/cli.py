@@ -4,6 +4,7 @@ without Keras (so a mistake is reported in a second), then starts the backend an
 that does the work. A KerasCifarError from anywhere is caught once, in the group: one line on
 stderr, exit code 2."""
 
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -187,6 +188,15 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
                 say(f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a ranked pair is undecided")
             return
 
+    @functools.cache
+    def started():
+        """The data, loaded once, with the backend started (and this process joined to its run's others)."""
+        cifar = data_lib.load(source)
+        backend.start()
+        if processes:
+            cluster_lib.join(processes, coordinator_timeout)
+        return cifar
+
     def train(runs):
         """Train `runs` (here, in several processes for one run, or --parallel) and write the reports."""
         if parallel:
@@ -199,13 +209,9 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
             command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
             results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
         else:
-            cifar = data_lib.load(source)
-            backend.start()
-            if processes:
-                cluster_lib.join(processes, coordinator_timeout)
             from keras_cifar.train import run_sweep
 
-            results = run_sweep(runs, cifar, out, restart)
+            results = run_sweep(runs, started(), out, restart)
         if not no_report and (parallel or cluster_lib.process()[0] == 0):
             for name in dict.fromkeys(spec.recipe for spec in runs):
                 _report_recipe(Path(out) / name, track=track)
@@ -226,14 +232,13 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
 def _undecided(loaded, out, n, cap):
     """With --seeds auto, at `n` seeds: whether some recipe has a ranked pair (the report's, or else
     neighbours in our ranking) that is "can't tell" and that at most `cap` seeds could decide; says which."""
-    from keras_cifar.claims import seeds_wanted
+    from keras_cifar.claims import by_mean, seeds_wanted
     from keras_cifar.report import load_variants, summarize
 
     for recipe in loaded:
         folder = Path(out) / recipe.name
         data = {row["variant"]: row["test_accuracy"] for row in summarize(folder, load_variants(folder))["variants"]}
-        order = (recipe.claim.order if recipe.claim and recipe.claim.order else
-                 sorted((v for v in data if data[v]), key=lambda v: data[v]["mean"], reverse=True))
+        order = recipe.claim.order if recipe.claim and recipe.claim.order else by_mean(data)
         wanted = seeds_wanted(order, data, cap)
         if wanted > n:
             say(f"--seeds auto: {recipe.name} has a pair that about {wanted} seeds could decide; adding seed {n}")
