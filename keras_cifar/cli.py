@@ -209,9 +209,10 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
             command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
             results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
         else:
+            cifar = started()  # first: a bad --data or coordinator is reported before Keras is imported
             from keras_cifar.train import run_sweep
 
-            results = run_sweep(runs, started(), out, restart)
+            results = run_sweep(runs, cifar, out, restart)
         if not no_report and (parallel or cluster_lib.process()[0] == 0):
             for name in dict.fromkeys(spec.recipe for spec in runs):
                 _report_recipe(Path(out) / name, track=track)
