@@ -14,8 +14,7 @@ import numpy as np
 from keras_cifar import backend, config
 keras = backend.start()
 from keras_cifar.train import compile_model
-cfg = config.defaults()
-cfg["model"]["width"] = 8
+cfg = config.Config.from_dict({"model": {"width": 8}})
 model = compile_model(cfg, steps_per_epoch=1)
 x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
 loss = model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0).history["loss"][0]

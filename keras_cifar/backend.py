@@ -116,11 +116,11 @@ def _stderr_silenced():
 def check_settings(config, where):
     """Refuse, before training, settings the selected backend cannot run."""
     name = selected()
-    if name == "torch" and config["train"]["steps_per_execution"] not in (1, "auto"):
+    if name == "torch" and config.train.steps_per_execution not in (1, "auto"):
         raise BackendError(f"{where}: train.steps_per_execution must be 1 on the PyTorch backend (a Keras "
                            "limitation); use --set train.steps_per_execution=1 or another backend")
-    if name == "torch" and config["model"]["width"] < TORCH_MIN_WIDTH and _torch_cpu_lacks_avx512():
-        raise BackendError(f"{where}: model.width {config['model']['width']} on PyTorch's CPU without AVX-512 "
+    if name == "torch" and config.model.width < TORCH_MIN_WIDTH and _torch_cpu_lacks_avx512():
+        raise BackendError(f"{where}: model.width {config.model.width} on PyTorch's CPU without AVX-512 "
                            f"would hang or crash (its oneDNN convolution breaks on narrow 1x1 stride-2 "
                            f"layers); use model.width >= {TORCH_MIN_WIDTH} or another backend")
 
@@ -181,7 +181,7 @@ def device():
 
 def precision(config):
     """The dtype policy of train.mixed_precision: true, false, or auto (bfloat16 where it is native)."""
-    wanted = config["train"]["mixed_precision"]
+    wanted = config.train.mixed_precision
     bf16 = wanted is True or (wanted == "auto" and accelerator().bf16)
     return "mixed_bfloat16" if bf16 else "float32"
 
@@ -198,7 +198,7 @@ def math_precision(config):
 def steps_per_execution(config):
     """train.steps_per_execution, with auto = 8 on an accelerator with JAX or TensorFlow (fewer
     dispatches and log updates per step), else 1 (PyTorch allows only 1; a CPU gains nothing)."""
-    wanted = config["train"]["steps_per_execution"]
+    wanted = config.train.steps_per_execution
     if wanted != "auto":
         return wanted
     import keras

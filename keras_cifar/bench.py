@@ -58,7 +58,7 @@ def summarize(rows, images):
 def child(settings_file, result_file):
     """Train one configuration with run's code and write its result (``python -m keras_cifar.bench``)."""
     from keras_cifar import backend, data
-    from keras_cifar.config import RunSpec
+    from keras_cifar.config import Config, RunSpec
     from keras_cifar.runs import RunFolder
 
     settings = json.loads(Path(settings_file).read_text())
@@ -66,15 +66,15 @@ def child(settings_file, result_file):
     backend.start()
     from keras_cifar.train import run_sweep
 
-    spec = RunSpec(settings["recipe"], settings["label"], settings["config"]["train"]["seeds"][0], settings["config"])
+    config = Config.from_dict(settings["config"], settings_file)
+    spec = RunSpec(settings["recipe"], settings["label"], config.train.seeds[0], config)
     with tempfile.TemporaryDirectory() as out:
         (_, metrics), = run_sweep([spec], cifar, out)
-        rows = RunFolder.of(out, spec).read_history()
-    result = {"status": metrics["status"], "device": metrics["device"], "precision": metrics["precision"],
-              "math": metrics["math"],
-              "steps_per_execution": metrics["steps_per_execution"], "versions": metrics["versions"]}
-    if rows and metrics["status"] == "completed":
-        result.update(summarize(rows, metrics["data"]["train"]))
+        rows = [row.to_dict() for row in RunFolder.of(out, spec).read_history()]
+    result = {"status": metrics.status, "device": metrics.device, "precision": metrics.precision, "math": metrics.math,
+              "steps_per_execution": metrics.steps_per_execution, "versions": metrics.versions}
+    if rows and metrics.status == "completed":
+        result.update(summarize(rows, metrics.data.train))
     write_json(result_file, result)
 
 
@@ -93,22 +93,22 @@ def _subprocess(module, settings, env, workdir, name):
 def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lambda record: None):
     """Each (backend, precision) of `configs` through run's code, then the PyTorch reference; returns
     the record, and hands it to `saved` after each configuration (so it grows as the bench goes)."""
-    config = {**config, "train": {**config["train"], "epochs": epochs}}
+    config = config.updated({"train": {"epochs": epochs}})
     record = {"recipe": recipe.path, "variant": next(iter(recipe.variants)), "data": data_source, "epochs": epochs,
-              "config": config, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "config": config.to_dict(), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "results": [], "reference": None}
     with tempfile.TemporaryDirectory() as workdir:
         for i, (b, p) in enumerate(configs, start=1):
             say(f"\nbench {i}/{len(configs)}: {b} {p}")
-            cfg = {**config, "train": {**config["train"], "mixed_precision": PRECISIONS[p]}}
-            settings = {"recipe": recipe.name, "label": f"{b}-{p}", "config": cfg, "data": data_source}
+            cfg = config.updated({"train": {"mixed_precision": PRECISIONS[p]}})
+            settings = {"recipe": recipe.name, "label": f"{b}-{p}", "config": cfg.to_dict(), "data": data_source}
             record["results"].append({"backend": b, "requested": p, **_subprocess(
                 "keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}")})
             saved(record)
         if reference:
             say("\nbench: PyTorch reference")
-            ref = _subprocess("keras_cifar.torch_reference", {"config": config, "data": data_source, "epochs": epochs},
-                              {}, workdir, "reference")
+            ref = _subprocess("keras_cifar.torch_reference",
+                              {"config": config.to_dict(), "data": data_source, "epochs": epochs}, {}, workdir, "reference")
             if ref.get("status") != "failed":
                 ref["modes"] = {mode: summarize(rows, ref["images"]) for mode, rows in ref["modes"].items()}
             record["reference"] = ref

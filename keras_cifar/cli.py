@@ -11,18 +11,18 @@ from pathlib import Path
 
 import click
 
-from keras_cifar import __version__, backend, cli_models, signals
+from keras_cifar import __version__, backend, cli_models, options, signals
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
 from keras_cifar.errors import KerasCifarError
 from keras_cifar.files import write_atomic, write_json
 from keras_cifar.losses import LOSSES
+from keras_cifar.networks import MODELS
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
-DATA_HELP = data_lib.source_help()
-PLUGINS_HELP = (f"Plug-ins a recipe can name. loss: {LOSSES.help()}. optimizer.name: {OPTIMIZERS.help()}. "
-                f"schedule.name: {SCHEDULES.help()}.")
+PLUGINS_HELP = (f"Plug-ins a recipe can name. model.name: {MODELS.help()}. loss: {LOSSES.help()}. "
+                f"optimizer.name: {OPTIMIZERS.help()}. schedule.name: {SCHEDULES.help()}.")
 
 
 class UserError(click.ClickException):
@@ -98,11 +98,10 @@ def main():
 
 @main.command(epilog=PLUGINS_HELP)
 @click.argument("recipes", metavar="RECIPE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Root folder; runs go to OUT/<recipe>/<variant>/seed<k>/.")
+@options.data()
+@options.out("Root folder; runs go to OUT/<recipe>/<variant>/seed<k>/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
-@click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
+@options.subset
 @click.option("--variants", help="Comma-separated variants to run (default: all of the recipe's).")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1, "
                              "then one more seed at a time while a pair the report ranks (or, without a ranking, "
@@ -110,8 +109,7 @@ def main():
                              "--max-seeds could decide it.")
 @click.option("--max-seeds", type=click.IntRange(min=2), default=5, show_default=True,
               help="With --seeds auto: the most seeds per variant.")
-@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
-              help="Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
+@options.sets("Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
 @click.option("--quick", is_flag=True,
               help="The scale of the committed results/: width 16, 10,000 training images, 10 epochs (minutes an "
                    "epoch on a CPU instead of half an hour); --set, --subset and --epochs still win.")
@@ -177,16 +175,16 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
     source = data_lib.canonical_source(data_source)
     backend.check()
     if dry_run or parallel:
-        from keras_cifar.runs import plan
-
         for spec in runs:
             backend.check_settings(spec.config, spec.key)
-        lines = plan(runs, out, source, restart)  # refuses what the real run refuses
-        if dry_run:
-            say("\n".join(lines) if runs else f"shard {shard}: no runs")
-            if auto:
-                say(f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a ranked pair is undecided")
-            return
+    if dry_run:
+        from keras_cifar.runs import decide_all, plan
+
+        lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
+        say("\n".join(lines) if runs else f"shard {shard}: no runs")
+        if auto:
+            say(f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a ranked pair is undecided")
+        return
 
     @functools.cache
     def started():
@@ -226,7 +224,7 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
                 results += train(sweep_of([n - 1]))
         except KeyboardInterrupt as stop:
             _interrupted(stop, "completed runs are kept")
-    if any(m["status"] == "failed" for _, m in results):
+    if any(m.status == "failed" for _, m in results):
         sys.exit(1)
 
 
@@ -329,9 +327,8 @@ def compare(run_root, out, notes, recipes_dir):
               help="Class-balanced images to evaluate on (fewer if the split has fewer).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="The run's training set or the test half of the project's split.")
-@click.option("--data", "data_source", metavar="PATH",
-              help="Read the images from PATH (same formats as `run --data`) instead of each run's recorded "
-                   "data_source.")
+@options.data("Read the images from PATH (same formats as `run --data`) instead of each run's recorded "
+              "data_source.", envvar=None)
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder. Default: the run folder; required with several RUN_DIRs.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -372,16 +369,13 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA",
-              help=DATA_HELP + " Every worker needs its own copy.")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Root folder; the search goes to OUT/<recipe>/search/, --final's run to OUT/<recipe>/trial_<id>/.")
+@options.data(options.DATA_HELP + " Every worker needs its own copy.")
+@options.out("Root folder; the search goes to OUT/<recipe>/search/, --final's run to OUT/<recipe>/trial_<id>/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override tune.epochs (epochs per trial).")
-@click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
+@options.subset
 @click.option("--variant", help="The recipe variant to tune (needed when the recipe has several).")
-@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
-              help="Override any recipe key, tune section included: --set tune.max_trials=4 "
-                   "--set 'tune.space.batch_size=[128,256]' --set model.width=16.")
+@options.sets("Override any recipe key, tune section included: --set tune.max_trials=4 "
+              "--set 'tune.space.batch_size=[128,256]' --set model.width=16.")
 @click.option("--final", is_flag=True,
               help="Afterwards retrain the best trial (best.yaml, as `run` does) and report its test accuracy.")
 @click.option("--chief", metavar="HOST:PORT",
@@ -437,9 +431,9 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 @click.option("--reference/--no-reference", default=False, show_default=True,
               help="Also train the same network and recipe in plain PyTorch (fp32, and bf16 where it is faster "
                    "on this machine) and give every configuration's ratio to it. Needs PyTorch.")
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=DATA_HELP)
-@click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
-@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe key, as for `run`.")
+@options.data()
+@options.subset
+@options.sets("Override any recipe key, as for `run`.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Also write the results as JSON to FILE, rewritten after each configuration.")
 def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):

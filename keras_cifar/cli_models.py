@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from keras_cifar import backend
+from keras_cifar import backend, options
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
 from keras_cifar.errors import DataError
@@ -78,7 +78,7 @@ def predict_cmd(model, images, top_k, as_json):
 
 @click.command("evaluate")
 @click.argument("model", type=click.Path(exists=True))
-@click.option("--data", "data_source", metavar="PATH", envvar="KERAS_CIFAR_DATA", help=data_lib.source_help())
+@options.data()
 @click.option("--eval-subset", type=click.IntRange(min=1),
               help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).")
 @click.option("--figure", default="confusion_matrix.png", show_default=True, type=click.Path(dir_okay=False),

@@ -59,7 +59,7 @@ def distribute(config):
     PyTorch: Keras 3.15's fit has no DistributedDataParallel support."""
     import keras
 
-    wanted = config["train"]["distribution"]
+    wanted = config.train.distribution
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _mirrored(config, wanted)
@@ -76,7 +76,7 @@ def distribute(config):
     if jax.process_count() > 1 and wanted == "none":
         raise ConfigError("train.distribution: none cannot train one run in several processes; use auto or "
                           "data_parallel")
-    parallel = data_parallel(wanted, len(devices), devices[0].platform, config["data"]["batch_size"],
+    parallel = data_parallel(wanted, len(devices), devices[0].platform, config.data.batch_size,
                              jax.process_count())
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False) if parallel else None)
@@ -89,7 +89,7 @@ def _mirrored(config, wanted):
     gpus = tf.config.list_logical_devices("GPU")
     devices = gpus or tf.config.list_logical_devices("CPU")
     platform = "gpu" if gpus else "cpu"
-    if not data_parallel(wanted, len(devices), platform, config["data"]["batch_size"], 1):
+    if not data_parallel(wanted, len(devices), platform, config.data.batch_size, 1):
         return Placement()
     strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     return Placement(strategy.num_replicas_in_sync, 1, strategy.scope)

@@ -60,7 +60,7 @@ def _ours_cell(summary):
 
 def _setup(all_variants, out, command):
     lines = report.setup_lines(all_variants)
-    sources = {str(r.config.get("data_source", "")).lower() for v in all_variants for r in v.runs}
+    sources = {str(r.data_source or "").lower() for v in all_variants for r in v.runs}
     if any("jpeg" in s or "jpg" in s for s in sources):
         lines.append("The data is a JPEG copy of CIFAR-10: lossy, so absolute accuracies are not comparable "
                      "one-to-one with published numbers; compare the orderings.")

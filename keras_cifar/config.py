@@ -1,4 +1,9 @@
-"""Recipe schema, loading, overrides and sweeps.
+"""The typed config, recipe loading, overrides and sweeps.
+
+A run's resolved config is a ``Config``: frozen dataclasses, one per section, whose fields are the
+recipe schema (each field's Field says its kind, default and what is allowed). Code reads it as
+attributes (``config.model.width``); ``Config.from_dict`` validates a nested dict (a recipe's sections,
+a config.yaml) and ``to_dict`` gives one back for YAML.
 
 Precedence: built-in defaults < recipe ``base`` < recipe ``variants.<name>`` < command line.
 A recipe's optional ``tune`` section (TUNE_SCHEMA, SPACE) configures ``keras-cifar tune`` the same way;
@@ -7,9 +12,12 @@ Every key is validated; an unknown key, a wrong type or a bad value raises ``Con
 one-line message that names the file and the key and says what is allowed.
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,27 +29,32 @@ from keras_cifar.claims import Claim
 from keras_cifar.cluster import DISTRIBUTIONS
 from keras_cifar.errors import ConfigError
 from keras_cifar.losses import LOSSES
+from keras_cifar.networks import MODELS
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
+
+
+def _anything(v: Any) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
 class Field:
     kind: str  # a key of KINDS
     default: Any
-    check: Callable[[Any], bool] = lambda v: True
+    check: Callable[[Any], bool] = _anything
     allowed: Any = ""  # human words for what passes `check` (a Registry: its names)
     nullable: bool = False
 
 
-def _positive(v):
+def _positive(v: Any) -> bool:
     return v > 0
 
 
-def _non_negative(v):
+def _non_negative(v: Any) -> bool:
     return v >= 0
 
 
-def _activation(name):
+def _activation(name: str) -> bool:
     """The report's activations pass at once; any other name is looked up in Keras (which imports it)."""
     if name in ("relu", "tanh", "sigmoid"):
         return True
@@ -56,51 +69,136 @@ def _activation(name):
 
 PIPELINES = ("auto", "tf_data", "numpy")
 
-SCHEMA = {
-    "model": {
-        "width": Field("int", 64, _positive, "a positive integer (the report's Channel1; 64 is ResNet-18)"),
-        "batch_norm": Field("bool", True),
-        "shortcut": Field("bool", True),
-        "activation": Field("str", "relu", _activation, "relu, tanh, sigmoid or any Keras activation name"),
-    },
-    "data": {
-        "batch_size": Field("int", 128, _positive, "a positive integer"),
-        "augment": Field("bool", True),
-        "subset": Field("int", None, _positive, "a positive number of training images, or null for all", True),
-        "eval_subset": Field("int", None, _positive, "a positive number of validation/test images each, or null for all",
-                             True),
-        "pipeline": Field("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES)),
-    },
-    "optimizer": {
-        "name": Field("str", "sgd", lambda v: v in OPTIMIZERS, OPTIMIZERS),
-        "learning_rate": Field("float", 0.1, _positive, "a positive number"),
-        "momentum": Field("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-        "nesterov": Field("bool", False),
-        "weight_decay": Field("float", 5e-4, _non_negative, "a number >= 0"),
-    },
-    "schedule": {
-        "name": Field("str", "cosine", lambda v: v in SCHEDULES, SCHEDULES),
-        "warmup_epochs": Field("float", 0.0, _non_negative, "a number of epochs >= 0"),
-        "restart_epochs": Field("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)"),
-        "step_epochs": Field("int_list", [60, 120, 160], lambda v: all(e > 0 for e in v), "positive epochs (step)"),
-        "gamma": Field("float", 0.2, _positive, "a positive factor (step)"),
-    },
-    "loss": Field("str", "cross_entropy", lambda v: v in LOSSES, LOSSES),
-    "train": {
-        "epochs": Field("int", 200, _positive, "a positive integer"),
-        "seeds": Field("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0"),
-        "mixed_precision": Field("str_or_bool", False, lambda v: v in ("auto", True, False),
-                                 "true (mixed_bfloat16), false (float32) or auto (bfloat16 on GPUs that have it)"),
-        "jit_compile": Field("str_or_bool", "auto", lambda v: v in ("auto", True, False), "auto, true or false"),
-        "steps_per_execution": Field("str_or_int", "auto", lambda v: v == "auto" or v > 0,
-                                     "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)"),
-        "checkpoint_seconds": Field("float", 60.0, _non_negative,
-                                    "seconds between checkpoints, >= 0 (0: after every epoch)"),
-        "distribution": Field("str", "auto", lambda v: v in DISTRIBUTIONS, " / ".join(DISTRIBUTIONS)
-                              + " (data_parallel: every device shares each global batch; auto: on JAX with "
-                              "several accelerators and at least 256 images a device)"),
-    },
-}
+def setting(kind: str, default: Any, check: Callable[[Any], bool] = _anything, allowed: Any = "",
+            nullable: bool = False) -> Any:
+    """One config key: a dataclass field whose metadata holds the Field that validates it."""
+    return dataclasses.field(default=tuple(default) if isinstance(default, list) else default,
+                             metadata={"field": Field(kind, default, check, allowed, nullable)})
+
+
+def section(cls: type) -> Any:
+    """A config section: a dataclass field holding `cls`'s defaults."""
+    return dataclasses.field(default_factory=cls, metadata={"section": cls})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = setting("str", "resnet18", lambda v: v in MODELS, MODELS)
+    width: int = setting("int", 64, _positive, "a positive integer (the report's Channel1; 64 is ResNet-18)")
+    batch_norm: bool = setting("bool", True)
+    shortcut: bool = setting("bool", True)
+    activation: str = setting("str", "relu", _activation, "relu, tanh, sigmoid or any Keras activation name")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    batch_size: int = setting("int", 128, _positive, "a positive integer")
+    augment: bool = setting("bool", True)
+    subset: int | None = setting("int", None, _positive, "a positive number of training images, or null for all", True)
+    eval_subset: int | None = setting("int", None, _positive,
+                                      "a positive number of validation/test images each, or null for all", True)
+    pipeline: str = setting("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = setting("str", "sgd", lambda v: v in OPTIMIZERS, OPTIMIZERS)
+    learning_rate: float = setting("float", 0.1, _positive, "a positive number")
+    momentum: float = setting("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    nesterov: bool = setting("bool", False)
+    weight_decay: float = setting("float", 5e-4, _non_negative, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = setting("str", "cosine", lambda v: v in SCHEDULES, SCHEDULES)
+    warmup_epochs: float = setting("float", 0.0, _non_negative, "a number of epochs >= 0")
+    restart_epochs: float = setting("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)")
+    step_epochs: tuple[int, ...] = setting("int_list", [60, 120, 160], lambda v: all(e > 0 for e in v),
+                                           "positive epochs (step)")
+    gamma: float = setting("float", 0.2, _positive, "a positive factor (step)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = setting("int", 200, _positive, "a positive integer")
+    seeds: tuple[int, ...] = setting("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v),
+                                     "a list of seeds >= 0")
+    mixed_precision: str | bool = setting("str_or_bool", False, lambda v: v in ("auto", True, False),
+                                          "true (mixed_bfloat16), false (float32) or auto (bfloat16 on GPUs that "
+                                          "have it)")
+    jit_compile: str | bool = setting("str_or_bool", "auto", lambda v: v in ("auto", True, False), "auto, true or false")
+    steps_per_execution: str | int = setting("str_or_int", "auto", lambda v: v == "auto" or v > 0,
+                                             "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)")
+    checkpoint_seconds: float = setting("float", 60.0, _non_negative,
+                                        "seconds between checkpoints, >= 0 (0: after every epoch)")
+    distribution: str = setting("str", "auto", lambda v: v in DISTRIBUTIONS, " / ".join(DISTRIBUTIONS)
+                                + " (data_parallel: every device shares each global batch; auto: on JAX with "
+                                "several accelerators and at least 256 images a device)")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved run config: made by the schema (from_dict validates every key), read as attributes,
+    written as YAML through to_dict()."""
+
+    model: ModelConfig = section(ModelConfig)
+    data: DataConfig = section(DataConfig)
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    schedule: ScheduleConfig = section(ScheduleConfig)
+    loss: str = setting("str", "cross_entropy", lambda v: v in LOSSES, LOSSES)
+    train: TrainConfig = section(TrainConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> Config:
+        """The Config of a nested dict such as a config.yaml holds: missing keys take their defaults; an
+        unknown key or a bad value is a ConfigError naming `source`."""
+        return _build(cls, merge(defaults(), values, source, ""))
+
+    def to_dict(self) -> dict:
+        """The nested dict of plain values (lists, not tuples) that config.yaml holds, in schema order."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def updated(self, override: dict, source: str = "") -> Config:
+        """This config with the partial nested `override` applied, validated."""
+        return Config.from_dict(merge(self.to_dict(), override, source, ""))
+
+    def value(self, section: str, key: str) -> Any:
+        """The value of ``section.key``, for keys named at run time (the tuner's search space)."""
+        return getattr(getattr(self, section), key)
+
+    def experiment(self) -> dict:
+        """to_dict() without EXECUTION_KEYS: what two runs must share to be the same experiment."""
+        out = self.to_dict()
+        for part, key in EXECUTION_KEYS:
+            out[part].pop(key)
+        return out
+
+
+def _schema(cls: type) -> dict[str, Any]:
+    """The Fields of a config dataclass, nested like its sections: what merge() validates against."""
+    return {f.name: f.metadata["field"] if "field" in f.metadata else _schema(f.metadata["section"])
+            for f in dataclasses.fields(cls)}
+
+
+def _build(cls: Any, values: dict[str, Any]) -> Any:
+    """The dataclass `cls` of a validated nested dict (lists become tuples, so a Config is immutable)."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = values[f.name]
+        kwargs[f.name] = (_build(f.metadata["section"], value) if "section" in f.metadata
+                          else tuple(value) if isinstance(value, list) else value)
+    return cls(**kwargs)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return list(value) if isinstance(value, tuple) else value
+
+
+SCHEMA = _schema(Config)
+
 # How a run executes, not what it computes: configs that differ only here are the same experiment, so a
 # finished run is kept and a twin reused whatever these say.
 EXECUTION_KEYS = (("train", "jit_compile"), ("train", "steps_per_execution"), ("train", "checkpoint_seconds"),
@@ -141,15 +239,12 @@ TUNE_SCHEMA = {
 }
 
 
-def defaults():
+def defaults() -> dict[str, Any]:
     """The built-in configuration, as a plain nested dict."""
-    return {
-        k: (v.default if isinstance(v, Field) else {n: copy.deepcopy(f.default) for n, f in v.items()})
-        for k, v in SCHEMA.items()
-    }
+    return Config().to_dict()
 
 
-def _is_int(v):
+def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -164,7 +259,7 @@ KINDS = {  # a Field's kind: whether a value has it, and its name in errors
 }
 
 
-def _coerce(field, value, where):
+def _coerce(field: Field, value: Any, where: str) -> Any:
     """Return `value` converted to the field's type, or raise ConfigError naming `where`."""
     if value is None and field.nullable:
         return None
@@ -183,15 +278,7 @@ def _coerce(field, value, where):
     return value
 
 
-def experiment(config):
-    """`config` without its EXECUTION_KEYS: what two runs must share to be the same experiment."""
-    out = copy.deepcopy(config)
-    for section, key in EXECUTION_KEYS:
-        (out.get(section) or {}).pop(key, None)
-    return out
-
-
-def flatten(config, prefix=""):
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"width": 16}} -> {"model.width": 16}: a nested config as dotted keys."""
     out = {}
     for key, value in config.items():
@@ -202,7 +289,8 @@ def flatten(config, prefix=""):
     return out
 
 
-def merge(config, override, source, path="", schema=None):
+def merge(config: dict[str, Any], override: Any, source: str | Path, path: str = "",
+          schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return `config` updated by the partial `override`, validating every key against `schema`
     (default: the SCHEMA section at `path`)."""
     if schema is None:
@@ -223,14 +311,14 @@ def merge(config, override, source, path="", schema=None):
     return out
 
 
-def tune_defaults():
+def tune_defaults() -> dict[str, Any]:
     """The built-in ``tune`` section."""
     out = {k: f.default for k, f in TUNE_SCHEMA.items() if isinstance(f, Field)}
     out["space"] = {name: copy.deepcopy(d.default) for name, d in SPACE.items() if d.default is not None}
     return out
 
 
-def merge_tune(tune, override, source):
+def merge_tune(tune: dict[str, Any], override: Any, source: str | Path) -> dict[str, Any]:
     """Return the ``tune`` section `tune` updated by the partial `override`, validated.
 
     ``space`` entries replace whole entries (a list of choices or a {min, max} range); ``null``
@@ -243,7 +331,7 @@ def merge_tune(tune, override, source):
     return out
 
 
-def _merge_space(space, override, source):
+def _merge_space(space: dict[str, Any], override: Any, source: str | Path) -> dict[str, Any]:
     if not isinstance(override, dict):
         raise ConfigError(f"{source}: tune.space must map hyperparameters ({', '.join(SPACE)}) to a list of "
                           f"choices or a {{min, max}} range, got {override!r}")
@@ -260,7 +348,7 @@ def _merge_space(space, override, source):
     return out
 
 
-def _space_entry(dim, value, where):
+def _space_entry(dim: Dim, value: Any, where: str) -> Any:
     """A list of distinct choices, or a {min, max} range; every value must be valid for the config key."""
     field = SCHEMA[dim.section][dim.key]
     if isinstance(value, list) and value:
@@ -289,10 +377,10 @@ class RunSpec:
     recipe: str
     variant: str
     seed: int
-    config: dict
+    config: Config
 
     @property
-    def key(self):
+    def key(self) -> str:
         return f"{self.recipe}/{self.variant}/seed{self.seed}"
 
 
@@ -301,12 +389,12 @@ class Recipe:
     name: str
     description: str
     path: str
-    variants: dict  # variant name -> config resolved over defaults and base (no command line yet)
+    variants: dict[str, Config]  # by variant name, resolved over defaults and base (no command line yet)
     tune: dict  # the tune section resolved over tune_defaults() (no command line yet)
-    claim: Claim = None  # what the report found (the `report:` section), if it says
+    claim: Claim | None = None  # what the report found (the `report:` section), if it says
 
 
-def _read_yaml(path):
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -325,12 +413,12 @@ def _read_yaml(path):
 SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"  # package data: the report's experiments
 
 
-def shipped_recipes():
+def shipped_recipes() -> dict[str, Path]:
     """The recipe files that come with keras-cifar, by name."""
     return {path.stem: path for path in sorted(SHIPPED_RECIPES.glob("*.yaml"))}
 
 
-def recipe_file(text):
+def recipe_file(text: str | Path) -> Path:
     """A RECIPE argument: a recipe file, or the name of a shipped recipe (``bn``, ``bn.yaml``)."""
     path = Path(text)
     if path.exists() or path.parent != Path("."):
@@ -342,7 +430,7 @@ def recipe_file(text):
                       f"{', '.join(shipped)} (keras-cifar recipes lists them)")
 
 
-def load_recipe(path):
+def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (or a shipped recipe, by name); every variant is resolved so errors
     surface before training."""
     path = recipe_file(path)
@@ -353,7 +441,7 @@ def load_recipe(path):
     name = data.get("name") or Path(path).stem
     if not isinstance(name, str) or not _is_folder_name(name):
         raise ConfigError(f"{path}: name must be letters, digits, '_', '-' or '.', got {name!r}")
-    base = merge(defaults(), data.get("base") or {}, path, "")
+    base = merge(defaults(), data.get("base") or {}, str(path), "")
     variants = data.get("variants") or {"default": {}}
     if not isinstance(variants, dict):
         raise ConfigError(f"{path}: 'variants' must map variant names to partial configs")
@@ -361,15 +449,16 @@ def load_recipe(path):
     for vname, override in variants.items():
         if not isinstance(vname, str) or not _is_folder_name(vname):
             raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
-        resolved[vname] = merge(base, override or {}, f"{path}: variants.{vname}", "")
+        resolved[vname] = Config.from_dict(merge(base, override or {}, f"{path}: variants.{vname}", ""))
     tune = merge_tune(tune_defaults(), data.get("tune") or {}, path)
     claim = claims.parse(data.get("report"), list(resolved), path)
     return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune, claim)
 
 
-def load_recipes(paths):
+def load_recipes(paths: Iterable[str | Path]) -> list[Recipe]:
     """load_recipe for each path; recipes write to OUT/<name>/, so two of one name are refused."""
-    recipes, seen = [], {}
+    recipes: list[Recipe] = []
+    seen: dict[str, str | Path] = {}
     for path in paths:
         recipe = load_recipe(path)
         if recipe.name in seen:
@@ -380,13 +469,13 @@ def load_recipes(paths):
     return recipes
 
 
-def _is_folder_name(name):
+def _is_folder_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
 
 
-def parse_sets(items):
+def parse_sets(items: Iterable[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c.d=[0,1]"]`` into a nested override dict; values are read as YAML."""
-    out = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -405,7 +494,8 @@ def parse_sets(items):
     return out
 
 
-def sweep(recipe, overrides=None, variants=None, seeds=None):
+def sweep(recipe: Recipe, overrides: dict[str, Any] | None = None, variants: list[str] | None = None,
+          seeds: Iterable[int] | None = None) -> list[RunSpec]:
     """Resolve the runs of `recipe`: each selected variant at each seed, command-line overrides last."""
     if variants:
         unknown = [v for v in variants if v not in recipe.variants]
@@ -415,11 +505,11 @@ def sweep(recipe, overrides=None, variants=None, seeds=None):
             )
     runs = []
     for vname in variants or list(recipe.variants):
-        config = merge(recipe.variants[vname], overrides or {}, "command line", "")
+        config = recipe.variants[vname].updated(overrides or {}, "command line")
         if seeds is not None:
-            config = merge(config, {"train": {"seeds": list(seeds)}}, "--seeds", "")
-        for seed in config["train"]["seeds"]:  # each run's config names its own seed only
-            runs.append(RunSpec(recipe.name, vname, seed, merge(config, {"train": {"seeds": [seed]}}, "", "")))
+            config = config.updated({"train": {"seeds": list(seeds)}}, "--seeds")
+        for seed in config.train.seeds:  # each run's config names its own seed only
+            runs.append(RunSpec(recipe.name, vname, seed, config.updated({"train": {"seeds": [seed]}})))
     return runs
 
 
@@ -429,11 +519,11 @@ class Search:
 
     recipe: str
     variant: str
-    config: dict
+    config: Config
     tune: dict
 
 
-def search_of(recipe, overrides=None, variant=None):
+def search_of(recipe: Recipe, overrides: dict[str, Any] | None = None, variant: str | None = None) -> Search:
     """The Search for a loaded Recipe, command-line overrides (``tune.*`` included) applied last."""
     overrides = dict(overrides or {})
     tune = merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")

@@ -29,7 +29,7 @@ from keras_cifar.console import Eta, count, say
 from keras_cifar.errors import ConfigError, RunFolderError
 from keras_cifar.files import make_dirs, write_json
 from keras_cifar.pipelines import Feeder
-from keras_cifar.runs import finite_or_none
+from keras_cifar.record import finite_or_none
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5
@@ -144,15 +144,15 @@ def evaluation_model(run):
     from keras_cifar.serving import load_keras
 
     model = load_keras(run.path / "model.keras")
-    model.compile(loss=get_loss(run.config["loss"]),
+    model.compile(loss=get_loss(run.config.loss),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  jit_compile=run.config["train"]["jit_compile"])
+                  jit_compile=run.config.train.jit_compile)
     return model
 
 
 def evaluation_images(cifar, config, split, images):
     """`images` class-balanced images of the run's train set or test half (the project's split)."""
-    splits = data_lib.split(cifar, config["data"]["subset"])
+    splits = data_lib.split(cifar, config.data.subset)
     x, y = splits.train if split == "train" else splits.test
     if images < len(y):
         keep = data_lib.stratified_take(y, images, data_lib.SPLIT_SEED)
@@ -241,7 +241,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
     del record["span"], record["surface"]
     datasets, surfaces, summaries = {}, [], []
     for run in runs:
-        source = data_source or run.config.get("data_source")
+        source = data_source or run.data_source
         if not source:
             raise RunFolderError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
         if source not in datasets:
@@ -252,7 +252,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
         directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
         say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
             f"from {datasets[source].source}")
-        feeder = Feeder(settings.batch_size, run.config["data"]["pipeline"], settings.batch_size)
+        feeder = Feeder(settings.batch_size, run.config.data.pipeline, settings.batch_size)
         start = time.perf_counter()
         surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
         surfaces.append(surface)

@@ -98,10 +98,10 @@ def _basic_block(x, filters, stride, batch_norm, shortcut, activation, name):
     return keras.layers.Activation(activation, name=f"{name}_out")(y)
 
 
-def build_classifier(model_config, augment=True, num_classes=10):
-    """The trained model: uint8 images -> [random crop + flip in training] -> normalize -> ResNet-18."""
+def build_classifier(net, augment=True):
+    """The trained model: uint8 images -> [random crop + flip in training] -> normalize -> `net` (a model
+    from normalized images to logits, such as build_resnet18's)."""
     inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
     x = RandomCropFlip(name="augment")(inputs) if augment else inputs
     x = Normalize(name="normalize")(x)
-    net = build_resnet18(num_classes=num_classes, **model_config)
     return keras.Model(inputs, net(x), name="classifier")

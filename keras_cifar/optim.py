@@ -6,7 +6,7 @@ import math
 
 from keras_cifar.registry import Registry
 
-OPTIMIZERS = Registry("optimizer")  # factory(optimizer section, learning-rate schedule) -> optimizer
+OPTIMIZERS = Registry("optimizer")  # factory(config.OptimizerConfig, learning-rate schedule) -> optimizer
 SCHEDULES = Registry("schedule")  # f(t, s) -> learning rate, t = steps after warm-up; s: lengths in steps (tensors)
 
 
@@ -15,22 +15,21 @@ SCHEDULES = Registry("schedule")  # f(t, s) -> learning rate, t = steps after wa
 def sgd(opt, learning_rate):
     from keras_cifar.custom_objects import SGD
 
-    return SGD(learning_rate=learning_rate, momentum=opt["momentum"], nesterov=opt["nesterov"],
-               l2=opt["weight_decay"])
+    return SGD(learning_rate=learning_rate, momentum=opt.momentum, nesterov=opt.nesterov, l2=opt.weight_decay)
 
 
 @OPTIMIZERS.add("adam", "Adam; weight decay added to the gradient, as PyTorch does")
 def adam(opt, learning_rate):
     from keras_cifar.custom_objects import Adam
 
-    return Adam(learning_rate=learning_rate, l2=opt["weight_decay"])
+    return Adam(learning_rate=learning_rate, l2=opt.weight_decay)
 
 
 @OPTIMIZERS.add("adamw", "AdamW: Keras's decoupled weight decay")
 def adamw(opt, learning_rate):
     from keras_cifar.custom_objects import AdamW
 
-    return AdamW(learning_rate=learning_rate, weight_decay=opt["weight_decay"])
+    return AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay)
 
 
 @SCHEDULES.add("constant", "the learning rate throughout")
@@ -65,21 +64,21 @@ def step(t, s):
 
 
 def make_schedule(schedule, learning_rate, epochs, steps_per_epoch):
-    """The learning-rate schedule of a recipe's ``schedule`` section."""
+    """The learning-rate schedule of a config's ``schedule`` section (a config.ScheduleConfig)."""
     from keras_cifar.custom_objects import Schedule
 
     return Schedule(
-        schedule["name"], learning_rate,
+        schedule.name, learning_rate,
         total_steps=epochs * steps_per_epoch,
-        warmup_steps=round(schedule["warmup_epochs"] * steps_per_epoch),
-        period_steps=round(schedule["restart_epochs"] * steps_per_epoch),
-        boundaries=[e * steps_per_epoch for e in schedule["step_epochs"]],
-        gamma=schedule["gamma"],
+        warmup_steps=round(schedule.warmup_epochs * steps_per_epoch),
+        period_steps=round(schedule.restart_epochs * steps_per_epoch),
+        boundaries=[e * steps_per_epoch for e in schedule.step_epochs],
+        gamma=schedule.gamma,
     )
 
 
 def make_optimizer(config, steps_per_epoch):
-    """The optimizer of a resolved config (sections ``optimizer``, ``schedule``, ``train``)."""
-    opt = config["optimizer"]
-    lr = make_schedule(config["schedule"], opt["learning_rate"], config["train"]["epochs"], steps_per_epoch)
-    return OPTIMIZERS[opt["name"]](opt, lr)
+    """The optimizer of a config.Config (sections ``optimizer``, ``schedule``, ``train``)."""
+    opt = config.optimizer
+    lr = make_schedule(config.schedule, opt.learning_rate, config.train.epochs, steps_per_epoch)
+    return OPTIMIZERS[opt.name](opt, lr)

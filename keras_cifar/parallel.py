@@ -1,7 +1,7 @@
 """One run per device: ``keras-cifar run RECIPE... --parallel N|gpus``.
 
 For a network as small as ResNet-18 on CIFAR-10 the fastest way through a sweep is one run per GPU,
-not one run split over every GPU. This process never imports Keras. It decides each run as ``run``
+not one run split over every GPU. This process never imports Keras. It decides each run once, as ``run``
 does (runs.decide: finished runs are skipped, twins of finished runs copied) and keeps N slots busy,
 each a GPU (``CUDA_VISIBLE_DEVICES``) or a share of the CPU cores, by starting one ``keras-cifar run``
 process per run, which claims its run folder like any other (its lock). A run whose twin is being
@@ -13,7 +13,6 @@ is recorded as failed; SIGINT or SIGTERM is passed to every process, each keeps 
 epoch, and the same command resumes them.
 """
 
-import json
 import os
 import queue
 import re
@@ -25,10 +24,10 @@ import threading
 from dataclasses import dataclass, field
 
 from keras_cifar import signals
-from keras_cifar.config import experiment
 from keras_cifar.console import Eta, count, run_table, say
 from keras_cifar.errors import ConfigError
-from keras_cifar.runs import RunFolder, decide, expected_config, reuse
+from keras_cifar.record import RunRecord
+from keras_cifar.runs import RunFolder, decide_all, identity_key, reuse
 
 SHOWN = re.compile(r" epoch +\d+/\d+ |resuming|: diverged|: failed|cannot be read|being trained by|^Error|interrupted")
 EPOCH_SECONDS = re.compile(r"([\d.]+)s$")
@@ -70,10 +69,6 @@ def slots_of(text):
     return [Slot(f"w{i}", {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads}) for i in range(n)]
 
 
-def _identity(spec, data_source):
-    return json.dumps(experiment(expected_config(spec, data_source)), sort_keys=True, default=str)
-
-
 class _Process:
     """One run training in a child process, its output read on a thread into the sweep's queue."""
 
@@ -94,10 +89,12 @@ class _Process:
 class Sweep:
     """The runs of a sweep over `slots`, one process a run; see the module's doc."""
 
-    def __init__(self, runs, slots, out_root, data_source, command, restart=False):
+    def __init__(self, runs, decisions, slots, out_root, data_source, command):
         self.runs, self.slots, self.out, self.source = runs, slots, out_root, data_source
-        self.command, self.restart = command, restart  # command(spec) -> the argv that trains spec alone
-        self.eta = Eta(sum(spec.config["train"]["epochs"] for spec in runs), lanes=len(slots))
+        self.decisions = dict(zip((spec.key for spec in runs), decisions))
+        self.trained = {}  # identity_key -> the folder of a run that finished in this sweep
+        self.command = command  # command(spec) -> the argv that trains spec alone
+        self.eta = Eta(sum(spec.config.train.epochs for spec in runs), lanes=len(slots))
         self.rows, self.started, self.ticks = [], 0, {}
 
     def run(self):
@@ -124,15 +121,18 @@ class Sweep:
     def _next(self, pending, active):
         """The next run to start, after skipping finished runs and copying twins; None if every pending
         run waits for a twin being trained."""
-        training = {_identity(p.spec, self.source) for p in active.values()}
+        training = {identity_key(p.spec, self.source) for p in active.values()}
         for spec in list(pending):
-            d = decide(self.out, spec, self.source, self.restart)
+            key = identity_key(spec, self.source)
+            if key in training:
+                continue
+            d = self.decisions[spec.key].or_reuse(self.trained.get(key))
             if d.action == "done":
                 self._skipped(pending, spec, d.folder.read_metrics(), f"already {d.status}")
             elif d.action == "reuse":
                 self._skipped(pending, spec, reuse(d.twin, d.folder, spec, self.source),
                               f"same config as {d.twin.path.relative_to(self.out)}, reused")
-            elif _identity(spec, self.source) not in training:
+            else:
                 pending.remove(spec)
                 self.eta.skip(d.start)
                 self.ticks[spec.key] = d.start
@@ -142,7 +142,7 @@ class Sweep:
     def _skipped(self, pending, spec, metrics, why):
         pending.remove(spec)
         self.started += 1
-        self.eta.skip(spec.config["train"]["epochs"])
+        self.eta.skip(spec.config.train.epochs)
         self.rows.append((spec, metrics))
         say(f"[{self.started}/{len(self.runs)}] {spec.key}: {why}, skipped")
 
@@ -169,13 +169,14 @@ class Sweep:
         if metrics is None and code != 0:  # it crashed, or stopped with an error: only this run is lost
             last = next((line.strip() for line in reversed(process.last) if line.strip()), "")
             why = f"by {signal.Signals(-code).name}" if code < 0 else f"with exit code {code}: {last}"
-            metrics = {"status": "failed", "recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed,
-                       "epochs_completed": len(folder.read_history()), "epochs": spec.config["train"]["epochs"],
-                       "error": f"its process ended {why}"}
+            metrics = RunRecord("failed", spec.recipe, spec.variant, spec.seed, len(folder.read_history()),
+                                spec.config.train.epochs, error=f"its process ended {why}")
             folder.write_metrics(metrics)
-            say(f"[{process.slot.name}] {spec.key}: failed ({metrics['error']})")
-        self.eta.skip(max(0, spec.config["train"]["epochs"] - self.ticks[spec.key]))  # ended early
-        self.rows.append((spec, metrics or {"status": "elsewhere"}))
+            say(f"[{process.slot.name}] {spec.key}: failed ({metrics.error})")
+        self.eta.skip(max(0, spec.config.train.epochs - self.ticks[spec.key]))  # ended early
+        if metrics and metrics.finished:
+            self.trained.setdefault(identity_key(spec, self.source), folder)
+        self.rows.append((spec, metrics or RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed)))
 
     def _stop(self, active, signum, lines):
         for process in active.values():
@@ -195,8 +196,10 @@ class Sweep:
 
 
 def run_sweep(runs, slots, out_root, data_source, command, restart=False):
-    """Train `runs` over `slots` (Sweep); prints the table and returns [(spec, metrics)]."""
-    rows = Sweep(runs, slots, out_root, data_source, command, restart).run()
+    """Train `runs` over `slots` (Sweep); prints the table and returns [(spec, metrics)]. Refuses, before
+    anything starts, what ``run`` refuses (runs.decide)."""
+    decisions = decide_all(runs, out_root, data_source, restart)
+    rows = Sweep(runs, decisions, slots, out_root, data_source, command).run()
     say(run_table(rows))
     return rows
 

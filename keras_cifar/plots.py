@@ -1,5 +1,5 @@
-"""Figures: the helpers that report, tune, landscape and evaluate share (a figure, deterministic
-saving, epoch curves), and the landscape, search and confusion-matrix figures.
+"""Figures, all of them: the helpers (a figure, deterministic saving, epoch curves), a recipe's curves
+(report), and the landscape, search and confusion-matrix figures.
 
 Matplotlib's Figure API only: importing this module switches no global backend, so a notebook that
 imports keras_cifar keeps its own. Matplotlib itself is imported when a figure is drawn.
@@ -7,6 +7,7 @@ imports keras_cifar keeps its own. Matplotlib itself is imported when a figure i
 
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,9 @@ def series(runs, key, scale=1.0):
     by_epoch = {}
     for run in runs:
         for row in run.history:
-            value = row.get(key)
+            value = getattr(row, key)
             if value is not None and math.isfinite(value):
-                by_epoch.setdefault(row["epoch"], []).append(value * scale)
+                by_epoch.setdefault(row.epoch, []).append(value * scale)
     epochs = sorted(by_epoch)
     return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
             [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
@@ -95,6 +96,78 @@ def colors(names):
     palette = colormaps["tab10"].colors
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
+
+
+# ------------------------------------------------------------------------------ a recipe's curves
+
+FIGURE_FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class RecipeCurves:
+    """What a recipe's figures show: its variants (each with .name and .runs, whose .history and .status
+    are drawn), a legend text per variant, the subtitle and the loss axis's label."""
+
+    recipe: str
+    variants: list
+    legends: dict
+    subtitle: str
+    loss_label: str
+
+    def draw(self, ax, key, scale=1.0, style="-", legend=True):
+        """One curve per variant: healthy runs (completed or unfinished) as mean and band, broken ones alone."""
+        palette = colors([v.name for v in self.variants])
+        for v in self.variants:
+            healthy = [r for r in v.runs if r.status in ("completed", "unfinished")]
+            broken = [r for r in v.runs if r not in healthy]
+            draw_runs(ax, key, palette[v.name], healthy, broken, v.name,
+                      legend=self.legends[v.name] if legend else False, scale=scale, style=style)
+
+    @property
+    def last_epoch(self):
+        return max((row.epoch for v in self.variants for r in v.runs for row in r.history), default=1)
+
+    def save(self, fig, out_dir, stem):
+        return [save(fig, Path(out_dir) / f"{stem}.{fmt}") for fmt in FIGURE_FORMATS]
+
+
+def figure_test(curves, out_dir):
+    """test_curves.png/.svg: test accuracy and loss per epoch, one curve per variant."""
+    fig, ((acc, loss),) = figure(2)
+    curves.draw(acc, "test_accuracy", 100)
+    curves.draw(loss, "test_loss", legend=False)
+    epoch_axes(acc, "Test accuracy", "test accuracy (%)", curves.last_epoch)
+    epoch_axes(loss, "Test loss", f"test {curves.loss_label}", curves.last_epoch)
+    legend_below(fig, *acc.get_legend_handles_labels())
+    fig.suptitle(f"{curves.recipe}: test accuracy and loss per epoch\n{curves.subtitle}")
+    return curves.save(fig, out_dir, "test_curves")
+
+
+def figure_train_val(curves, out_dir):
+    """train_val_curves.png/.svg: training (dashed) and validation (solid) accuracy and loss per epoch."""
+    from matplotlib.lines import Line2D
+
+    fig, ((acc, loss),) = figure(2)
+    for ax, key, scale in ((acc, "accuracy", 100), (loss, "loss", 1.0)):
+        curves.draw(ax, key, scale, style="--", legend=False)
+        curves.draw(ax, f"val_{key}", scale, legend=ax is acc)
+    epoch_axes(acc, "Accuracy: train (dashed) and validation (solid)", "accuracy (%)", curves.last_epoch)
+    epoch_axes(loss, "Loss: train (dashed) and validation (solid)", curves.loss_label, curves.last_epoch)
+    handles, labels = acc.get_legend_handles_labels()
+    legend_below(fig, handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
+                 labels + ["train (augmented, averaged over the epoch)", "validation"])
+    fig.suptitle(f"{curves.recipe}: train and validation curves\n{curves.subtitle}")
+    return curves.save(fig, out_dir, "train_val_curves")
+
+
+def figure_lr(curves, out_dir):
+    """lr.png/.svg: the learning rate at the end of each epoch, per variant."""
+    fig, ((ax,),) = figure(1)
+    curves.draw(ax, "lr")
+    epoch_axes(ax, "Learning rate at the end of each epoch", "learning rate", curves.last_epoch)
+    legend_below(fig, *ax.get_legend_handles_labels())
+    fig.suptitle(f"{curves.recipe}: learning rate per epoch\n{curves.subtitle}")
+    return curves.save(fig, out_dir, "lr")
 
 # ------------------------------------------------------------------------------------- landscapes
 

@@ -3,10 +3,13 @@
 decorator beside the code, so adding one is one edit; the config schema accepts exactly the
 registered names, and error messages and ``--help`` list them with their help."""
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from keras_cifar.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -18,14 +21,14 @@ class Entry:
 class Registry:
     """The plug-ins of one kind, in the order they were added."""
 
-    def __init__(self, kind):
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.entries = {}
+        self.entries: dict[str, Entry] = {}
 
-    def add(self, name, help):
+    def add(self, name: str, help: str) -> Callable[[F], F]:
         """Decorator: register the decorated function or class as `name`."""
 
-        def register(factory):
+        def register(factory: F) -> F:
             if name in self.entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self.entries[name] = Entry(factory, help)
@@ -33,23 +36,23 @@ class Registry:
 
         return register
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self.entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.entries)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Any:
         """The factory of `name`; a ConfigError lists the registered names."""
         try:
             return self.entries[name].factory
         except KeyError:
             raise ConfigError(f"unknown {self.kind} {name!r}; use {self}") from None
 
-    def __str__(self):
+    def __str__(self) -> str:
         """'a / b / c': the names, as error messages list what is allowed."""
         return " / ".join(self.entries)
 
-    def help(self):
+    def help(self) -> str:
         """'a (what a does); b (what b does)'."""
         return "; ".join(f"{name} ({entry.help})" for name, entry in self.entries.items())

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_cifar import plots
-from keras_cifar.config import flatten
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
 from keras_cifar.files import make_dirs, write_atomic, write_json
@@ -25,7 +24,6 @@ from keras_cifar.runs import LAYOUT, natural_key, recipe_runs
 from keras_cifar.stats import describe
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
-FIGURE_FORMATS = ("png", "svg")
 
 
 @dataclass
@@ -89,21 +87,21 @@ def summarize(recipe_dir, variants):
     rows = []
     for v in variants:
         done = v.completed
-        n_test = max((r.metrics.get("data", {}).get("test", 0) for r in done), default=0)
+        n_test = max((r.metrics.data.test for r in done if r.metrics.data), default=0)
         rows.append({
             "variant": v.name,
-            "test_accuracy": describe([r.metrics.get("test_accuracy") for r in done], n_test),
-            "best_val_accuracy": describe([r.metrics.get("best_val_accuracy") for r in done]),
+            "test_accuracy": describe([r.metrics.test_accuracy for r in done], n_test),
+            "best_val_accuracy": describe([r.metrics.best_val_accuracy for r in done]),
             "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
             "status": status_text(v),
             "seeds": [r.seed for r in v.runs],
             "missing_seeds": v.missing,
-            "train_seconds": _mean([r.metrics.get("train_seconds") for r in done]),
-            "images_per_second": _mean([r.metrics.get("images_per_second") for r in done]),
+            "train_seconds": _mean([r.metrics.train_seconds for r in done]),
+            "images_per_second": _mean([r.metrics.images_per_second for r in done]),
             "runs": [{"seed": r.seed, "status": r.status, "epochs_completed": r.epochs_completed, "epochs": r.epochs,
-                      "test_accuracy": r.metrics.get("test_accuracy"),
-                      "best_val_accuracy": r.metrics.get("best_val_accuracy"),
-                      **({"reused_from": r.metrics["reused_from"]} if r.metrics.get("reused_from") else {})}
+                      "test_accuracy": r.metrics and r.metrics.test_accuracy,
+                      "best_val_accuracy": r.metrics and r.metrics.best_val_accuracy,
+                      **({"reused_from": r.metrics.reused_from} if r.metrics and r.metrics.reused_from else {})}
                      for r in v.runs],
         })
     means = {row["variant"]: row["test_accuracy"]["mean"] for row in rows if row["test_accuracy"]}
@@ -181,7 +179,7 @@ IDENTITY_KEYS = ("recipe", "variant", "seed", "train.seeds")
 
 def variant_differences(variants):
     """{dotted key: {variant: value}} for the config keys in which the variants differ."""
-    flat = {v.name: flatten(v.runs[0].config) for v in variants}
+    flat = {v.name: v.runs[0].settings() for v in variants}
     keys = sorted({k for f in flat.values() for k in f} - set(IDENTITY_KEYS))
     return {k: {name: f.get(k) for name, f in flat.items()} for k in keys
             if len({repr(f.get(k)) for f in flat.values()}) > 1}
@@ -192,8 +190,8 @@ def _values(items):
 
 
 def _backend(metrics):
-    """'tensorflow 2.21.0 (Keras 3.15.1)' from a metrics.json."""
-    name, versions = metrics.get("backend"), metrics.get("versions") or {}
+    """'tensorflow 2.21.0 (Keras 3.15.1)' from a RunRecord."""
+    name, versions = metrics.backend, metrics.versions or {}
     if not name:
         return None
     lib = f"{name} {versions[name]}" if name in versions else name
@@ -203,11 +201,10 @@ def _backend(metrics):
 def setup_lines(variants):
     """Scale, data and hardware of the runs, read from their config.yaml and metrics.json."""
     runs = [r for v in variants for r in v.runs]
-    cfg = [flatten(r.config) for r in runs]
+    cfg = [r.settings() for r in runs]
     met = [r.metrics for r in runs if r.metrics]
     subset = _values(f"{c['data.subset']:,} images" if c.get("data.subset") else "all" for c in cfg)
-    sizes = _values(f"{m['data']['train']} train / {m['data']['val']} val / {m['data']['test']} test"
-                    for m in met if "data" in m)
+    sizes = _values(f"{m.data.train} train / {m.data.val} val / {m.data.test} test" for m in met if m.data)
     return [
         f"Model: ResNet-18, width (Channel1) {_values(c.get('model.width') for c in cfg)}; "
         f"epochs {_values(c.get('train.epochs') for c in cfg)}; "
@@ -215,90 +212,37 @@ def setup_lines(variants):
         f"seeds {_values(r.seed for r in runs)}.",
         f"Data: {_values(Path(str(c['data_source'])).name for c in cfg if c.get('data_source'))}; "
         f"training subset {subset}; images {sizes}.",
-        f"Backend: {_values(_backend(m) for m in met)}; device: {_values(m.get('device') for m in met)}.",
+        f"Backend: {_values(_backend(m) for m in met)}; device: {_values(m.device for m in met)}.",
     ]
 
 
 # ---------------------------------------------------------------------------------------- figures
 
 
-def _draw(ax, variants, colors, key, scale=1.0, style="-", legend=True):
-    """One curve per variant: healthy runs (completed or unfinished) as mean and band, broken ones alone."""
-    for v in variants:
-        healthy = [r for r in v.runs if r.status in ("completed", "unfinished")]
-        broken = [r for r in v.runs if r not in healthy]
-        plots.draw_runs(ax, key, colors[v.name], healthy, broken, v.name,
-                        legend=f"{v.name} ({_counts_text(v)})" if legend else False, scale=scale, style=style)
-
-
-def _last_epoch(variants):
-    return max((row["epoch"] for v in variants for r in v.runs for row in r.history), default=1)
-
-
-def _save(fig, out_dir, stem):
-    return [plots.save(fig, Path(out_dir) / f"{stem}.{fmt}") for fmt in FIGURE_FORMATS]
-
-
 def _loss_label(variants):
-    losses = {v.runs[0].config.get("loss") for v in variants}
+    losses = {v.runs[0].config.loss if v.runs[0].config else None for v in variants}
     if len(losses) > 1:
         return "loss (each variant's own loss: scales differ)"
     return f"{(losses.pop() or '').replace('_', '-')} loss".strip()
 
 
-def figure_test(recipe, variants, colors, subtitle, out_dir):
-    fig, ((acc, loss),) = plots.figure(2)
-    _draw(acc, variants, colors, "test_accuracy", 100)
-    _draw(loss, variants, colors, "test_loss", legend=False)
-    plots.epoch_axes(acc, "Test accuracy", "test accuracy (%)", _last_epoch(variants))
-    plots.epoch_axes(loss, "Test loss", f"test {_loss_label(variants)}", _last_epoch(variants))
-    plots.legend_below(fig, *acc.get_legend_handles_labels())
-    fig.suptitle(f"{recipe}: test accuracy and loss per epoch\n{subtitle}")
-    return _save(fig, out_dir, "test_curves")
-
-
-def figure_train_val(recipe, variants, colors, subtitle, out_dir):
-    from matplotlib.lines import Line2D
-
-    fig, ((acc, loss),) = plots.figure(2)
-    for ax, key, scale in ((acc, "accuracy", 100), (loss, "loss", 1.0)):
-        _draw(ax, variants, colors, key, scale, style="--", legend=False)
-        _draw(ax, variants, colors, f"val_{key}", scale, legend=ax is acc)
-    plots.epoch_axes(acc, "Accuracy: train (dashed) and validation (solid)", "accuracy (%)", _last_epoch(variants))
-    plots.epoch_axes(loss, "Loss: train (dashed) and validation (solid)", _loss_label(variants), _last_epoch(variants))
-    handles, labels = acc.get_legend_handles_labels()
-    plots.legend_below(fig, handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
-                       labels + ["train (augmented, averaged over the epoch)", "validation"])
-    fig.suptitle(f"{recipe}: train and validation curves\n{subtitle}")
-    return _save(fig, out_dir, "train_val_curves")
-
-
-def figure_lr(recipe, variants, colors, subtitle, out_dir):
-    fig, ((ax,),) = plots.figure(1)
-    _draw(ax, variants, colors, "lr")
-    plots.epoch_axes(ax, "Learning rate at the end of each epoch", "learning rate", _last_epoch(variants))
-    plots.legend_below(fig, *ax.get_legend_handles_labels())
-    fig.suptitle(f"{recipe}: learning rate per epoch\n{subtitle}")
-    return _save(fig, out_dir, "lr")
-
-
 def _lr_differs(variants):
     """Whether two variants' learning rates differ at an epoch both have run (unfinished runs are shorter)."""
-    curves = [{row["epoch"]: row["lr"] for row in r.history} for v in variants for r in v.runs]
+    curves = [{row.epoch: row.lr for row in r.history} for v in variants for r in v.runs]
     return any(not math.isclose(a[e], b[e], rel_tol=1e-6) for a in curves for b in curves for e in a.keys() & b.keys())
 
 
 def scale_text(run):
     """'ResNet-18 width 16, 10 epochs, 10,000 training images' for one run."""
     c = run.config
-    subset = (c.get("data") or {}).get("subset")
-    return (f"ResNet-18 width {c['model']['width']}, {count(c['train']['epochs'], 'epoch')}, "
+    subset = c.data.subset
+    return (f"ResNet-18 width {c.model.width}, {count(c.train.epochs, 'epoch')}, "
             + (f"{subset:,} training images" if subset else "all training images"))
 
 
 def _subtitle(variants):
     runs = [r for v in variants for r in v.runs]
-    cfg = [flatten(r.config) for r in runs]
+    cfg = [r.settings() for r in runs]
     subset = _values(f"{c['data.subset']:,}" if c.get("data.subset") else "all" for c in cfg)
     parts = [f"ResNet-18 width {_values(c.get('model.width') for c in cfg)}, {subset} training images",
              "mean over seeds, band min–max" if len({r.seed for r in runs}) > 1 else "one seed per variant"]
@@ -338,11 +282,11 @@ def write_report(recipe_dir, out_dir=None):
     if not variants:
         raise RunFolderError(f"{recipe_dir}: no runs found; expected {LAYOUT}")
     summary = summarize(recipe_dir, variants)
-    colors, subtitle, recipe = plots.colors([v.name for v in variants]), _subtitle(variants), summary["recipe"]
-    figures = figure_test(recipe, variants, colors, subtitle, out_dir)
-    figures += figure_train_val(recipe, variants, colors, subtitle, out_dir)
+    legends = {v.name: f"{v.name} ({_counts_text(v)})" for v in variants}
+    curves = plots.RecipeCurves(summary["recipe"], variants, legends, _subtitle(variants), _loss_label(variants))
+    figures = plots.figure_test(curves, out_dir) + plots.figure_train_val(curves, out_dir)
     if _lr_differs(variants):
-        figures += figure_lr(recipe, variants, colors, subtitle, out_dir)
+        figures += plots.figure_lr(curves, out_dir)
     write_json(out_dir / "summary.json", summary)
     write_atomic(out_dir / "report.md", report_markdown(summary, variants, figures))
     return summary, variants, [out_dir / "report.md", out_dir / "summary.json", *figures]

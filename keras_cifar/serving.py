@@ -83,8 +83,8 @@ def model_path(path):
 
 
 def _run_status(path):
-    status = (RunFolder(path).read_metrics() or {}).get("status")
-    return f"; the run's status is {status}" if status else ""
+    metrics = RunFolder(path).read_metrics()
+    return f"; the run's status is {metrics.status}" if metrics else ""
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from keras_cifar import data as data_lib
+from keras_cifar.config import Config
 from keras_cifar.errors import ConfigError
 from keras_cifar.files import write_json
 from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
@@ -75,11 +76,13 @@ class ResNet18(nn.Module):
 
 def check(config):
     """Refuse a recipe the reference does not implement, naming what it does."""
-    if config["model"]["activation"] not in ("relu", "tanh", "sigmoid"):
+    if config.model.name != "resnet18":
+        raise ConfigError("the PyTorch reference implements the resnet18 network only")
+    if config.model.activation not in ("relu", "tanh", "sigmoid"):
         raise ConfigError("the PyTorch reference implements relu, tanh and sigmoid activations")
-    if config["optimizer"]["name"] != "sgd" or config["schedule"]["name"] not in SCHEDULES:
+    if config.optimizer.name != "sgd" or config.schedule.name not in SCHEDULES:
         raise ConfigError(f"the PyTorch reference implements SGD with a {' or '.join(SCHEDULES)} schedule")
-    if config["schedule"]["warmup_epochs"]:
+    if config.schedule.warmup_epochs:
         raise ConfigError("the PyTorch reference has no learning-rate warm-up")
 
 
@@ -102,18 +105,18 @@ class Reference:
 
     def __init__(self, config, steps_per_epoch, device, mode, seed):
         torch.manual_seed(seed)
-        m, opt = config["model"], config["optimizer"]
+        m, opt = config.model, config.optimizer
         self.device, self.mode = device, mode
-        self.model = ResNet18(m["width"], m["batch_norm"], m["shortcut"], m["activation"]).to(device)
+        self.model = ResNet18(m.width, m.batch_norm, m.shortcut, m.activation).to(device)
         # Channels-last memory everywhere: NCHW convolutions ran 6x slower on the 2-core Xeon CPU (oneDNN).
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt["learning_rate"], momentum=opt["momentum"],
-                                         nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
-        total = config["train"]["epochs"] * steps_per_epoch
-        cosine = config["schedule"]["name"] == "cosine"
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
+                                         nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+        total = config.train.epochs * steps_per_epoch
+        cosine = config.schedule.name == "cosine"
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))) if cosine else 1.0)
-        self.loss = nn.CrossEntropyLoss() if config["loss"] == "cross_entropy" else nn.MultiMarginLoss()
+        self.loss = nn.CrossEntropyLoss() if config.loss == "cross_entropy" else nn.MultiMarginLoss()
         self.mean = torch.tensor([255 * v for v in CIFAR_MEAN], device=device)[None, :, None, None]
         self.std = torch.tensor([255 * v for v in CIFAR_STD], device=device)[None, :, None, None]
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -156,7 +159,7 @@ def _sync(device):
 
 def seconds_per_step(config, splits, device, mode, steps=3):
     """A quick probe: seconds per training step in `mode`, after one step of warm-up."""
-    x, y = (torch.as_tensor(a[:config["data"]["batch_size"]], device=device) for a in splits.train)
+    x, y = (torch.as_tensor(a[:config.data.batch_size], device=device) for a in splits.train)
     ref = Reference(config, 1, device, mode, seed=0)
     ref.step(x, y.long())
     _sync(device)
@@ -170,12 +173,12 @@ def seconds_per_step(config, splits, device, mode, steps=3):
 def train(config, splits, device, mode, epochs):
     """Train `epochs` epochs; returns per epoch: seconds (training part, whole epoch), the mean training
     loss (over the images, as Keras reports it), validation and test accuracy."""
-    batch = config["data"]["batch_size"]
+    batch = config.data.batch_size
     x_train, y_train = (torch.as_tensor(a, device=device) for a in splits.train)
     val, test = ((torch.as_tensor(x, device=device), torch.as_tensor(y, device=device).long())
                  for x, y in (splits.val, splits.test))
     n = len(y_train)
-    ref = Reference(config, math.ceil(n / batch), device, mode, seed=config["train"]["seeds"][0])
+    ref = Reference(config, math.ceil(n / batch), device, mode, seed=config.train.seeds[0])
     rows = []
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -193,15 +196,14 @@ def train(config, splits, device, mode, epochs):
 
 def main(settings_file, result_file):
     settings = json.loads(Path(settings_file).read_text())
-    config, epochs = settings["config"], settings["epochs"]
+    config, epochs = Config.from_dict(settings["config"], settings_file), settings["epochs"]
     check(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     cifar = data_lib.load(settings["data"])
-    d = config["data"]
-    splits = data_lib.split(cifar, d["subset"], d["eval_subset"])
+    splits = data_lib.split(cifar, config.data.subset, config.data.eval_subset)
     results, skipped = {}, {}
     for mode in settings.get("modes", ("fp32", "bf16")):
         if mode == "bf16" and device.type == "cpu":  # many CPUs emulate bfloat16: only where it is faster

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from keras_cifar.config import flatten
 from keras_cifar.errors import ConfigError
-from keras_cifar.runs import HISTORY_COLUMNS, recipe_runs
+from keras_cifar.record import HISTORY_COLUMNS
+from keras_cifar.runs import recipe_runs
 
 RUN_TAG = "keras_cifar.run"  # recipe/variant/seed<k>
 STATE_TAG = "keras_cifar.state"  # "completed after 10 epochs": a run logged again only when it changed
@@ -33,7 +34,7 @@ def write_hparams(logdir, spec):
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
-    values = {key: _scalar(v) for key, v in flatten(spec.config).items() if key != "train.seeds"}
+    values = {key: _scalar(v) for key, v in flatten(spec.config.to_dict()).items() if key != "train.seeds"}
     with tf.summary.create_file_writer(str(logdir)).as_default():
         hp.hparams({**values, "variant": spec.variant, "seed": spec.seed}, trial_id=f"{spec.variant}/seed{spec.seed}")
 
@@ -83,10 +84,10 @@ def _logged(mlflow, experiment, label, state):
 
 def _log_run(mlflow, run, state, figures):
     with mlflow.start_run(run_name=f"{run.variant}/seed{run.seed}", tags={RUN_TAG: run.label, STATE_TAG: state}):
-        mlflow.log_params({key: _scalar(v) for key, v in flatten(run.config).items()} | {"seed": run.seed})
+        mlflow.log_params({key: _scalar(v) for key, v in run.settings().items()} | {"seed": run.seed})
         for row in run.history:
-            mlflow.log_metrics({k: float(row[k]) for k in HISTORY_COLUMNS[1:]
-                                if row.get(k) is not None and math.isfinite(float(row[k]))}, step=int(row["epoch"]))
+            values = row.to_dict()
+            mlflow.log_metrics({k: v for k in HISTORY_COLUMNS[1:] if math.isfinite(v := values[k])}, step=row.epoch)
         for name in ("metrics.json", "history.csv", "config.yaml"):
             if (run.path / name).exists():
                 mlflow.log_artifact(str(run.path / name))

@@ -18,6 +18,7 @@ thread: the training loop does not wait for the device after every step.
 """
 
 import contextlib
+import dataclasses
 import math
 import signal
 import tempfile
@@ -33,11 +34,14 @@ from keras_cifar import data as data_lib
 from keras_cifar.console import Eta, count, pct, run_table, say
 from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
 from keras_cifar.files import make_dirs
+from keras_cifar.formats import CLASS_NAMES
 from keras_cifar.losses import get_loss
 from keras_cifar.models import build_classifier
+from keras_cifar.networks import MODELS
 from keras_cifar.optim import make_optimizer
 from keras_cifar.pipelines import Feeder
-from keras_cifar.runs import FINISHED, HISTORY_COLUMNS, decide, finite_or_none, plan, reuse, unreadable
+from keras_cifar.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
+from keras_cifar.runs import decide_all, identity_key, plan, reuse, unreadable
 
 # --------------------------------------------------------------------------------------- the model
 
@@ -50,12 +54,12 @@ def set_precision(config):
 def compile_model(config, steps_per_epoch):
     """Build and compile the classifier a resolved config describes."""
     set_precision(config)
-    model = build_classifier(config["model"], augment=config["data"]["augment"])
+    model = build_classifier(MODELS[config.model.name](config.model, len(CLASS_NAMES)), augment=config.data.augment)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
-        loss=get_loss(config["loss"]),
+        loss=get_loss(config.loss),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=config["train"]["jit_compile"],
+        jit_compile=config.train.jit_compile,
         steps_per_execution=backend.steps_per_execution(config),
     )
     return model
@@ -137,19 +141,18 @@ class Recorder(keras.callbacks.Callback):
             self._record(epoch, logs)
 
     def _record(self, epoch, logs):
-        row = {k: float(logs.get(k, math.nan)) for k in HISTORY_COLUMNS if k not in ("epoch", "epoch_seconds",
-                                                                                      "train_seconds")}
         now = time.perf_counter()
-        row.update(epoch=epoch + 1, epoch_seconds=now - self.start, train_seconds=(self.train_end or now) - self.start)
+        row = Epoch.from_dict({**logs, "epoch": epoch + 1, "epoch_seconds": now - self.start,
+                               "train_seconds": (self.train_end or now) - self.start})
         self.rows.append(row)
         self._write_history()  # before the checkpoint: a run never resumes from an epoch history.csv lacks
-        self.diverged = not math.isfinite(row["loss"])
+        self.diverged = not math.isfinite(row.loss)
         if self.diverged:
             self.model.stop_training = True
             return
         if epoch + 1 == self.params["epochs"] or now - self.last_checkpoint >= self.checkpoint_seconds:
             self._save(epoch + 1)
-            row["epoch_seconds"] = time.perf_counter() - self.start
+            self.rows[-1] = dataclasses.replace(row, epoch_seconds=time.perf_counter() - self.start)
             self._write_history()
         else:
             self.unsaved = (epoch + 1, [keras.ops.copy(v.value) for v in _state(self.model)])
@@ -184,21 +187,20 @@ class ProgressLine(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.rows[-1]
-        self.progress.eta.tick(row["epoch_seconds"])
-        say(f"  {self.label} epoch {row['epoch']:>3}/{self.params['epochs']}  loss {row['loss']:.4f}  "
-            f"acc {pct(row['accuracy'])}  val {pct(row['val_accuracy'])}  test {pct(row['test_accuracy'])}  "
-            f"lr {row['lr']:.4g}  {row['epoch_seconds']:.1f}s  | sweep {self.progress.eta.text('epochs')}")
+        self.progress.eta.tick(row.epoch_seconds)
+        say(f"  {self.label} epoch {row.epoch:>3}/{self.params['epochs']}  loss {row.loss:.4f}  "
+            f"acc {pct(row.accuracy)}  val {pct(row.val_accuracy)}  test {pct(row.test_accuracy)}  "
+            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.progress.eta.text('epochs')}")
 
 
 # ------------------------------------------------------------------------------------------ one run
 
 
-def train_run(spec, splits, out_root, progress, data_source, restart=False):
-    """Train one RunSpec into its run folder, resuming from a checkpoint (`restart`: from epoch 0);
-    returns metrics.json's dict. A run that another process is training (its folder's lock) is
-    skipped. In a multi-process run every process trains its share and process 0 decides, claims
-    and writes."""
-    d = decide(out_root, spec, data_source, restart)
+def train_run(spec, d, splits, out_root, progress, data_source):
+    """Carry out Decision `d` for one RunSpec: skip it, copy its twin, or train it into its run folder
+    (from epoch 0 or a checkpoint); returns its RunRecord. A run that another process is training (its
+    folder's lock), or finished since the decision, is skipped. In a multi-process run every process
+    trains its share and process 0 claims and writes."""
     if d.action == "done":
         return progress.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
     process = cluster.process()  # (index, count)
@@ -206,14 +208,21 @@ def train_run(spec, splits, out_root, progress, data_source, restart=False):
     if d.action == "reuse":
         metrics = reuse(d.twin, d.folder, spec, data_source) if index == 0 else d.twin.read_metrics()
         return progress.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(out_root)}, reused")
-    owner = d.folder.claim() if index == 0 else None
-    busy, start = cluster.agree(owner is not None, d.start)
+    owner = d.folder.lock.claim() if index == 0 else None
+    done = index == 0 and owner is None and d.folder.status() in FINISHED  # by another process, since the decision
+    if done:
+        d.folder.lock.release()
+    busy, done, start = cluster.agree(owner is not None, done, d.start)
+    if done:
+        metrics = d.folder.read_metrics()
+        return progress.skipped(spec, metrics, f"already {metrics.status}")
     if busy:
-        return progress.skipped(spec, {"status": "elsewhere"}, f"being trained by {owner or 'another process'}")
+        return progress.skipped(spec, RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed),
+                                f"being trained by {owner or 'another process'}")
     if start != d.start:
         raise RunFolderError(f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
                              "give every process one --out folder they all share")
-    with d.folder.heartbeat() if index == 0 else contextlib.nullcontext():
+    with d.folder.lock.heartbeat() if index == 0 else contextlib.nullcontext():
         return _fit(spec, splits, d.folder, start, progress, data_source, process)
 
 
@@ -247,7 +256,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
     placement = cluster.distribute(cfg)
-    feeder = Feeder(cfg["data"]["batch_size"], cfg["data"]["pipeline"], processes=placement.processes)
+    feeder = Feeder(cfg.data.batch_size, cfg.data.pipeline, processes=placement.processes)
     local = data_lib.shard(splits, *process)
     (x_train, y_train), val, test = local.train, local.val, local.test
     replicas = placement.devices // placement.processes  # this process's devices
@@ -268,7 +277,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         else:
             model = compile_model(cfg, feeder.steps(len(y_train)))
     rows = folder.read_history()[:start]
-    recorder = Recorder(folder, rows, cfg["train"]["checkpoint_seconds"], writer)
+    recorder = Recorder(folder, rows, cfg.train.checkpoint_seconds, writer)
     callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
     if data_lib.has_tensorflow() and writer:
         callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
@@ -279,14 +288,14 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         say(f"{spec.key}: resuming after epoch {start}")
     status, error = "completed", None
     try:
-        model.fit(**feeder.train(x_train, y_train, spec.seed, cfg["train"]["epochs"], start),
+        model.fit(**feeder.train(x_train, y_train, spec.seed, cfg.train.epochs, start),
                   **feeder.validation(*val),
-                  epochs=cfg["train"]["epochs"], initial_epoch=start, callbacks=callbacks, verbose=0)
+                  epochs=cfg.train.epochs, initial_epoch=start, callbacks=callbacks, verbose=0)
         status = "diverged" if recorder.diverged else "completed"
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM under signals.interruptible
         kept = recorder.keep_last_epoch()
         raise signals.Interrupted(getattr(e, "signum", signal.SIGINT),
-                                  f"{spec.key} stopped after epoch {len(rows)} of {cfg['train']['epochs']}"
+                                  f"{spec.key} stopped after epoch {len(rows)} of {cfg.train.epochs}"
                                   + (f", checkpoint of epoch {kept} kept" if kept else "")) from None
     except KerasCifarError:  # a file that cannot be written: the next run could not either
         raise
@@ -294,10 +303,10 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         status, error = "failed", f"{type(e).__name__}: {e}"
         if writer:
             folder.write_error(traceback.format_exc())
-    trained_per_epoch = feeder.steps(len(y_train)) * cfg["data"]["batch_size"]  # full batches, every process's
-    metrics = _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch)
-    metrics.update(parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=placement.devices,
-                   processes=placement.processes)
+    trained_per_epoch = feeder.steps(len(y_train)) * cfg.data.batch_size  # full batches, every process's
+    metrics = _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch).replace(
+        parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=placement.devices,
+        processes=placement.processes)
     if status == "completed":
         save(model, folder.save_model, writer)
     if writer:
@@ -309,31 +318,29 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
 
 
 def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch):
-    last = rows[-1] if rows and status == "completed" else {}  # a diverged model's scores mean nothing
+    last = rows[-1] if rows and status == "completed" else None  # a diverged model's scores mean nothing
     # Throughput leaves out the first epoch of each start (0, and `start` for a resumed run): it compiles.
     measured = [r for i, r in enumerate(rows) if i not in (0, start)]
-    train_time = sum(r["train_seconds"] for r in measured)
-    return {
-        "status": status,
-        "recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed,
-        "epochs_completed": len(rows),
-        "epochs": spec.config["train"]["epochs"],
-        "test_accuracy": finite_or_none(last.get("test_accuracy")),
-        "test_loss": finite_or_none(last.get("test_loss")),
-        "val_accuracy": finite_or_none(last.get("val_accuracy")),
-        "val_loss": finite_or_none(last.get("val_loss")),
-        "best_val_accuracy": finite_or_none(max((r["val_accuracy"] for r in rows), default=None)),
-        "train_seconds": sum(r["train_seconds"] for r in rows),
-        "wall_seconds": sum(r["epoch_seconds"] for r in rows),
-        "images_per_second": trained_per_epoch * len(measured) / train_time if train_time else None,
-        "data": {"source": data_source, "train": len(splits.train[1]), "val": len(splits.val[1]),
-                 "test": len(splits.test[1])},
-        "precision": backend.precision(spec.config),
-        "math": backend.math_precision(spec.config),
-        "steps_per_execution": backend.steps_per_execution(spec.config),
+    train_time = sum(r.train_seconds for r in measured)
+    return RunRecord(
+        status, spec.recipe, spec.variant, spec.seed,
+        epochs_completed=len(rows),
+        epochs=spec.config.train.epochs,
+        test_accuracy=finite_or_none(last and last.test_accuracy),
+        test_loss=finite_or_none(last and last.test_loss),
+        val_accuracy=finite_or_none(last and last.val_accuracy),
+        val_loss=finite_or_none(last and last.val_loss),
+        best_val_accuracy=finite_or_none(max((r.val_accuracy for r in rows), default=None)),
+        train_seconds=sum(r.train_seconds for r in rows),
+        wall_seconds=sum(r.epoch_seconds for r in rows),
+        images_per_second=trained_per_epoch * len(measured) / train_time if train_time else None,
+        data=DataSizes(data_source, len(splits.train[1]), len(splits.val[1]), len(splits.test[1])),
+        precision=backend.precision(spec.config),
+        math=backend.math_precision(spec.config),
+        steps_per_execution=backend.steps_per_execution(spec.config),
         **backend.environment(),
-        **({"error": error} if error else {}),
-    }
+        error=error,
+    )
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -343,14 +350,14 @@ class Progress:
     """The sweep's lines: a header per run, skips and endings, the ETA, and the final table."""
 
     def __init__(self, runs):
-        self.eta = Eta(sum(r.config["train"]["epochs"] for r in runs))
+        self.eta = Eta(sum(r.config.train.epochs for r in runs))
         self.runs = len(runs)
         self.index = 0
         self.rows = []
 
     def skipped(self, spec, metrics, why):
         self.index += 1
-        self.eta.skip(spec.config["train"]["epochs"])
+        self.eta.skip(spec.config.train.epochs)
         say(f"[{self.index}/{self.runs}] {spec.key}: {why}, skipped")
         self.rows.append((spec, metrics))
         return metrics
@@ -360,35 +367,36 @@ class Progress:
         self.eta.skip(start)
         self.eta.restart()
         cfg = spec.config
-        say(f"[{self.index}/{self.runs}] {spec.key}: width {cfg['model']['width']}, "
-            f"{count(cfg['train']['epochs'], 'epoch')}, batch {cfg['data']['batch_size']}, "
+        say(f"[{self.index}/{self.runs}] {spec.key}: width {cfg.model.width}, "
+            f"{count(cfg.train.epochs, 'epoch')}, batch {cfg.data.batch_size}, "
             f"backend {keras.backend.backend()}")
 
     def ended(self, spec, metrics):
-        self.eta.skip(spec.config["train"]["epochs"] - metrics["epochs_completed"])  # diverged early
+        self.eta.skip(spec.config.train.epochs - metrics.epochs_completed)  # diverged early
         self.rows.append((spec, metrics))
-        if metrics["status"] != "completed":
-            say(f"  {spec.key}: {metrics['status']}" + (f" ({metrics['error']})" if "error" in metrics else ""))
+        if metrics.status != "completed":
+            say(f"  {spec.key}: {metrics.status}" + (f" ({metrics.error})" if metrics.error else ""))
 
 
 
 def check_runs(runs, out_root, data_source, restart=False):
     """Refuse, before anything is trained or written, what the backend cannot run, global batches that
     do not split over the processes, run folders that hold another config, and (without `restart`)
-    unfinished runs none of whose checkpoints can be read."""
+    unfinished runs none of whose checkpoints can be read; returns each run's Decision."""
     processes = cluster.process()[1]
     for spec in runs:
         backend.check_settings(spec.config, spec.key)
-        if spec.config["data"]["batch_size"] % processes:
-            raise ConfigError(f"{spec.key}: data.batch_size {spec.config['data']['batch_size']} does not split "
+        if spec.config.data.batch_size % processes:
+            raise ConfigError(f"{spec.key}: data.batch_size {spec.config.data.batch_size} does not split "
                               f"over {processes} processes; use a multiple of {processes}")
-        decide(out_root, spec, data_source, restart)
+    decisions = decide_all(runs, out_root, data_source, restart)
     make_dirs(out_root)  # a folder that cannot be written fails now, not after the first epoch
+    return decisions
 
 
 def _quick_look(runs, images):
     """On a CPU, for a sweep at the report's scale: the option that gives a quick look instead."""
-    full = [s for s in runs if s.config["model"]["width"] >= 32 and (s.config["data"]["subset"] or images) >= 20_000]
+    full = [s for s in runs if s.config.model.width >= 32 and (s.config.data.subset or images) >= 20_000]
     if not full or backend.accelerator().kind != "cpu":
         return ""
     return ("\nThis is a CPU: at width 64 on all 50,000 images an epoch took about 30 minutes on the 2-core machine "
@@ -398,14 +406,18 @@ def _quick_look(runs, images):
 def run_sweep(runs, cifar, out_root="runs", restart=False):
     """Train every RunSpec on the loaded data in order; returns [(spec, metrics)]. Failed and diverged
     runs are recorded and the sweep goes on. `restart`: unfinished runs start again from epoch 0."""
-    check_runs(runs, out_root, cifar.source, restart)
+    decisions = check_runs(runs, out_root, cifar.source, restart)
     progress = Progress(runs)
     say(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
         f"{count(len(runs), 'run')}, {count(progress.eta.total, 'epoch')} -> {out_root}")
-    say(plan(runs, out_root, cifar.source, restart)[-1] + _quick_look(runs, len(cifar.y_train)))
-    for spec in runs:
-        d = spec.config["data"]
-        train_run(spec, data_lib.split(cifar, d["subset"], d["eval_subset"]), out_root, progress, cifar.source,
-                  restart)
+    say(plan(runs, decisions, out_root, cifar.source)[-1] + _quick_look(runs, len(cifar.y_train)))
+    trained = {}  # identity_key -> the folder of a run that finished in this sweep: later twins reuse it
+    for spec, d in zip(runs, decisions):
+        key, data = identity_key(spec, cifar.source), spec.config.data
+        d = d.or_reuse(trained.get(key))
+        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), out_root, progress,
+                            cifar.source)
+        if metrics.finished:
+            trained.setdefault(key, d.folder)
     say(run_table(progress.rows))
     return progress.rows

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from keras_cifar import config as cfg
 from keras_cifar import plots
 from keras_cifar.config import OBJECTIVES, SPACE
 from keras_cifar.files import write_atomic, write_csv
@@ -23,7 +22,7 @@ def trial_values(hp, search):
     values = {}
     for name, entry in search.tune["space"].items():
         dim = SPACE[name]
-        base = search.config[dim.section][dim.key]
+        base = search.config.value(dim.section, dim.key)
         if isinstance(entry, list):
             value = hp.Choice(name, entry, default=base if base in entry else entry[0])
         else:
@@ -43,7 +42,7 @@ def trial_config(search, values, epochs, seeds):
     override = {"train": {"epochs": epochs, "seeds": list(seeds)}}
     for name, value in values.items():
         override.setdefault(SPACE[name].section, {})[SPACE[name].key] = value
-    return cfg.merge(search.config, override, "trial", "")
+    return search.config.updated(override, "trial")
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -93,7 +92,7 @@ def best_recipe(search, trial):
     ``trial_<id>``, seeds of its executions."""
     hp = trial.hyperparameters.copy()
     values = trial_values(hp, search)
-    first = search.config["train"]["seeds"][0]
+    first = search.config.train.seeds[0]
     config = trial_config(search, values, trial_epochs(hp, search),
                           range(first, first + search.tune["executions_per_trial"]))
     objective = search.tune["objective"]
@@ -101,8 +100,8 @@ def best_recipe(search, trial):
         "name": search.recipe,
         "description": f"Best trial ({trial.trial_id}) of the {search.tune['tuner']} search of recipe "
                        f"{search.recipe} ({search.variant}): {describe(values)}; {objective} "
-                       f"{value_text(objective, trial.score)} after {config['train']['epochs']} epoch(s).",
-        "base": config,
+                       f"{value_text(objective, trial.score)} after {config.train.epochs} epoch(s).",
+        "base": config.to_dict(),
         "variants": {f"trial_{trial.trial_id}": {}},
     }
 

@@ -58,21 +58,21 @@ class ResNetHyperModel(kt.HyperModel):
         self.executions = collections.Counter()  # finished executions per trial
 
     def config(self, hp):
-        seed = self.search.config["train"]["seeds"][0] + self.executions[_key(hp)]
+        seed = self.search.config.train.seeds[0] + self.executions[_key(hp)]
         values, epochs = trials.trial_values(hp, self.search), trials.trial_epochs(hp, self.search)
         return trials.trial_config(self.search, values, epochs, [seed])
 
     def build(self, hp):
         config = self.config(hp)
-        keras.utils.set_random_seed(config["train"]["seeds"][0])
+        keras.utils.set_random_seed(config.train.seeds[0])
         with cluster.distribute(config).scope():  # train.distribution: data_parallel spreads each trial over the devices
-            return compile_model(config, math.ceil(self.n_train / config["data"]["batch_size"]))
+            return compile_model(config, math.ceil(self.n_train / config.data.batch_size))
 
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
         """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
         config = self.config(hp)
-        feeder = Feeder(config["data"]["batch_size"], config["data"]["pipeline"])
-        history = model.fit(**feeder.train(*train, config["train"]["seeds"][0], epochs, initial_epoch),
+        feeder = Feeder(config.data.batch_size, config.data.pipeline)
+        history = model.fit(**feeder.train(*train, config.train.seeds[0], epochs, initial_epoch),
                             **feeder.validation(*val),
                             epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
                             callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()])
@@ -211,7 +211,7 @@ def check_folder(folder, search, data_source):
     """Record what `folder` searches in search.yaml; refuse a folder holding a different search
     (only tune.max_trials may change, to extend a search)."""
     record = {"recipe": search.recipe, "variant": search.variant, "data_source": data_source,
-              "tune": {k: v for k, v in search.tune.items() if k != "max_trials"}, **search.config}
+              "tune": {k: v for k, v in search.tune.items() if k != "max_trials"}, **search.config.to_dict()}
     path = Path(folder) / "search.yaml"
     if path.exists():
         diffs = diff_keys(yaml.safe_load(path.read_text()) or {}, record)
@@ -231,13 +231,13 @@ def run_search(search, cifar, out_root="runs", final=False):
         raise ConfigError("--final retrains on the chief (or without --chief); a worker only runs trials")
     folder = search_folder(out_root, search)
     check_folder(folder, search, cifar.source)
-    d, t = search.config["data"], search.tune
-    splits = data_lib.split(cifar, d["subset"], d["eval_subset"])
+    d, t = search.config.data, search.tune
+    splits = data_lib.split(cifar, d.subset, d.eval_subset)
     tuner = make_tuner(search, folder, len(splits.train[1]))
     say(f"{_who()}{t['tuner']} search of {', '.join(trials.range_text(n, e) for n, e in t['space'].items())}: "
         f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "
         f"objective {t['objective']}; data {cifar.source} ({len(splits.train[1])} train / {len(splits.val[1])} val "
-        f"images); width {search.config['model']['width']}, backend {keras.backend.backend()} -> {folder}")
+        f"images); width {search.config.model.width}, backend {keras.backend.backend()} -> {folder}")
     if who == "chief":
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
         say(f"chief: serving the search on {host}:{port}; start workers with --worker ID --chief HOST:{port}")
@@ -265,7 +265,7 @@ def run_search(search, cifar, out_root="runs", final=False):
     if final:
         say(f"final: retraining trial {best} from best.yaml, with test evaluation")
         results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), cifar, out_root)
-        accs = [m["test_accuracy"] for _, m in results if m.get("test_accuracy") is not None]
+        accs = [m.test_accuracy for _, m in results if m.test_accuracy is not None]
         if accs:
             say(f"final: trial {best}, test accuracy {sum(accs) / len(accs):.2%} over {len(accs)} seed(s)")
     return best

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from keras_cifar import data
-from keras_cifar.config import RunSpec
+from keras_cifar.config import Config, RunSpec
+from keras_cifar.record import DataSizes, Epoch, RunRecord
 from keras_cifar.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,27 +77,25 @@ def make_run(out, recipe, variant, seed, final_acc, status="completed", epochs_d
            "train": {"epochs": epochs, "seeds": [seed]}}
     for section, values in (config or {}).items():
         cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
-    spec = RunSpec(recipe, variant, seed, cfg)
+    spec = RunSpec(recipe, variant, seed, Config.from_dict(cfg))
     folder = RunFolder.of(out, spec)
     folder.write_config(spec, "/data/cifar10-jpeg.tar.gz")
     rows = []
     for e in range(1, epochs_done + 1):
         acc = final_acc * e / epochs
-        lr = 0.1 if cfg["schedule"]["name"] == "constant" else 0.05 * (1 + math.cos(math.pi * e / epochs))
+        lr = 0.1 if spec.config.schedule.name == "constant" else 0.05 * (1 + math.cos(math.pi * e / epochs))
         loss = float("nan") if status == "diverged" and e == epochs_done else 2.0 - acc
-        rows.append({"epoch": e, "loss": loss, "accuracy": acc, "val_loss": loss, "val_accuracy": acc - 0.01,
-                     "test_loss": loss, "test_accuracy": acc, "lr": lr,
-                     "epoch_seconds": seconds[0], "train_seconds": seconds[1]})
+        rows.append(Epoch(e, loss=loss, accuracy=acc, val_loss=loss, val_accuracy=acc - 0.01, test_loss=loss,
+                          test_accuracy=acc, lr=lr, epoch_seconds=seconds[0], train_seconds=seconds[1]))
     folder.write_history(rows)
     if status != "unfinished":
-        folder.write_metrics({
-            "status": status, "recipe": recipe, "variant": variant, "seed": seed,
-            "epochs_completed": epochs_done, "epochs": epochs,
-            "test_accuracy": None if status == "diverged" else final_acc,
-            "val_accuracy": final_acc - 0.01, "best_val_accuracy": final_acc - 0.01,
-            "train_seconds": seconds[1] * epochs_done, "wall_seconds": seconds[0] * epochs_done,
-            "images_per_second": 125.0 if epochs_done > 1 else None, "backend": "jax", "device": "gpu: Test GPU",
-            "data": {"source": "/data/cifar10-jpeg.tar.gz", "train": 1000, "val": 5000, "test": 5000}})
+        folder.write_metrics(RunRecord(
+            status, recipe, variant, seed, epochs_completed=epochs_done, epochs=epochs,
+            test_accuracy=None if status == "diverged" else final_acc,
+            val_accuracy=final_acc - 0.01, best_val_accuracy=final_acc - 0.01,
+            train_seconds=seconds[1] * epochs_done, wall_seconds=seconds[0] * epochs_done,
+            images_per_second=125.0 if epochs_done > 1 else None, backend="jax", device="gpu: Test GPU",
+            data=DataSizes("/data/cifar10-jpeg.tar.gz", 1000, 5000, 5000)))
     return folder.path
 
 
@@ -111,7 +110,7 @@ def tiny_compile_model(config, steps_per_epoch):
     x = keras.layers.AveragePooling2D(8)(x)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=get_loss(config["loss"]),
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=get_loss(config.loss),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 

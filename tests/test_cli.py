@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from keras_cifar import backend
-from keras_cifar.config import defaults
+from keras_cifar.config import Config
 from keras_cifar.errors import BackendError
 from tests.helpers import REPO, tiny_recipe
 
@@ -67,14 +67,11 @@ def test_unknown_or_missing_backend_is_one_line_with_the_fix(tmp_path, cli, monk
 
 def test_narrow_models_are_refused_where_pytorch_hangs(monkeypatch):
     """PyTorch's CPU convolution breaks on 4-channel 1x1 stride-2 layers without AVX-512."""
-    config = defaults()
-    config["model"]["width"] = 4
+    config = Config.from_dict({"model": {"width": 4}})
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     monkeypatch.setattr(backend, "_torch_cpu_lacks_avx512", lambda: True)
     with pytest.raises(BackendError, match="model.width 4 on PyTorch's CPU without AVX-512 would hang"):
         backend.check_settings(config, "tiny/a/seed0")
-    config["model"]["width"] = 8
-    backend.check_settings(config, "tiny/a/seed0")
+    backend.check_settings(config.updated({"model": {"width": 8}}), "tiny/a/seed0")
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    config["model"]["width"] = 4
     backend.check_settings(config, "tiny/a/seed0")

@@ -30,7 +30,7 @@ TWO_STEPS = textwrap.dedent("""
     from keras_cifar import backend, cluster, config
     from keras_cifar.train import compile_model
     backend.precision = lambda config: "float64"  # the model's dtype policy (float32 rounds to ~1e-4 here)
-    cfg = config.defaults(); cfg["model"]["width"] = 8
+    width8 = config.Config.from_dict({"model": {"width": 8}})
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8); y = rng.integers(0, 10, 64)
     weights = []
@@ -59,7 +59,7 @@ def test_data_parallel_steps_equal_single_device_steps(tmp_path):
     """) + TWO_STEPS + textwrap.dedent("""
         assert len(jax.devices()) == 2
         for distribution in ("none", "data_parallel"):
-            cfg["train"]["distribution"] = distribution
+            cfg = width8.updated({"train": {"distribution": distribution}})
             keras.utils.set_random_seed(0)
             devices = cluster.distribute(cfg).devices
             model = compile_model(cfg, 2)
@@ -99,7 +99,7 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
     """)
     steps = two_devices + TWO_STEPS + textwrap.dedent("""
         for distribution in ("none", "data_parallel"):
-            cfg["train"]["distribution"] = distribution
+            cfg = width8.updated({"train": {"distribution": distribution}})
             keras.utils.set_random_seed(0)
             placement = cluster.distribute(cfg)
             with placement.scope():
@@ -129,8 +129,8 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
         else:  # TensorFlow aborts on a batch that does not split evenly: refused first
             assert "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch " \
                    "has 13 images" in done.stdout
-    metrics = json.loads((tmp_path / "out" / "tiny" / "a" / "seed0" / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["devices"] == 2
+    metrics = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics()
+    assert metrics.status == "completed" and metrics.devices == 2
 
 
 def test_two_processes_train_one_run(tmp_path):
@@ -143,9 +143,9 @@ def test_two_processes_train_one_run(tmp_path):
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     (metrics,) = list((tmp_path / "out").glob("*/*/*/metrics.json"))  # exactly one run folder
-    m = json.loads(metrics.read_text())
-    assert m["status"] == "completed" and m["processes"] == 2 and m["devices"] == 2
-    assert m["data"]["train"] == 256  # the global training set, each process fed half of it
+    m = RunFolder(metrics.parent).read_metrics()
+    assert m.status == "completed" and m.processes == 2 and m.devices == 2
+    assert m.data.train == 256  # the global training set, each process fed half of it
     assert not (metrics.parent / ".lock").exists()
     losses = [line.split("loss")[1].split()[0] for out in outputs for line in out.splitlines() if "epoch   1/1" in line]
     assert len(losses) == 2 and losses[0] == losses[1]  # one computation, seen by both
@@ -156,7 +156,7 @@ def test_two_shards_train_each_run_once_and_take_over_a_stale_lock(tmp_path):
     out = tmp_path / "out"
     stale = RunFolder(out / "tiny" / "b" / "seed1")  # left by a process that died: taken over
     stale.path.mkdir(parents=True)
-    stale.lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "time": "earlier"}))
+    stale.lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "time": "earlier"}))
     args = ["run", str(recipe), "--data", "synthetic:128", "--out", str(out), "--seeds", "0,1"]
     procs = [subprocess.Popen([sys.executable, "-m", "keras_cifar", *args, "--shard", f"{i}/2"], cwd=REPO,
                               env=_env(KERAS_BACKEND="tensorflow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -173,16 +173,16 @@ def test_two_shards_train_each_run_once_and_take_over_a_stale_lock(tmp_path):
 
 def test_a_live_lock_keeps_the_run_and_a_dead_or_silent_one_is_taken_over(tmp_path, monkeypatch):
     folder = RunFolder(tmp_path / "run")
-    assert folder.claim() is None  # ours now
-    assert "pid" in RunFolder(tmp_path / "run").claim()  # held by a live process: this one
-    folder.lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
-    assert folder.claim() is not None  # another machine, heartbeat fresh
+    assert folder.lock.claim() is None  # ours now
+    assert "pid" in RunFolder(tmp_path / "run").lock.claim()  # held by a live process: this one
+    folder.lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
+    assert folder.lock.claim() is not None  # another machine, heartbeat fresh
     old = time.time() - 3600
-    os.utime(folder.lock, (old, old))
-    assert folder.claim() is None  # no heartbeat for an hour: taken over
-    with folder.heartbeat():
+    os.utime(folder.lock.path, (old, old))
+    assert folder.lock.claim() is None  # no heartbeat for an hour: taken over
+    with folder.lock.heartbeat():
         pass
-    assert not folder.lock.exists()
+    assert not folder.lock.path.exists()
 
 
 def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatch):
@@ -190,20 +190,20 @@ def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatc
     rename: this one gives the fresh lock back and does not train."""
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    folder.lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
+    folder.lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
     old = time.time() - 3600
-    os.utime(folder.lock, (old, old))
+    os.utime(folder.lock.path, (old, old))
     fresh = {"host": "elsewhere", "pid": 2, "time": "now"}
     rename = os.rename
 
     def other_process_first(src, dst):
-        if Path(src) == folder.lock and not Path(dst).name == ".lock":
-            folder.lock.write_text(json.dumps(fresh))  # its takeover: a new lock in place of the stale one
+        if Path(src) == folder.lock.path and not Path(dst).name == ".lock":
+            folder.lock.path.write_text(json.dumps(fresh))  # its takeover: a new lock in place of the stale one
         rename(src, dst)
 
     monkeypatch.setattr(os, "rename", other_process_first)
-    assert "took over the stale lock first" in folder.claim()
-    assert json.loads(folder.lock.read_text()) == fresh
+    assert "took over the stale lock first" in folder.lock.claim()
+    assert json.loads(folder.lock.path.read_text()) == fresh
 
 
 @pytest.mark.parametrize("args, message", [
@@ -273,7 +273,7 @@ def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(
     recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
     env = {"OUT": str(tmp_path / "out"), "DATA": "synthetic:200", "RECIPES": str(recipe), "EXTRA": "--epochs 3"}
     script = ["bash", str(REPO / "docs" / "cluster" / "sweep.sbatch")]
-    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock
+    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock.path
     task0 = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
     task0.wait_for(r"tiny/a/seed0 epoch +1/3")
     assert task0.signal_all(signal.SIGTERM) != 0 and "stopped after epoch 1 of 3" in task0.output, task0.output
@@ -286,7 +286,7 @@ def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(
     again = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
     assert again.finish() == 0, again.output
     assert "tiny/a/seed0: resuming after epoch 2" in again.output and "being trained by" not in again.output
-    assert RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics()["status"] == "completed"
+    assert RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics().status == "completed"
     assert not (tmp_path / "out" / "tiny" / "b").exists()  # task 1's share
     assert "| [tiny](#tiny) | not in the report |" in (tmp_path / "out" / "comparison.md").read_text()
 
@@ -306,7 +306,7 @@ def test_kubernetes_job_manifest_shards_the_sweep(tmp_path):
     pod = Command(program=[*container["command"], *container["args"]], cwd=REPO,
                   env={**env, "JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"})
     assert pod.finish() == 0, pod.output
-    assert RunFolder(tmp_path / "out" / "tiny" / "b" / "seed0").read_metrics()["status"] == "completed"
+    assert RunFolder(tmp_path / "out" / "tiny" / "b" / "seed0").read_metrics().status == "completed"
     assert not (tmp_path / "out" / "tiny" / "a").exists()  # pod 0's share
     assert "| [tiny](#tiny) | not in the report |" in (tmp_path / "out" / "comparison.md").read_text()
 
@@ -321,7 +321,7 @@ def test_parallel_trains_each_run_once_and_a_crashed_process_loses_only_its_run(
     sweep.wait_for(rf"{victim_key} epoch +1/2")
     os.kill(victim_pid, 9)
     assert sweep.finish() == 1, sweep.output  # one run failed; the others went on
-    statuses = {key: RunFolder(tmp_path / "out" / key).read_metrics()["status"]
+    statuses = {key: RunFolder(tmp_path / "out" / key).read_metrics().status
                 for key in ("tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1")}
     assert statuses == {key: "failed" if key == victim_key else "completed" for key in statuses}
     assert f"{victim_key}: failed (its process ended by SIGKILL)" in sweep.output
@@ -333,4 +333,4 @@ def test_parallel_trains_each_run_once_and_a_crashed_process_loses_only_its_run(
     again = Command(*args[1:], program=[shutil.which("keras-cifar"), "run"])
     assert again.finish() == 0, again.output
     assert f"{victim_key}: resuming after epoch 1" in again.output
-    assert RunFolder(tmp_path / "out" / victim_key).read_metrics()["status"] == "completed"
+    assert RunFolder(tmp_path / "out" / victim_key).read_metrics().status == "completed"

@@ -13,6 +13,7 @@ import yaml
 from keras_cifar import __version__, config, tracking
 from keras_cifar.compare import claims_table
 from keras_cifar.config import SHIPPED_RECIPES
+from keras_cifar.record import DataSizes, Epoch, RunRecord
 from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
 from tests.helpers import WIDTH, keras_cifar, keras_cifar_each, make_run
@@ -21,8 +22,7 @@ from tests.helpers import WIDTH, keras_cifar, keras_cifar_each, make_run
 @pytest.fixture
 def untrained_run(tmp_path):
     """A run folder holding a width-8 classifier as it was initialized (what the commands read of a run)."""
-    cfg = config.defaults()
-    cfg["model"]["width"] = WIDTH
+    cfg = config.Config.from_dict({"model": {"width": WIDTH}})
     run = make_run(tmp_path / "out", "tiny", "a", 0, 0.1)
     RunFolder(run).write_config(config.RunSpec("tiny", "a", 0, cfg), "synthetic:100")  # the whole config
     compile_model(cfg, steps_per_epoch=1).save(run / "model.keras")
@@ -134,13 +134,11 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
         folder = RunFolder.of(tmp_path / "out", spec)
         folder.write_config(spec, "synthetic:96")
         acc = accuracies[spec.variant, spec.seed]
-        folder.write_history([{"epoch": 1, "loss": 1.0, "accuracy": acc, "val_loss": 1.0, "val_accuracy": acc,
-                               "test_loss": 1.0, "test_accuracy": acc, "lr": 0.0, "epoch_seconds": 1.0,
-                               "train_seconds": 1.0}])
-        folder.write_metrics({"status": "completed", "recipe": "ranked", "variant": spec.variant, "seed": spec.seed,
-                              "epochs_completed": 1, "epochs": 1, "test_accuracy": acc, "best_val_accuracy": acc,
-                              "train_seconds": 1.0, "wall_seconds": 1.0,
-                              "data": {"source": "synthetic:96", "train": 96, "val": 10, "test": 10}})
+        folder.write_history([Epoch(1, loss=1.0, accuracy=acc, val_loss=1.0, val_accuracy=acc, test_loss=1.0,
+                                    test_accuracy=acc, lr=0.0, epoch_seconds=1.0, train_seconds=1.0)])
+        folder.write_metrics(RunRecord("completed", "ranked", spec.variant, spec.seed, epochs_completed=1, epochs=1,
+                                       test_accuracy=acc, best_val_accuracy=acc, train_seconds=1.0, wall_seconds=1.0,
+                                       data=DataSizes("synthetic:96", 96, 10, 10)))
     args = ["run", recipe, "--data", "synthetic:96", "--out", tmp_path / "out", "--seeds", "auto", "--max-seeds", "3"]
     code, output = keras_cifar(*args, "--track", "mlflow")
     assert code == 0, output

@@ -12,11 +12,11 @@ def test_precedence_defaults_base_variant_command_line(tmp_path):
     runs = cfg.sweep(recipe, cfg.parse_sets(["optimizer.learning_rate=0.05", "train.epochs=3"]), seeds=[1, 2])
     assert [(r.variant, r.seed) for r in runs] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
     a, b = runs[0].config, runs[2].config
-    assert a["model"]["width"] == 8 and b["model"]["width"] == 16  # base, then variant
-    assert a["optimizer"]["momentum"] == 0.9 and b["optimizer"]["momentum"] == 0.0  # default, then variant
-    assert a["optimizer"]["learning_rate"] == b["optimizer"]["learning_rate"] == 0.05  # command line wins
-    assert a["train"]["epochs"] == 3 and a["data"]["batch_size"] == 32
-    assert runs[1].config["train"]["seeds"] == [2]  # each run names its own seed
+    assert a.model.width == 8 and b.model.width == 16  # base, then variant
+    assert a.optimizer.momentum == 0.9 and b.optimizer.momentum == 0.0  # default, then variant
+    assert a.optimizer.learning_rate == b.optimizer.learning_rate == 0.05  # command line wins
+    assert a.train.epochs == 3 and a.data.batch_size == 32
+    assert runs[1].config.train.seeds == (2,)  # each run names its own seed
 
 
 def test_every_shipped_recipe_is_valid_and_matches_the_report_variants():
@@ -31,21 +31,21 @@ def test_every_shipped_recipe_is_valid_and_matches_the_report_variants():
         assert list(recipe.variants) == variants
         assert recipe.description
         for config in recipe.variants.values():
-            assert config["train"]["epochs"] == 200 and config["model"]["width"] == 64
+            assert config.train.epochs == 200 and config.model.width == 64
     act = cfg.load_recipe(REPO / "recipes" / "activation.yaml").variants
-    assert [c["model"]["activation"] for c in act.values()] == ["relu", "tanh", "sigmoid"]
-    assert cfg.load_recipe(REPO / "recipes" / "bn.yaml").variants["no_bn"]["model"]["batch_norm"] is False
+    assert [c.model.activation for c in act.values()] == ["relu", "tanh", "sigmoid"]
+    assert cfg.load_recipe(REPO / "recipes" / "bn.yaml").variants["no_bn"].model.batch_norm is False
 
 
 def test_yaml_float_written_without_dot_is_read_as_a_number(tmp_path):
     path = tiny_recipe(tmp_path, extra_base="  optimizer: {weight_decay: 5e-4}\n")
-    assert cfg.load_recipe(path).variants["a"]["optimizer"]["weight_decay"] == 5e-4
+    assert cfg.load_recipe(path).variants["a"].optimizer.weight_decay == 5e-4
 
 
 @pytest.mark.parametrize(
     "base, variants, message",
     [
-        ("  model: {depth: 34}\n", "  a: {}\n", "unknown key 'model.depth'; allowed: width, batch_norm"),
+        ("  model: {depth: 34}\n", "  a: {}\n", "unknown key 'model.depth'; allowed: name, width, batch_norm"),
         ("  model: {width: wide}\n", "  a: {}\n", "model.width: expected an integer, got 'wide'"),
         ("  train: {epochs: -3}\n", "  a: {}\n", "train.epochs: -3 is not allowed; use a positive integer"),
         ("  data: {batch_size: 0}\n", "  a: {}\n", "data.batch_size: 0 is not allowed"),

@@ -10,7 +10,8 @@ from keras_cifar import data as data_lib
 from keras_cifar import landscape as ls
 from keras_cifar.config import load_recipe, sweep
 from keras_cifar.losses import get_loss
-from keras_cifar.models import build_classifier
+from keras_cifar.models import build_classifier, build_resnet18
+from keras_cifar.record import RunRecord
 from keras_cifar.runs import RunFolder, completed_run
 from keras_cifar.train import compile_model
 from tests.helpers import WIDTH, tiny_recipe
@@ -32,7 +33,7 @@ def runs(tmp_path_factory):
 
 
 def tiny_classifier():
-    model = build_classifier({"width": WIDTH}, augment=True)
+    model = build_classifier(build_resnet18(width=WIDTH), augment=True)
     model.compile(loss=get_loss("cross_entropy"), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -176,7 +177,7 @@ def test_cli_rejects_folders_without_a_model(cli, tmp_path):
     result = cli("landscape", tmp_path)
     assert result.exit_code == 2 and "not a run folder" in result.output
     (tmp_path / "config.yaml").write_text("recipe: x\n")
-    (tmp_path / "metrics.json").write_text('{"status": "failed"}')
+    RunFolder(tmp_path).write_metrics(RunRecord("failed", "x", "a", 0))
     result = cli("landscape", tmp_path)
     assert result.exit_code == 2 and "no model.keras (run status: failed)" in result.output
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar.config import defaults
+from keras_cifar.config import Config
 from keras_cifar.custom_objects import SGD
 from keras_cifar.optim import make_optimizer, make_schedule
 from tests.helpers import as_numpy
@@ -19,7 +19,7 @@ def _lr(schedule, step):
 
 
 def _section(**kw):
-    return {**defaults()["schedule"], **kw}
+    return Config.from_dict({"schedule": kw}).schedule
 
 
 def test_cosine_equals_pytorch_cosine_annealing_at_epoch_ends():
@@ -53,12 +53,10 @@ def test_weight_decay_is_added_to_the_gradient_like_pytorch_sgd():
 
 
 def test_make_optimizer_by_name():
-    config = defaults()
-    config["train"]["epochs"] = 2
+    config = Config.from_dict({"train": {"epochs": 2}})
     sgd = make_optimizer(config, steps_per_epoch=10)
     assert isinstance(sgd, SGD) and sgd.momentum == 0.9 and sgd.l2 == 5e-4
-    config["optimizer"]["name"] = "adamw"
-    assert isinstance(make_optimizer(config, 10), keras.optimizers.AdamW)
+    assert isinstance(make_optimizer(config.updated({"optimizer": {"name": "adamw"}}), 10), keras.optimizers.AdamW)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(sgd))
     assert isinstance(restored, SGD) and restored.l2 == 5e-4
 

@@ -35,7 +35,7 @@ def test_a_toy_loss_is_accepted_by_recipes_and_built(tmp_path):
         cfg.load_recipe(path)
     with registered(LOSSES, "half_cross_entropy", "a toy", half_cross_entropy):
         config = cfg.load_recipe(path).variants["a"]
-        assert get_loss(config["loss"]).name == "half_cross_entropy"
+        assert get_loss(config.loss).name == "half_cross_entropy"
         assert "half_cross_entropy (a toy)" in LOSSES.help()
 
 
@@ -45,7 +45,7 @@ def test_a_toy_schedule_drives_the_learning_rate(tmp_path):
 
     with registered(SCHEDULES, "linear", "down to 0 in a straight line", linear):
         config = cfg.load_recipe(tiny_recipe(tmp_path, "  a: {schedule: {name: linear}}\n")).variants["a"]
-        schedule = make_schedule(config["schedule"], 0.1, epochs=4, steps_per_epoch=5)
+        schedule = make_schedule(config.schedule, 0.1, epochs=4, steps_per_epoch=5)
         assert [round(float(as_numpy(schedule(s))), 6) for s in (0, 10, 20)] == [0.1, 0.05, 0.0]
 
 

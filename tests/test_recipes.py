@@ -19,11 +19,11 @@ SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 def plugins_recipe(tmp_path):
     """A recipe with one variant per registered loss, optimizer and schedule, those of the baseline last
     (they reuse the baseline's run once it has finished)."""
-    default = config.defaults()
-    variants = sorted([(name == default["loss"], f"  loss_{name}: {{loss: {name}}}") for name in LOSSES]
-                      + [(name == default["optimizer"]["name"], f"  optimizer_{name}: {{optimizer: {{name: {name}}}}}")
+    default = config.Config()
+    variants = sorted([(name == default.loss, f"  loss_{name}: {{loss: {name}}}") for name in LOSSES]
+                      + [(name == default.optimizer.name, f"  optimizer_{name}: {{optimizer: {{name: {name}}}}}")
                          for name in OPTIMIZERS]
-                      + [(name == default["schedule"]["name"], f"  schedule_{name}: {{schedule: {{name: {name}}}}}")
+                      + [(name == default.schedule.name, f"  schedule_{name}: {{schedule: {{name: {name}}}}}")
                          for name in SCHEDULES], key=lambda v: v[0])
     path = tmp_path / "plugins.yaml"
     path.write_text("name: plugins\nvariants:\n" + "\n".join(line for _, line in variants) + "\n")

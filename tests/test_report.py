@@ -114,7 +114,7 @@ def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
     def fake_sweep(runs, cifar, out_root, restart):  # stands in for training
         for spec in runs:
             make_run(out_root, spec.recipe, spec.variant, spec.seed, 0.5 if spec.variant == "a" else 0.6)
-        return [(spec, {"status": "completed"}) for spec in runs]
+        return [(spec, RunFolder.of(out_root, spec).read_metrics()) for spec in runs]
 
     monkeypatch.setattr(train, "run_sweep", fake_sweep)
     result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}}\n"), "--out", tmp_path / "out",

@@ -13,6 +13,8 @@ from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import serving
 from keras_cifar.errors import ModelError
+from keras_cifar.record import RunRecord
+from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
 from tests.helpers import WIDTH, as_numpy
 
@@ -23,8 +25,7 @@ def saved(tmp_path_factory):
     mode), saved as a .keras file, with its logits on random uint8 images from the current backend."""
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("float32")
-    config = cfg.defaults()
-    config["model"]["width"] = WIDTH
+    config = cfg.Config.from_dict({"model": {"width": WIDTH}})
     model = compile_model(config, steps_per_epoch=2)
     rng = np.random.default_rng(0)
     for layer in model.get_layer("resnet18").layers:
@@ -169,7 +170,7 @@ def test_evaluate_matches_model_evaluate(saved, exported, jpeg_tree, tmp_path, c
 def test_unusable_paths_are_one_line_errors(tmp_path, cli):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.json").write_text('{"status": "failed"}')
+    RunFolder(run).write_metrics(RunRecord("failed", "x", "a", 0))
     result = cli("export", run)
     assert result.exit_code == 2
     assert "found no model.keras or saved_model.pb; the run's status is failed" in result.stderr

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from keras_cifar import config, custom_objects, train
-from keras_cifar.runs import HISTORY_COLUMNS, RunFolder
+from keras_cifar.record import HISTORY_COLUMNS, DataSizes
+from keras_cifar.runs import RunFolder
 from tests.helpers import as_numpy, tiny_compile_model, tiny_recipe
 
 
 def _metrics(run_dir):
-    return json.loads((run_dir / "metrics.json").read_text())
+    return RunFolder(run_dir).read_metrics()
 
 
 @pytest.mark.backend
@@ -29,24 +30,24 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
     assert "ETA" in trained.output and "test acc" in trained.output and "3 runs, 12 epochs" in trained.output
     for variant, epochs in (("a", 8), ("bf16", 2)):
         folder = RunFolder(trained.out / "tiny" / variant / "seed0")
-        ident, config = folder.read_config()
-        assert ident == {"recipe": "tiny", "variant": variant, "seed": 0}
-        assert config["train"]["mixed_precision"] == (variant == "bf16")
+        ident, source, config = folder.read_config()
+        assert ident == {"recipe": "tiny", "variant": variant, "seed": 0} and source == str(trained.data)
+        assert config.train.mixed_precision == (variant == "bf16")
         rows = folder.read_history()
-        assert tuple(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+        assert [r.epoch for r in rows] == list(range(1, epochs + 1))
+        assert (folder.path / "history.csv").read_text().splitlines()[0] == ",".join(HISTORY_COLUMNS)
         metrics = folder.read_metrics()
-        assert metrics["status"] == "completed" and metrics["epochs_completed"] == epochs
-        assert metrics["backend"] == keras.backend.backend()
-        assert metrics["data"] == {"source": str(trained.data), "train": 320 if variant == "a" else 160,
-                                   "val": 64, "test": 64}
-        assert metrics["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
+        assert metrics.status == "completed" and metrics.epochs_completed == epochs
+        assert metrics.backend == keras.backend.backend()
+        assert metrics.data == DataSizes(str(trained.data), 320 if variant == "a" else 160, 64, 64)
+        assert metrics.test_accuracy == pytest.approx(rows[-1].test_accuracy)
         assert keras.saving.load_model(folder.model_file).output_shape == (None, 10)
         assert folder.checkpoints() == [] and not list(folder.path.glob(".*"))  # no checkpoint, lock or temporary
-    lrs = [r["lr"] for r in RunFolder(trained.out / "tiny" / "a" / "seed0").read_history()]
+    lrs = [r.lr for r in RunFolder(trained.out / "tiny" / "a" / "seed0").read_history()]
     assert lrs == pytest.approx([0.025 * (1 + math.cos(math.pi * e / 8)) for e in range(1, 9)], abs=1e-6)  # cosine
-    assert _metrics(trained.out / "tiny" / "bf16" / "seed0")["images_per_second"] > 0  # epoch 2, compiled
+    assert _metrics(trained.out / "tiny" / "bf16" / "seed0").images_per_second > 0  # epoch 2, compiled
     boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
-    assert boom["status"] == "diverged" and boom["epochs_completed"] == 1 and boom["test_accuracy"] is None
+    assert boom.status == "diverged" and boom.epochs_completed == 1 and boom.test_accuracy is None
     assert "tiny/boom/seed0: diverged" in trained.output
     assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == \
         ["completed", "completed", "diverged"]
@@ -86,10 +87,10 @@ def test_a_killed_or_signalled_run_resumes_from_its_last_epoch(trained, cli):
     assert f"tiny/a/seed0: resuming after epoch {signalled[-1].checkpoint}" in trained.output
     folder = RunFolder(trained.out / "tiny" / "a" / "seed0")
     after = folder.read_history()
-    assert [r["epoch"] for r in after] == list(range(1, 9))
+    assert [r.epoch for r in after] == list(range(1, 9))
     assert after[:signalled[-1].checkpoint] == signalled[-1].history  # the epochs before the stop are kept
-    assert after[-1]["lr"] == pytest.approx(0.0, abs=1e-6)  # the schedule went on from where it stopped
-    assert folder.read_metrics()["epochs_completed"] == 8
+    assert after[-1].lr == pytest.approx(0.0, abs=1e-6)  # the schedule went on from where it stopped
+    assert folder.read_metrics().epochs_completed == 8
     assert "already completed, skipped" in cli("run", trained.recipe, "--data", trained.data, "--out", trained.out,
                                                "--variants", "a").output
 
@@ -98,8 +99,8 @@ def test_a_killed_or_signalled_run_resumes_from_its_last_epoch(trained, cli):
 def test_the_model_learns(trained):
     """Eight epochs on 320 images of 10 learnable patterns: far above chance (10%) on held-out images."""
     folder = RunFolder(trained.out / "tiny" / "a" / "seed0")
-    assert folder.read_metrics()["test_accuracy"] > 0.5
-    assert folder.read_history()[-1]["accuracy"] > 0.8
+    assert folder.read_metrics().test_accuracy > 0.5
+    assert folder.read_history()[-1].accuracy > 0.8
 
 
 @pytest.mark.backend
@@ -135,8 +136,8 @@ def test_equal_config_in_another_recipe_is_reused(trained, tmp_path, cli):
     result = cli("run", other, "--data", trained.data, "--out", out, "--variants", "same")
     assert "same config as tiny/a/seed0, reused" in result.output
     reused, original = _metrics(out / "other/same/seed0"), _metrics(out / "tiny/a/seed0")
-    assert reused["variant"] == "same" and reused["reused_from"] == "tiny/a/seed0"
-    assert reused["test_accuracy"] == original["test_accuracy"]
+    assert reused.variant == "same" and reused.reused_from == "tiny/a/seed0"
+    assert reused.test_accuracy == original.test_accuracy
 
 
 @pytest.mark.backend
@@ -174,7 +175,7 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
     assert result.exit_code == 0, result.output
     assert ("tiny/bf16/seed0: checkpoint-epoch2.keras cannot be read (BadZipFile: File is not a zip file); "
             "resuming from checkpoint-epoch1.keras") in result.output
-    assert [r["epoch"] for r in run.read_history()] == [1, 2] and run.read_metrics()["status"] == "completed"
+    assert [r.epoch for r in run.read_history()] == [1, 2] and run.read_metrics().status == "completed"
 
     foreign = io.BytesIO()  # a whole archive whose model cannot be built, as from another Keras version
     with zipfile.ZipFile(foreign, "w") as archive:
@@ -202,7 +203,7 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
     assert cli(*args, "--restart", "--dry-run").output.startswith("tiny/bf16/seed0: new,")
     result = cli(*args, "--restart")
     assert result.exit_code == 0, result.output
-    assert [r["epoch"] for r in run.read_history()] == [1, 2] and run.checkpoints() == []
+    assert [r.epoch for r in run.read_history()] == [1, 2] and run.checkpoints() == []
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_path, cli, full_disk):
@@ -218,7 +219,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_
     free()
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    assert RunFolder(run).read_metrics()["status"] == "completed"
+    assert RunFolder(run).read_metrics().status == "completed"
 
 
 class _Model:
@@ -254,7 +255,7 @@ def test_training_time_waits_for_the_last_dispatched_step(tmp_path, monkeypatch)
     now[0] += 3.0  # validation, test evaluation
     recorder.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
     (row,) = folder.read_history()
-    assert row["train_seconds"] == 10.0 and row["epoch_seconds"] == 13.0
+    assert row.train_seconds == 10.0 and row.epoch_seconds == 13.0
 
 
 @pytest.mark.backend
@@ -266,7 +267,7 @@ def test_checkpoints_follow_the_cadence_and_a_signal_keeps_the_last_epoch(tmp_pa
     monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    model = tiny_compile_model(config.defaults(), 1)
+    model = tiny_compile_model(config.Config(), 1)
     model.optimizer.build(model.trainable_variables)
     recorder = train.Recorder(folder, [], checkpoint_seconds=30)
     recorder.set_model(model)
@@ -286,7 +287,7 @@ def test_checkpoints_follow_the_cadence_and_a_signal_keeps_the_last_epoch(tmp_pa
     assert [e for e, _ in folder.checkpoints()] == [4, 3]  # the newest two are kept
     restored = custom_objects.load(folder.checkpoint()[0])
     np.testing.assert_array_equal(as_numpy(restored.trainable_variables[0]), epoch4)
-    assert [r["epoch"] for r in folder.read_history()] == [1, 2, 3, 4]
+    assert [r.epoch for r in folder.read_history()] == [1, 2, 3, 4]
     recorder.on_epoch_begin(4)
     recorder.on_epoch_end(4, {"loss": float("nan"), "accuracy": 0.1})
     assert recorder.diverged and model.stop_training and folder.checkpoint()[1] == 4

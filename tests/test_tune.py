@@ -17,6 +17,7 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import trials, tune
+from keras_cifar.runs import RunFolder
 from tests.helpers import REPO, tiny_compile_model, tiny_recipe
 
 TUNE = ("tune:\n  max_trials: 3\n  epochs: 1\n"
@@ -57,7 +58,7 @@ def test_tune_section_defaults_recipe_and_command_line(tmp_path):
     assert search.tune["max_trials"] == 2 and search.tune["epochs"] == 1
     assert search.tune["space"] == {"learning_rate": {"min": 0.01, "max": 0.2}, "momentum": [0.0, 0.9],
                                      "weight_decay": {"min": 1e-5, "max": 1e-3}}
-    assert search.config["model"]["width"] == 8 and search.variant == "a"  # from --set; the recipe's is 8 too
+    assert search.config.model.width == 8 and search.variant == "a"  # from --set; the recipe's is 8 too
 
 
 def test_shipped_tune_recipe_searches_the_baseline():
@@ -111,7 +112,7 @@ def test_tune_needs_a_variant_when_the_recipe_has_several(tmp_path):
     path = tiny_recipe(tmp_path, variants="  a: {}\n  b: {model: {width: 16}}\n")
     with pytest.raises(cfg.ConfigError, match="choose the one to tune with --variant"):
         cfg.search_of(cfg.load_recipe(path))
-    assert cfg.search_of(cfg.load_recipe(path), variant="b").config["model"]["width"] == 16
+    assert cfg.search_of(cfg.load_recipe(path), variant="b").config.model.width == 16
 
 
 # ------------------------------------------------------------------------------------- the space
@@ -132,9 +133,9 @@ def test_search_space_types_ranges_and_defaults(tmp_path):
     assert values == {"learning_rate": 0.2, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-4}
     hp.values.update(learning_rate=0.03, batch_size=64)
     config = trials.trial_config(search, trials.trial_values(hp, search), 3, [7])
-    assert config["optimizer"]["learning_rate"] == 0.03 and config["data"]["batch_size"] == 64
-    assert config["train"]["epochs"] == 3 and config["train"]["seeds"] == [7]
-    assert type(config["data"]["batch_size"]) is int
+    assert config.optimizer.learning_rate == 0.03 and config.data.batch_size == 64
+    assert config.train.epochs == 3 and config.train.seeds == (7,)
+    assert type(config.data.batch_size) is int
 
 
 def test_search_folder_refuses_a_different_search(tmp_path):
@@ -192,7 +193,7 @@ def test_batch_size_reaches_fit_and_the_schedule(tmp_path, tiny_model):
     metrics = model_of.fit(hp, model, splits.train, splits.val, epochs=1, callbacks=[counter])
     assert counter.steps == 4
     assert set(metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert model_of.config(hp)["train"]["seeds"] == [1]  # a second execution of this trial: the next seed
+    assert model_of.config(hp).train.seeds == (1,)  # a second execution of this trial: the next seed
 
 
 def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model, monkeypatch):
@@ -200,7 +201,7 @@ def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model
     what turns data_parallel on; the test suite's JAX runs with several devices are in test_cluster)."""
     asked = []
     monkeypatch.setattr(tune.cluster, "distribute",
-                        lambda config: asked.append(config["train"]["distribution"]) or tune.cluster.Placement())
+                        lambda config: asked.append(config.train.distribution) or tune.cluster.Placement())
     search = search_of(tmp_path, sets=["train.distribution=data_parallel"])
     tune.ResNetHyperModel(search, 200).build(kt.HyperParameters())
     assert asked == ["data_parallel"]
@@ -249,9 +250,9 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     assert best["base"]["data"]["subset"] == 256
 
     # --final trained best.yaml as `run` does: same val accuracy as the trial, plus a test accuracy
-    metrics = json.loads((out / "tiny" / variant / "seed0" / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["test_accuracy"] is not None
-    assert metrics["val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]), abs=1e-6)
+    metrics = RunFolder(out / "tiny" / variant / "seed0").read_metrics()
+    assert metrics.status == "completed" and metrics.test_accuracy is not None
+    assert metrics.val_accuracy == pytest.approx(float(best_row["val_accuracy"]), abs=1e-6)
     assert f"final: trial {best_row['trial']}, test accuracy" in result.output
 
 

@@ -62,7 +62,7 @@ def pytorch_run(scale, seeds, data):
         if result.exists():
             continue
         settings = out / f"seed{spec.seed}.settings.json"
-        write_json(settings, {"config": spec.config, "data": data, "epochs": spec.config["train"]["epochs"],
+        write_json(settings, {"config": spec.config.to_dict(), "data": data, "epochs": spec.config.train.epochs,
                               "modes": ["fp32"]})
         print(f"pytorch seed {spec.seed}", flush=True)
         subprocess.run([sys.executable, "-m", "keras_cifar.torch_reference", str(settings), str(result)], check=True)
@@ -79,8 +79,8 @@ def histories(scale, system):
     out = {}
     for seed_dir in sorted(root.glob("baseline/baseline/seed*")):
         folder = RunFolder(seed_dir)
-        if (folder.read_metrics() or {}).get("status") == "completed":
-            out[int(seed_dir.name[4:])] = folder.read_history()
+        if folder.status() == "completed":
+            out[int(seed_dir.name[4:])] = [row.to_dict() for row in folder.read_history()]
     return out
 
 
