@@ -20,9 +20,11 @@ x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
 loss = model.fit(x, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0).history["loss"][0]
 print(f"one batch of fit: loss {loss:.3f} on {backend.device()}")
 """
-DEVICE = {"jax": "import jax; d = jax.devices(); assert d[0].platform == 'gpu', d; print('JAX devices:', d)",
-          "torch": "import torch; assert torch.cuda.is_available(), 'torch.cuda.is_available() is False'; "
-                   "print('PyTorch CUDA:', torch.cuda.get_device_name(0))"}
+DEVICE = {
+    "jax": "import jax; d = jax.devices(); assert d[0].platform == 'gpu', d; print('JAX devices:', d)",
+    "torch": "import torch; assert torch.cuda.is_available(), 'torch.cuda.is_available() is False'; "
+    "print('PyTorch CUDA:', torch.cuda.get_device_name(0))",
+}
 
 
 def check(backend, cpu):

@@ -34,11 +34,14 @@ def check():
     """The selected backend's name, or a BackendError saying how to fix it."""
     name = selected()
     if name not in BACKENDS:
-        raise BackendError(f"KERAS_BACKEND={name} is not a backend keras-cifar runs on; "
-                           f"set KERAS_BACKEND to {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
+        raise BackendError(
+            f"KERAS_BACKEND={name} is not a backend keras-cifar runs on; "
+            f"set KERAS_BACKEND to {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
+        )
     if importlib.util.find_spec(name) is None:
-        raise BackendError(f"KERAS_BACKEND={name}, but {name} is not installed: {INSTALL[name]} "
-                           "(or choose another backend with KERAS_BACKEND)")
+        raise BackendError(
+            f"KERAS_BACKEND={name}, but {name} is not installed: {INSTALL[name]} (or choose another backend with KERAS_BACKEND)"
+        )
     return name
 
 
@@ -117,12 +120,16 @@ def check_settings(config, where):
     """Refuse, before training, settings the selected backend cannot run."""
     name = selected()
     if name == "torch" and config.train.steps_per_execution not in (1, "auto"):
-        raise BackendError(f"{where}: train.steps_per_execution must be 1 on the PyTorch backend (a Keras "
-                           "limitation); use --set train.steps_per_execution=1 or another backend")
+        raise BackendError(
+            f"{where}: train.steps_per_execution must be 1 on the PyTorch backend (a Keras "
+            "limitation); use --set train.steps_per_execution=1 or another backend"
+        )
     if name == "torch" and config.model.width < TORCH_MIN_WIDTH and _torch_cpu_lacks_avx512():
-        raise BackendError(f"{where}: model.width {config.model.width} on PyTorch's CPU without AVX-512 "
-                           f"would hang or crash (its oneDNN convolution breaks on narrow 1x1 stride-2 "
-                           f"layers); use model.width >= {TORCH_MIN_WIDTH} or another backend")
+        raise BackendError(
+            f"{where}: model.width {config.model.width} on PyTorch's CPU without AVX-512 "
+            f"would hang or crash (its oneDNN convolution breaks on narrow 1x1 stride-2 "
+            f"layers); use model.width >= {TORCH_MIN_WIDTH} or another backend"
+        )
 
 
 def _torch_cpu_lacks_avx512():
@@ -169,8 +176,11 @@ def accelerator():
         if not gpus:
             return cpu
         details = tf.config.experimental.get_device_details(gpus[0])
-        return Accelerator("gpu", f"gpu: {details.get('device_name', gpus[0].name)}",
-                           tuple(details.get("compute_capability") or (0, 0)) >= (8, 0))
+        return Accelerator(
+            "gpu",
+            f"gpu: {details.get('device_name', gpus[0].name)}",
+            tuple(details.get("compute_capability") or (0, 0)) >= (8, 0),
+        )
     return cpu
 
 

@@ -32,8 +32,13 @@ def configurations(backends, precisions, reference):
     """``--backends jax,torch:fp32 --precision fp32,bf16`` -> [(backend, precision), ...], each backend
     checked (installed, spelled right) and PyTorch present for ``--reference``, before anything trains."""
     default = [p.strip() for p in precisions.split(",") if p.strip()]
-    configs = [(name, p) for entry in backends.split(",") if entry.strip()
-               for name, _, pinned in [entry.strip().partition(":")] for p in ([pinned] if pinned else default)]
+    configs = [
+        (name, p)
+        for entry in backends.split(",")
+        if entry.strip()
+        for name, _, pinned in [entry.strip().partition(":")]
+        for p in ([pinned] if pinned else default)
+    ]
     unknown = sorted({p for _, p in configs if p not in PRECISIONS})
     if unknown or not configs:
         raise ConfigError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
@@ -50,9 +55,15 @@ def summarize(rows, images):
     later = rows[1:] or rows
     epoch = statistics.median(r["epoch_seconds"] for r in later)
     trained = statistics.median(r["train_seconds"] for r in later)
-    return {"epochs": len(rows), "compile_seconds": rows[0]["epoch_seconds"], "epoch_seconds": epoch,
-            "train_seconds": trained, "overhead_seconds": epoch - trained, "images_per_second": images / trained,
-            "test_accuracy": rows[-1]["test_accuracy"]}
+    return {
+        "epochs": len(rows),
+        "compile_seconds": rows[0]["epoch_seconds"],
+        "epoch_seconds": epoch,
+        "train_seconds": trained,
+        "overhead_seconds": epoch - trained,
+        "images_per_second": images / trained,
+        "test_accuracy": rows[-1]["test_accuracy"],
+    }
 
 
 def child(settings_file, result_file):
@@ -69,10 +80,16 @@ def child(settings_file, result_file):
     config = Config.from_dict(settings["config"], settings_file)
     spec = RunSpec(settings["recipe"], settings["label"], config.train.seeds[0], config)
     with tempfile.TemporaryDirectory() as out:
-        (_, metrics), = run_sweep([spec], cifar, out)
+        ((_, metrics),) = run_sweep([spec], cifar, out)
         rows = [row.to_dict() for row in RunFolder.of(out, spec).read_history()]
-    result = {"status": metrics.status, "device": metrics.device, "precision": metrics.precision, "math": metrics.math,
-              "steps_per_execution": metrics.steps_per_execution, "versions": metrics.versions}
+    result = {
+        "status": metrics.status,
+        "device": metrics.device,
+        "precision": metrics.precision,
+        "math": metrics.math,
+        "steps_per_execution": metrics.steps_per_execution,
+        "versions": metrics.versions,
+    }
     if rows and metrics.status == "completed":
         result.update(summarize(rows, metrics.data.train))
     write_json(result_file, result)
@@ -82,8 +99,9 @@ def _subprocess(module, settings, env, workdir, name):
     """Run ``python -m module SETTINGS RESULT`` with its output passed through; its result, or a failure."""
     settings_file, result_file = Path(workdir) / f"{name}.json", Path(workdir) / f"{name}.result.json"
     write_json(settings_file, settings)
-    done = subprocess.run([sys.executable, "-m", module, str(settings_file), str(result_file)],
-                          env={**os.environ, **env}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", module, str(settings_file), str(result_file)], env={**os.environ, **env}, check=False
+    )
     result = read_json(result_file)
     if done.returncode or result is None:
         return {"status": "failed", "error": f"exit code {done.returncode} (its output is above)"}
@@ -94,21 +112,38 @@ def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lam
     """Each (backend, precision) of `configs` through run's code, then the PyTorch reference; returns
     the record, and hands it to `saved` after each configuration (so it grows as the bench goes)."""
     config = config.updated({"train": {"epochs": epochs}})
-    record = {"recipe": recipe.path, "variant": next(iter(recipe.variants)), "data": data_source, "epochs": epochs,
-              "config": config.to_dict(), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "results": [], "reference": None}
+    record = {
+        "recipe": recipe.path,
+        "variant": next(iter(recipe.variants)),
+        "data": data_source,
+        "epochs": epochs,
+        "config": config.to_dict(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "results": [],
+        "reference": None,
+    }
     with tempfile.TemporaryDirectory() as workdir:
         for i, (b, p) in enumerate(configs, start=1):
             say(f"\nbench {i}/{len(configs)}: {b} {p}")
             cfg = config.updated({"train": {"mixed_precision": PRECISIONS[p]}})
             settings = {"recipe": recipe.name, "label": f"{b}-{p}", "config": cfg.to_dict(), "data": data_source}
-            record["results"].append({"backend": b, "requested": p, **_subprocess(
-                "keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}")})
+            record["results"].append(
+                {
+                    "backend": b,
+                    "requested": p,
+                    **_subprocess("keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}"),
+                }
+            )
             saved(record)
         if reference:
             say("\nbench: PyTorch reference")
-            ref = _subprocess("keras_cifar.torch_reference",
-                              {"config": config.to_dict(), "data": data_source, "epochs": epochs}, {}, workdir, "reference")
+            ref = _subprocess(
+                "keras_cifar.torch_reference",
+                {"config": config.to_dict(), "data": data_source, "epochs": epochs},
+                {},
+                workdir,
+                "reference",
+            )
             if ref.get("status") != "failed":
                 ref["modes"] = {mode: summarize(rows, ref["images"]) for mode, rows in ref["modes"].items()}
             record["reference"] = ref
@@ -126,17 +161,21 @@ def _fastest_reference(record):
 def table(record):
     """The bench's table, Markdown: one row per configuration and reference mode."""
     best = _fastest_reference(record)
-    head = ("| configuration | device | first epoch (s) | epoch (s) | training (s) | overhead (s) | train images/s "
-            "| × PyTorch | test accuracy |")
+    head = (
+        "| configuration | device | first epoch (s) | epoch (s) | training (s) | overhead (s) | train images/s "
+        "| × PyTorch | test accuracy |"
+    )
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def row(name, device, r):
         if "images_per_second" not in r:
             return f"| {name} | {device} | {r.get('status', 'failed')}: {r.get('error', '')} |||||||"
         ratio = f"{r['images_per_second'] / best:.2f}x" if best else "–"
-        return (f"| {name} | {device} | {r['compile_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
-                f"{r['train_seconds']:.2f} | {r['overhead_seconds']:.2f} | {r['images_per_second']:.0f} | {ratio} | "
-                f"{r['test_accuracy']:.2%} |")
+        return (
+            f"| {name} | {device} | {r['compile_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
+            f"{r['train_seconds']:.2f} | {r['overhead_seconds']:.2f} | {r['images_per_second']:.0f} | {ratio} | "
+            f"{r['test_accuracy']:.2%} |"
+        )
 
     for r in record["results"]:
         lines.append(row(f"keras-cifar {r['backend']} {r.get('math', r['requested'])}", r.get("device", "?"), r))

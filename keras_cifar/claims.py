@@ -64,13 +64,20 @@ def parse(section, variants, where):
     for key, names in (("order", order), ("accuracy", list(accuracy))):
         unknown = [n for n in names if n not in variants]
         if unknown:
-            raise ConfigError(f"{where}: report.{key}: {', '.join(map(str, unknown))} is not a variant of this "
-                              f"recipe; it has {', '.join(variants)}")
+            raise ConfigError(
+                f"{where}: report.{key}: {', '.join(map(str, unknown))} is not a variant of this "
+                f"recipe; it has {', '.join(variants)}"
+            )
     for name, value in accuracy.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
             raise ConfigError(f"{where}: report.accuracy.{name}: expected a percentage, got {value!r}")
-    return Claim(section["title"], section["source"], section["claim"], tuple(order),
-                 {name: float(value) for name, value in accuracy.items()})
+    return Claim(
+        section["title"],
+        section["source"],
+        section["claim"],
+        tuple(order),
+        {name: float(value) for name, value in accuracy.items()},
+    )
 
 
 # -------------------------------------------------------------------------------------- judging
@@ -90,8 +97,9 @@ def _pair(a, b, name_a, name_b):
     if d.sign:
         return ("yes" if d.sign > 0 else "no"), text
     needed = intervals.seeds_needed(a, b)
-    return "can't tell", text + (f"; about {needed} seeds per variant would resolve it" if needed
-                                 else "; equal means: no number of seeds would")
+    return "can't tell", text + (
+        f"; about {needed} seeds per variant would resolve it" if needed else "; equal means: no number of seeds would"
+    )
 
 
 def judge(order, stats):

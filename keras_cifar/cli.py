@@ -21,8 +21,10 @@ from keras_cifar.losses import LOSSES
 from keras_cifar.networks import MODELS
 from keras_cifar.optim import OPTIMIZERS, SCHEDULES
 
-PLUGINS_HELP = (f"Plug-ins a recipe can name. model.name: {MODELS.help()}. loss: {LOSSES.help()}. "
-                f"optimizer.name: {OPTIMIZERS.help()}. schedule.name: {SCHEDULES.help()}.")
+PLUGINS_HELP = (
+    f"Plug-ins a recipe can name. model.name: {MODELS.help()}. loss: {LOSSES.help()}. "
+    f"optimizer.name: {OPTIMIZERS.help()}. schedule.name: {SCHEDULES.help()}."
+)
 
 
 class UserError(click.ClickException):
@@ -47,17 +49,22 @@ def _seed_list(text):
 
 
 TRACKERS = ("mlflow",)
-TRACK_HELP = ("Also log each finished run to MLflow (experiment = recipe, run = variant/seed<k>; its config as params, "
-              "per-epoch metrics; metrics.json, history and figures as artifacts) in MLFLOW_TRACKING_URI, else in "
-              "mlruns/ beside the runs' root (`mlflow ui` there). Needs the mlflow extra.")
+TRACK_HELP = (
+    "Also log each finished run to MLflow (experiment = recipe, run = variant/seed<k>; its config as params, "
+    "per-epoch metrics; metrics.json, history and figures as artifacts) in MLFLOW_TRACKING_URI, else in "
+    "mlruns/ beside the runs' root (`mlflow ui` there). Needs the mlflow extra."
+)
 QUICK = {"model.width": 16, "data.subset": 10000, "train.epochs": 10}  # the scale of the committed results/
 
 
 def _overrides(sets, flags, quick=False):
     """--quick's scale, then the --set values, then the shortcut options that were given ({"train.epochs":
     3} is --set train.epochs=3, and wins over it), as one override dict for the recipe."""
-    return cfg.parse_sets([f"{key}={value}" for key, value in QUICK.items() if quick] + list(sets)
-                          + [f"{key}={value}" for key, value in flags.items() if value is not None])
+    return cfg.parse_sets(
+        [f"{key}={value}" for key, value in QUICK.items() if quick]
+        + list(sets)
+        + [f"{key}={value}" for key, value in flags.items() if value is not None]
+    )
 
 
 def _print_version(ctx, param, value):
@@ -79,14 +86,23 @@ def _interrupted(stop, what):
     """One line for a SIGINT or SIGTERM (`stop`, a KeyboardInterrupt): what was stopped and what was
     kept; exit 128 + the signal's number."""
     signum = getattr(stop, "signum", signal.SIGINT)
-    say(f"interrupted ({signal.Signals(signum).name}): {getattr(stop, 'where', None) or what}; run the same "
-        "command again to resume", err=True)
+    say(
+        f"interrupted ({signal.Signals(signum).name}): {getattr(stop, 'where', None) or what}; run the same "
+        "command again to resume",
+        err=True,
+    )
     sys.exit(128 + signum)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Print keras-cifar's version and those of Keras and its backends, and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print keras-cifar's version and those of Keras and its backends, and exit.",
+)
 def main():
     """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
 
@@ -103,42 +119,106 @@ def main():
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
 @options.subset
 @click.option("--variants", help="Comma-separated variants to run (default: all of the recipe's).")
-@click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1, "
-                             "then one more seed at a time while a pair the report ranks (or, without a ranking, "
-                             "two neighbours in ours) is \"can't tell\" and the seeds estimate says at most "
-                             "--max-seeds could decide it.")
-@click.option("--max-seeds", type=click.IntRange(min=2), default=5, show_default=True,
-              help="With --seeds auto: the most seeds per variant.")
+@click.option(
+    "--seeds",
+    help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1, "
+    "then one more seed at a time while a pair the report ranks (or, without a ranking, "
+    'two neighbours in ours) is "can\'t tell" and the seeds estimate says at most '
+    "--max-seeds could decide it.",
+)
+@click.option(
+    "--max-seeds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="With --seeds auto: the most seeds per variant.",
+)
 @options.sets("Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
-@click.option("--quick", is_flag=True,
-              help="The scale of the committed results/: width 16, 10,000 training images, 10 epochs (minutes an "
-                   "epoch on a CPU instead of half an hour); --set, --subset and --epochs still win.")
-@click.option("--dry-run", is_flag=True,
-              help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
-                   "It refuses what the real run refuses.")
-@click.option("--restart", is_flag=True,
-              help="Train unfinished runs again from epoch 0, discarding their checkpoints (finished runs are "
-                   "still skipped): for a checkpoint that cannot be read.")
-@click.option("--shard", metavar="I/N", help="Train only the runs at positions I, I+N, I+2N, ... of the sweep "
-                                           "(0 <= I < N): N machines sharing OUT split a sweep.")
-@click.option("--parallel", metavar="N|gpus",
-              help="Train several runs at once, each in a process of its own: 'gpus' for one per visible GPU "
-                   "(CUDA_VISIBLE_DEVICES), a number for that many (over the GPUs in turn, or sharing the CPU "
-                   "cores). One ETA for the sweep, one table, one report.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The scale of the committed results/: width 16, 10,000 training images, 10 epochs (minutes an "
+    "epoch on a CPU instead of half an hour); --set, --subset and --epochs still win.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List what would run (new, resumed, skipped, reused) with estimated times, and stop. "
+    "It refuses what the real run refuses.",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Train unfinished runs again from epoch 0, discarding their checkpoints (finished runs are "
+    "still skipped): for a checkpoint that cannot be read.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Train only the runs at positions I, I+N, I+2N, ... of the sweep (0 <= I < N): N machines sharing OUT split a sweep.",
+)
+@click.option(
+    "--parallel",
+    metavar="N|gpus",
+    help="Train several runs at once, each in a process of its own: 'gpus' for one per visible GPU "
+    "(CUDA_VISIBLE_DEVICES), a number for that many (over the GPUs in turn, or sharing the CPU "
+    "cores). One ETA for the sweep, one table, one report.",
+)
 @click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
 @click.option("--no-report", is_flag=True, hidden=True, help="Write no report at the end (--parallel's processes).")
-@click.option("--coordinator", metavar="HOST:PORT", envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
-              help="One run trained by several processes (JAX): process 0's address, where it serves the others.")
-@click.option("--num-processes", type=int, envvar="KERAS_DISTRIBUTION_NUM_PROCESSES",
-              help="With --coordinator: how many processes train the run.")
-@click.option("--process-id", type=int, envvar="KERAS_DISTRIBUTION_PROCESS_ID",
-              help="With --coordinator: this process's id, 0 to N-1; 0 writes the run folders.")
-@click.option("--cluster", is_flag=True, help="Several processes, found by JAX's cluster detection (SLURM and "
-                                              "the like) instead of --coordinator.")
-@click.option("--coordinator-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="Seconds a process other than 0 waits for the coordinator to answer.")
-def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, sets, quick, dry_run, restart, shard,
-        parallel, track, no_report, coordinator, num_processes, process_id, cluster, coordinator_timeout):
+@click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    envvar="KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    help="One run trained by several processes (JAX): process 0's address, where it serves the others.",
+)
+@click.option(
+    "--num-processes",
+    type=int,
+    envvar="KERAS_DISTRIBUTION_NUM_PROCESSES",
+    help="With --coordinator: how many processes train the run.",
+)
+@click.option(
+    "--process-id",
+    type=int,
+    envvar="KERAS_DISTRIBUTION_PROCESS_ID",
+    help="With --coordinator: this process's id, 0 to N-1; 0 writes the run folders.",
+)
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Several processes, found by JAX's cluster detection (SLURM and the like) instead of --coordinator.",
+)
+@click.option(
+    "--coordinator-timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a process other than 0 waits for the coordinator to answer.",
+)
+def run(
+    recipes,
+    data_source,
+    out,
+    epochs,
+    subset,
+    variants,
+    seeds,
+    max_seeds,
+    sets,
+    quick,
+    dry_run,
+    restart,
+    shard,
+    parallel,
+    track,
+    no_report,
+    coordinator,
+    num_processes,
+    process_id,
+    cluster,
+    coordinator_timeout,
+):
     """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
     the other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
@@ -158,8 +238,10 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
     overrides = _overrides(sets, {"train.epochs": epochs, "data.subset": subset}, quick)
     auto = seeds == "auto"
     if auto and (shard or coordinator or cluster):
-        raise UserError("--seeds auto decides each next seed from the finished runs; it does not combine with "
-                        "--shard, --coordinator or --cluster (give the seeds, e.g. --seeds 0,1,2)")
+        raise UserError(
+            "--seeds auto decides each next seed from the finished runs; it does not combine with "
+            "--shard, --coordinator or --cluster (give the seeds, e.g. --seeds 0,1,2)"
+        )
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
 
     def sweep_of(seed_list):
@@ -170,8 +252,10 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
         runs = cluster_lib.shard_of(runs, cluster_lib.parse_shard(shard))
     processes = cluster_lib.processes_of(coordinator, num_processes, process_id, cluster)
     if parallel and processes:
-        raise UserError("--parallel trains several runs at once; --coordinator/--cluster train one run in several "
-                        "processes: use one or the other")
+        raise UserError(
+            "--parallel trains several runs at once; --coordinator/--cluster train one run in several "
+            "processes: use one or the other"
+        )
     source = data_lib.canonical_source(data_source)
     backend.check()
     if dry_run or parallel:
@@ -200,10 +284,17 @@ def run(recipes, data_source, out, epochs, subset, variants, seeds, max_seeds, s
         if parallel:
             from keras_cifar import parallel as parallel_lib
 
-            common = ["--data", source, "--out", out, *(["--quick"] if quick else []),
-                      *(["--epochs", str(epochs)] if epochs else []),
-                      *(["--subset", str(subset)] if subset else []), *[a for s in sets for a in ("--set", s)],
-                      *(["--restart"] if restart else [])]
+            common = [
+                "--data",
+                source,
+                "--out",
+                out,
+                *(["--quick"] if quick else []),
+                *(["--epochs", str(epochs)] if epochs else []),
+                *(["--subset", str(subset)] if subset else []),
+                *[a for s in sets for a in ("--set", s)],
+                *(["--restart"] if restart else []),
+            ]
             command = parallel_lib.child_command({r.name: r.path for r in loaded}, common)
             results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
         else:
@@ -261,8 +352,9 @@ def _report_recipe(recipe_dir, out_dir=None, track=None):
 
 @main.command()
 @click.argument("run_roots", metavar="RUN_ROOT...", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Write each recipe's report into OUT/<recipe>/ instead of its run folder.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Write each recipe's report into OUT/<recipe>/ instead of its run folder."
+)
 @click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
 def report(run_roots, out, track):
     """Figures, a Markdown table and summary.json for the runs of one or more recipes.
@@ -286,14 +378,24 @@ def report(run_roots, out, track):
 
 @main.command()
 @click.argument("run_root", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="The page to write; figure links in it are relative to its folder. [default: "
-                   "RUN_ROOT/comparison.md] An existing page is only replaced if `compare` wrote it for RUN_ROOT.")
-@click.option("--notes", type=click.Path(exists=True, dir_okay=False),
-              help="A hand-written Markdown file, included as the page's Discussion section.")
-@click.option("--recipes", "recipes_dir", type=click.Path(file_okay=False),
-              help="A folder of recipes whose `report:` sections hold the report's claims.  [default: the shipped "
-                   "recipes, `keras-cifar recipes`]")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="The page to write; figure links in it are relative to its folder. [default: "
+    "RUN_ROOT/comparison.md] An existing page is only replaced if `compare` wrote it for RUN_ROOT.",
+)
+@click.option(
+    "--notes",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A hand-written Markdown file, included as the page's Discussion section.",
+)
+@click.option(
+    "--recipes",
+    "recipes_dir",
+    type=click.Path(file_okay=False),
+    help="A folder of recipes whose `report:` sections hold the report's claims.  [default: the shipped "
+    "recipes, `keras-cifar recipes`]",
+)
 def compare(run_root, out, notes, recipes_dir):
     """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
 
@@ -309,32 +411,68 @@ def compare(run_root, out, notes, recipes_dir):
     from keras_cifar.compare import write_page
 
     out = out or str(Path(run_root) / "comparison.md")
-    command = (f"keras-cifar compare {run_root} --out {out}" + (f" --notes {notes}" if notes else "")
-               + (f" --recipes {recipes_dir}" if recipes_dir else ""))
+    command = (
+        f"keras-cifar compare {run_root} --out {out}"
+        + (f" --notes {notes}" if notes else "")
+        + (f" --recipes {recipes_dir}" if recipes_dir else "")
+    )
     say(f"wrote {write_page(run_root, out, command, notes, recipes_dir or cfg.SHIPPED_RECIPES)}")
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]",
-                type=click.Path(file_okay=False))
-@click.option("--dims", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="1: loss along theta* + a*d; 2: over the plane theta* + a*d + b*e (points^2 evaluations).")
-@click.option("--points", type=click.IntRange(min=2), default=21, show_default=True,
-              help="Grid points per axis (odd counts put one exactly on the trained weights).")
-@click.option("--range", "span", nargs=2, type=float, default=(-1.0, 1.0), show_default=True, metavar="MIN MAX",
-              help="Range of a (and b); must contain 0. At 1 each filter moves by its own norm.")
-@click.option("--images", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Class-balanced images to evaluate on (fewer if the split has fewer).")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="The run's training set or the test half of the project's split.")
-@options.data("Read the images from PATH (same formats as `run --data`) instead of each run's recorded "
-              "data_source.", envvar=None)
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Output folder. Default: the run folder; required with several RUN_DIRs.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the random directions: equal seeds give equal directions.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Images per evaluation batch.")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]", type=click.Path(file_okay=False))
+@click.option(
+    "--dims",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="1: loss along theta* + a*d; 2: over the plane theta* + a*d + b*e (points^2 evaluations).",
+)
+@click.option(
+    "--points",
+    type=click.IntRange(min=2),
+    default=21,
+    show_default=True,
+    help="Grid points per axis (odd counts put one exactly on the trained weights).",
+)
+@click.option(
+    "--range",
+    "span",
+    nargs=2,
+    type=float,
+    default=(-1.0, 1.0),
+    show_default=True,
+    metavar="MIN MAX",
+    help="Range of a (and b); must contain 0. At 1 each filter moves by its own norm.",
+)
+@click.option(
+    "--images",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Class-balanced images to evaluate on (fewer if the split has fewer).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default="train",
+    show_default=True,
+    help="The run's training set or the test half of the project's split.",
+)
+@options.data(
+    "Read the images from PATH (same formats as `run --data`) instead of each run's recorded data_source.", envvar=None
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Output folder. Default: the run folder; required with several RUN_DIRs."
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the random directions: equal seeds give equal directions.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Images per evaluation batch.")
 @click.option("--surface", is_flag=True, help="With --dims 2, also draw a 3D loss surface image.")
 def landscape(run_dirs, dims, points, span, images, split, data_source, out, seed, batch_size, surface):
     """Loss and accuracy landscapes around a run's trained weights (Li et al. 2018).
@@ -374,15 +512,24 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
 @click.option("--epochs", type=click.IntRange(min=1), help="Override tune.epochs (epochs per trial).")
 @options.subset
 @click.option("--variant", help="The recipe variant to tune (needed when the recipe has several).")
-@options.sets("Override any recipe key, tune section included: --set tune.max_trials=4 "
-              "--set 'tune.space.batch_size=[128,256]' --set model.width=16.")
-@click.option("--final", is_flag=True,
-              help="Afterwards retrain the best trial (best.yaml, as `run` does) and report its test accuracy.")
-@click.option("--chief", metavar="HOST:PORT",
-              help="Distributed: alone, serve the search's oracle on HOST:PORT (use 0.0.0.0:PORT to accept other "
-                   "machines); with --worker, the chief to get trials from.")
-@click.option("--worker", metavar="ID", help="Distributed: run trials for the chief at --chief, as worker ID "
-                                              "(a name unique among the workers).")
+@options.sets(
+    "Override any recipe key, tune section included: --set tune.max_trials=4 "
+    "--set 'tune.space.batch_size=[128,256]' --set model.width=16."
+)
+@click.option(
+    "--final", is_flag=True, help="Afterwards retrain the best trial (best.yaml, as `run` does) and report its test accuracy."
+)
+@click.option(
+    "--chief",
+    metavar="HOST:PORT",
+    help="Distributed: alone, serve the search's oracle on HOST:PORT (use 0.0.0.0:PORT to accept other "
+    "machines); with --worker, the chief to get trials from.",
+)
+@click.option(
+    "--worker",
+    metavar="ID",
+    help="Distributed: run trials for the chief at --chief, as worker ID (a name unique among the workers).",
+)
 def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, worker):
     """Search RECIPE's learning rate and batch size (and optionally momentum and weight decay) with
     KerasTuner, picking by validation accuracy; the test split is never used to choose.
@@ -402,8 +549,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     (`--worker 1 --chief CHIEF_HOST:8000`), all with the same recipe and options; the chief writes
     the results when every trial has ended.
     """
-    search = cfg.search_of(cfg.load_recipe(recipe),
-                           _overrides(sets, {"tune.epochs": epochs, "data.subset": subset}), variant)
+    search = cfg.search_of(cfg.load_recipe(recipe), _overrides(sets, {"tune.epochs": epochs, "data.subset": subset}), variant)
     backend.check()
     backend.check_settings(search.config, f"{search.recipe}/{search.variant}")
     cifar = data_lib.load(data_source)
@@ -421,21 +567,43 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--backends", default="tensorflow,jax,torch", show_default=True,
-              help="Comma-separated Keras backends, each trained in a process of its own; BACKEND:PRECISION "
-                   "(torch:fp32) pins the precision of that one.")
-@click.option("--precision", "precisions", default="fp32", show_default=True,
-              help="Comma-separated precisions for each backend: fp32 (float32) and/or bf16 (mixed_bfloat16).")
-@click.option("--epochs", type=click.IntRange(min=2), default=3, show_default=True,
-              help="Epochs per configuration: the first compiles, the others are timed.")
-@click.option("--reference/--no-reference", default=False, show_default=True,
-              help="Also train the same network and recipe in plain PyTorch (fp32, and bf16 where it is faster "
-                   "on this machine) and give every configuration's ratio to it. Needs PyTorch.")
+@click.option(
+    "--backends",
+    default="tensorflow,jax,torch",
+    show_default=True,
+    help="Comma-separated Keras backends, each trained in a process of its own; BACKEND:PRECISION "
+    "(torch:fp32) pins the precision of that one.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    default="fp32",
+    show_default=True,
+    help="Comma-separated precisions for each backend: fp32 (float32) and/or bf16 (mixed_bfloat16).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=2),
+    default=3,
+    show_default=True,
+    help="Epochs per configuration: the first compiles, the others are timed.",
+)
+@click.option(
+    "--reference/--no-reference",
+    default=False,
+    show_default=True,
+    help="Also train the same network and recipe in plain PyTorch (fp32, and bf16 where it is faster "
+    "on this machine) and give every configuration's ratio to it. Needs PyTorch.",
+)
 @options.data()
 @options.subset
 @options.sets("Override any recipe key, as for `run`.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False),
-              help="Also write the results as JSON to FILE, rewritten after each configuration.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    help="Also write the results as JSON to FILE, rewritten after each configuration.",
+)
 def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
     """How fast `run` trains RECIPE (default: recipes/baseline.yaml) on each backend and precision.
 
@@ -450,12 +618,19 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
             --set model.width=16 --subset 5000 --epochs 3 --reference
     """
     from keras_cifar import bench as bench_lib
+
     recipe_obj = cfg.load_recipe(recipe or "baseline")
-    spec = cfg.sweep(recipe_obj, _overrides(sets, {"data.subset": subset}),
-                     variants=[next(iter(recipe_obj.variants))])[0]
+    spec = cfg.sweep(recipe_obj, _overrides(sets, {"data.subset": subset}), variants=[next(iter(recipe_obj.variants))])[0]
     configs = bench_lib.configurations(backends, precisions, reference)
-    record = bench_lib.run_bench(recipe_obj, spec.config, data_lib.canonical_source(data_source), configs, epochs,
-                                 reference, saved=lambda r: json_file and write_json(json_file, r))
+    record = bench_lib.run_bench(
+        recipe_obj,
+        spec.config,
+        data_lib.canonical_source(data_source),
+        configs,
+        epochs,
+        reference,
+        saved=lambda r: json_file and write_json(json_file, r),
+    )
     say("\n" + bench_lib.table(record))
     if json_file:
         say(f"wrote {json_file}")
@@ -468,8 +643,11 @@ MARKERS = ("<!-- recipes: made by `keras-cifar recipes --into` -->", "<!-- /reci
 
 @main.group(invoke_without_command=True)
 @click.option("--names", is_flag=True, help="Print only the names of the report's experiments, in its order.")
-@click.option("--into", type=click.Path(exists=True, dir_okay=False),
-              help=f"Write the table into FILE, between its lines {MARKERS[0]} and {MARKERS[1]} (README.md's table).")
+@click.option(
+    "--into",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"Write the table into FILE, between its lines {MARKERS[0]} and {MARKERS[1]} (README.md's table).",
+)
 @click.pass_context
 def recipes(ctx, names, into):
     """The recipes that come with keras-cifar: one per experiment of the report, with what the report

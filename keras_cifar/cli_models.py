@@ -13,11 +13,20 @@ from keras_cifar.errors import DataError
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Export folder; each export adds the next version OUT/<n>/.  [default: RUN_DIR/export]")
-@click.option("--format", "fmt", type=click.Choice(["saved_model", "keras"]), default="saved_model", show_default=True,
-              help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
-                   ".keras file (no optimizer state).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Export folder; each export adds the next version OUT/<n>/.  [default: RUN_DIR/export]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["saved_model", "keras"]),
+    default="saved_model",
+    show_default=True,
+    help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
+    ".keras file (no optimizer state).",
+)
 def export_cmd(run_dir, out, fmt):
     """Export the trained model of RUN_DIR (a run folder or a .keras file) for serving.
 
@@ -79,10 +88,18 @@ def predict_cmd(model, images, top_k, as_json):
 @click.command("evaluate")
 @click.argument("model", type=click.Path(exists=True))
 @options.data()
-@click.option("--eval-subset", type=click.IntRange(min=1),
-              help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).")
-@click.option("--figure", default="confusion_matrix.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to save the confusion-matrix figure.")
+@click.option(
+    "--eval-subset",
+    type=click.IntRange(min=1),
+    help="Evaluate N class-balanced images of the test split (as data.eval_subset in a recipe).",
+)
+@click.option(
+    "--figure",
+    default="confusion_matrix.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to save the confusion-matrix figure.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
 def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
     """Test-split accuracy and cross-entropy of MODEL (an export folder, a .keras file or a run folder).
@@ -105,9 +122,20 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
     title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"
     plots.confusion(figure, result["confusion"], classifier.class_names, title)
     if as_json:
-        say(json.dumps({"model": classifier.source, "data": cifar.source, **result,
-                        "confusion": result["confusion"].tolist(), "figure": figure}))
+        say(
+            json.dumps(
+                {
+                    "model": classifier.source,
+                    "data": cifar.source,
+                    **result,
+                    "confusion": result["confusion"].tolist(),
+                    "figure": figure,
+                }
+            )
+        )
         return
-    say(f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
+    say(
+        f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
         f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
-        f"confusion matrix: {figure}")
+        f"confusion matrix: {figure}"
+    )

@@ -65,21 +65,22 @@ def distribute(config):
         return _mirrored(config, wanted)
     if backend != "jax":
         if wanted == "data_parallel":
-            raise BackendError(f"train.distribution: data_parallel runs on JAX (keras.distribution) and TensorFlow "
-                               f"(MirroredStrategy); Keras {keras.__version__}'s fit has no data parallelism on "
-                               f"{backend} (its DistributedDataParallel support comes in a later Keras); set "
-                               "KERAS_BACKEND=jax or tensorflow")
+            raise BackendError(
+                f"train.distribution: data_parallel runs on JAX (keras.distribution) and TensorFlow "
+                f"(MirroredStrategy); Keras {keras.__version__}'s fit has no data parallelism on "
+                f"{backend} (its DistributedDataParallel support comes in a later Keras); set "
+                "KERAS_BACKEND=jax or tensorflow"
+            )
         return Placement()
     import jax
 
     devices = jax.devices()  # of every process
     if jax.process_count() > 1 and wanted == "none":
-        raise ConfigError("train.distribution: none cannot train one run in several processes; use auto or "
-                          "data_parallel")
-    parallel = data_parallel(wanted, len(devices), devices[0].platform, config.data.batch_size,
-                             jax.process_count())
+        raise ConfigError("train.distribution: none cannot train one run in several processes; use auto or data_parallel")
+    parallel = data_parallel(wanted, len(devices), devices[0].platform, config.data.batch_size, jax.process_count())
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False) if parallel else None)
+        keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False) if parallel else None
+    )
     return Placement(len(devices) if parallel else 1, jax.process_count())
 
 
@@ -118,14 +119,17 @@ class Processes:
 def processes_of(coordinator, count, index, cluster):
     """The Processes the command line asks for (None: a single process), checked without JAX."""
     if cluster and (coordinator or count is not None or index is not None):
-        raise ConfigError("--cluster lets JAX find the cluster; leave out --coordinator, --num-processes and "
-                          "--process-id, or --cluster")
+        raise ConfigError(
+            "--cluster lets JAX find the cluster; leave out --coordinator, --num-processes and --process-id, or --cluster"
+        )
     if not (cluster or coordinator or count is not None or index is not None):
         return None
     if not cluster:
         if not coordinator or count is None or index is None:
-            raise ConfigError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
-                              "--process-id I (or KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID)")
+            raise ConfigError(
+                "a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
+                "--process-id I (or KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID)"
+            )
         parse_address(coordinator, "--coordinator")
         if count < 1 or not 0 <= index < count:
             raise ConfigError(f"--process-id {index} with --num-processes {count}: the id must be 0 to {count - 1}")
@@ -163,8 +167,10 @@ def _wait_for(host, port, timeout):
             return
         except OSError as e:
             if time.monotonic() > deadline:
-                raise ConfigError(f"--coordinator {host}:{port}: nothing answered within {timeout:.0f} s ({e}); start "
-                                  "process 0 there, or check the address") from None
+                raise ConfigError(
+                    f"--coordinator {host}:{port}: nothing answered within {timeout:.0f} s ({e}); start "
+                    "process 0 there, or check the address"
+                ) from None
             time.sleep(0.5)
 
 
@@ -199,8 +205,9 @@ def parse_shard(text, env=None):
         return scheduler_shard(text.partition("/")[2], os.environ if env is None else env)
     index, sep, count = (text or "").partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or int(count) < 1 or int(index) >= int(count):
-        raise ConfigError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/2 on the first of two machines), or auto, "
-                          f"got {text!r}")
+        raise ConfigError(
+            f"--shard: expected I/N with 0 <= I < N (e.g. 0/2 on the first of two machines), or auto, got {text!r}"
+        )
     return int(index), int(count)
 
 
@@ -212,17 +219,21 @@ def scheduler_shard(count, env):
         low = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
         index = int(env["SLURM_ARRAY_TASK_ID"]) - low
         total = env.get("SLURM_ARRAY_TASK_COUNT") or (
-            int(env["SLURM_ARRAY_TASK_MAX"]) - low + 1 if "SLURM_ARRAY_TASK_MAX" in env else None)
+            int(env["SLURM_ARRAY_TASK_MAX"]) - low + 1 if "SLURM_ARRAY_TASK_MAX" in env else None
+        )
         where = "the SLURM job array"
     elif "JOB_COMPLETION_INDEX" in env:
         index, total, where = int(env["JOB_COMPLETION_INDEX"]), env.get("KERAS_CIFAR_SHARDS"), "the Indexed Job"
     else:
-        raise ConfigError("--shard auto: neither SLURM_ARRAY_TASK_ID (a SLURM job array) nor JOB_COMPLETION_INDEX "
-                          "(a Kubernetes Indexed Job) is set; give --shard I/N instead")
+        raise ConfigError(
+            "--shard auto: neither SLURM_ARRAY_TASK_ID (a SLURM job array) nor JOB_COMPLETION_INDEX "
+            "(a Kubernetes Indexed Job) is set; give --shard I/N instead"
+        )
     total = int(count or total or 0)
     if total < 1:
-        raise ConfigError(f"--shard auto: {where} does not say how many tasks there are; give --shard auto/N "
-                          "(or set KERAS_CIFAR_SHARDS)")
+        raise ConfigError(
+            f"--shard auto: {where} does not say how many tasks there are; give --shard auto/N (or set KERAS_CIFAR_SHARDS)"
+        )
     if not 0 <= index < total:
         raise ConfigError(f"--shard auto: task {index} of {where} is not one of 0..{total - 1}")
     return index, total

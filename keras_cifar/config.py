@@ -69,11 +69,15 @@ def _activation(name: str) -> bool:
 
 PIPELINES = ("auto", "tf_data", "numpy")
 
-def setting(kind: str, default: Any, check: Callable[[Any], bool] = _anything, allowed: Any = "",
-            nullable: bool = False) -> Any:
+
+def setting(
+    kind: str, default: Any, check: Callable[[Any], bool] = _anything, allowed: Any = "", nullable: bool = False
+) -> Any:
     """One config key: a dataclass field whose metadata holds the Field that validates it."""
-    return dataclasses.field(default=tuple(default) if isinstance(default, list) else default,
-                             metadata={"field": Field(kind, default, check, allowed, nullable)})
+    return dataclasses.field(
+        default=tuple(default) if isinstance(default, list) else default,
+        metadata={"field": Field(kind, default, check, allowed, nullable)},
+    )
 
 
 def section(cls: type) -> Any:
@@ -95,8 +99,9 @@ class DataConfig:
     batch_size: int = setting("int", 128, _positive, "a positive integer")
     augment: bool = setting("bool", True)
     subset: int | None = setting("int", None, _positive, "a positive number of training images, or null for all", True)
-    eval_subset: int | None = setting("int", None, _positive,
-                                      "a positive number of validation/test images each, or null for all", True)
+    eval_subset: int | None = setting(
+        "int", None, _positive, "a positive number of validation/test images each, or null for all", True
+    )
     pipeline: str = setting("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES))
 
 
@@ -114,27 +119,39 @@ class ScheduleConfig:
     name: str = setting("str", "cosine", lambda v: v in SCHEDULES, SCHEDULES)
     warmup_epochs: float = setting("float", 0.0, _non_negative, "a number of epochs >= 0")
     restart_epochs: float = setting("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)")
-    step_epochs: tuple[int, ...] = setting("int_list", [60, 120, 160], lambda v: all(e > 0 for e in v),
-                                           "positive epochs (step)")
+    step_epochs: tuple[int, ...] = setting(
+        "int_list", [60, 120, 160], lambda v: all(e > 0 for e in v), "positive epochs (step)"
+    )
     gamma: float = setting("float", 0.2, _positive, "a positive factor (step)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = setting("int", 200, _positive, "a positive integer")
-    seeds: tuple[int, ...] = setting("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v),
-                                     "a list of seeds >= 0")
-    mixed_precision: str | bool = setting("str_or_bool", False, lambda v: v in ("auto", True, False),
-                                          "true (mixed_bfloat16), false (float32) or auto (bfloat16 on GPUs that "
-                                          "have it)")
+    seeds: tuple[int, ...] = setting("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0")
+    mixed_precision: str | bool = setting(
+        "str_or_bool",
+        False,
+        lambda v: v in ("auto", True, False),
+        "true (mixed_bfloat16), false (float32) or auto (bfloat16 on GPUs that have it)",
+    )
     jit_compile: str | bool = setting("str_or_bool", "auto", lambda v: v in ("auto", True, False), "auto, true or false")
-    steps_per_execution: str | int = setting("str_or_int", "auto", lambda v: v == "auto" or v > 0,
-                                             "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)")
-    checkpoint_seconds: float = setting("float", 60.0, _non_negative,
-                                        "seconds between checkpoints, >= 0 (0: after every epoch)")
-    distribution: str = setting("str", "auto", lambda v: v in DISTRIBUTIONS, " / ".join(DISTRIBUTIONS)
-                                + " (data_parallel: every device shares each global batch; auto: on JAX with "
-                                "several accelerators and at least 256 images a device)")
+    steps_per_execution: str | int = setting(
+        "str_or_int",
+        "auto",
+        lambda v: v == "auto" or v > 0,
+        "a positive integer or auto (8 on a GPU with JAX or TensorFlow, else 1)",
+    )
+    checkpoint_seconds: float = setting(
+        "float", 60.0, _non_negative, "seconds between checkpoints, >= 0 (0: after every epoch)"
+    )
+    distribution: str = setting(
+        "str",
+        "auto",
+        lambda v: v in DISTRIBUTIONS,
+        " / ".join(DISTRIBUTIONS) + " (data_parallel: every device shares each global batch; auto: on JAX with "
+        "several accelerators and at least 256 images a device)",
+    )
 
 
 @dataclass(frozen=True)
@@ -177,8 +194,10 @@ class Config:
 
 def _schema(cls: type) -> dict[str, Any]:
     """The Fields of a config dataclass, nested like its sections: what merge() validates against."""
-    return {f.name: f.metadata["field"] if "field" in f.metadata else _schema(f.metadata["section"])
-            for f in dataclasses.fields(cls)}
+    return {
+        f.name: f.metadata["field"] if "field" in f.metadata else _schema(f.metadata["section"])
+        for f in dataclasses.fields(cls)
+    }
 
 
 def _build(cls: Any, values: dict[str, Any]) -> Any:
@@ -186,8 +205,13 @@ def _build(cls: Any, values: dict[str, Any]) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         value = values[f.name]
-        kwargs[f.name] = (_build(f.metadata["section"], value) if "section" in f.metadata
-                          else tuple(value) if isinstance(value, list) else value)
+        kwargs[f.name] = (
+            _build(f.metadata["section"], value)
+            if "section" in f.metadata
+            else tuple(value)
+            if isinstance(value, list)
+            else value
+        )
     return cls(**kwargs)
 
 
@@ -201,8 +225,12 @@ SCHEMA = _schema(Config)
 
 # How a run executes, not what it computes: configs that differ only here are the same experiment, so a
 # finished run is kept and a twin reused whatever these say.
-EXECUTION_KEYS = (("train", "jit_compile"), ("train", "steps_per_execution"), ("train", "checkpoint_seconds"),
-                  ("train", "distribution"))
+EXECUTION_KEYS = (
+    ("train", "jit_compile"),
+    ("train", "steps_per_execution"),
+    ("train", "checkpoint_seconds"),
+    ("train", "distribution"),
+)
 RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
 
 # Selection uses the validation split only; the value is the direction KerasTuner optimizes.
@@ -229,8 +257,12 @@ SPACE = {
 }
 TUNE_SCHEMA = {
     "tuner": Field("str", "random", lambda v: v in TUNERS, " / ".join(TUNERS)),
-    "objective": Field("str", "val_accuracy", lambda v: v in OBJECTIVES,
-                       " or ".join(OBJECTIVES) + " (the validation split; the test split is never used for selection)"),
+    "objective": Field(
+        "str",
+        "val_accuracy",
+        lambda v: v in OBJECTIVES,
+        " or ".join(OBJECTIVES) + " (the validation split; the test split is never used for selection)",
+    ),
     "max_trials": Field("int", 10, _positive, "a positive integer (hyperband: also limited by its brackets)"),
     "epochs": Field("int", 10, _positive, "a positive number of epochs per trial (hyperband: the most)"),
     "executions_per_trial": Field("int", 1, _positive, "a positive integer (trainings per trial, seeds seed, seed+1, ...)"),
@@ -270,8 +302,9 @@ def _coerce(field: Field, value: Any, where: str) -> Any:
         value = [value]
     has_kind, words = KINDS[field.kind]
     if not has_kind(value):
-        raise ConfigError(f"{where}: expected {words}, got {value!r}"
-                          + (f" (allowed: {field.allowed})" if field.allowed else ""))
+        raise ConfigError(
+            f"{where}: expected {words}, got {value!r}" + (f" (allowed: {field.allowed})" if field.allowed else "")
+        )
     value = float(value) if field.kind == "float" else value
     if not field.check(value):
         raise ConfigError(f"{where}: {value!r} is not allowed; use {field.allowed}")
@@ -289,8 +322,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def merge(config: dict[str, Any], override: Any, source: str | Path, path: str = "",
-          schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def merge(
+    config: dict[str, Any], override: Any, source: str | Path, path: str = "", schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Return `config` updated by the partial `override`, validating every key against `schema`
     (default: the SCHEMA section at `path`)."""
     if schema is None:
@@ -333,8 +367,10 @@ def merge_tune(tune: dict[str, Any], override: Any, source: str | Path) -> dict[
 
 def _merge_space(space: dict[str, Any], override: Any, source: str | Path) -> dict[str, Any]:
     if not isinstance(override, dict):
-        raise ConfigError(f"{source}: tune.space must map hyperparameters ({', '.join(SPACE)}) to a list of "
-                          f"choices or a {{min, max}} range, got {override!r}")
+        raise ConfigError(
+            f"{source}: tune.space must map hyperparameters ({', '.join(SPACE)}) to a list of "
+            f"choices or a {{min, max}} range, got {override!r}"
+        )
     out = copy.deepcopy(space)
     for name, value in override.items():
         if name not in SPACE:
@@ -363,8 +399,9 @@ def _space_entry(dim: Dim, value: Any, where: str) -> Any:
         if not low < high:
             raise ConfigError(f"{where}: min ({low}) must be below max ({high})")
         if dim.sampling == "log" and low <= 0:
-            raise ConfigError(f"{where}: a range is sampled log-uniformly and needs min > 0; "
-                              "to include 0 give a list of choices")
+            raise ConfigError(
+                f"{where}: a range is sampled log-uniformly and needs min > 0; to include 0 give a list of choices"
+            )
         return {"min": low, "max": high}
     words = "a non-empty list of choices" + (" or a {min, max} range" if dim.sampling else "")
     raise ConfigError(f"{where}: expected {words}, got {value!r}")
@@ -426,8 +463,10 @@ def recipe_file(text: str | Path) -> Path:
     shipped = shipped_recipes()
     if path.stem in shipped and path.suffix in ("", ".yaml"):
         return shipped[path.stem]
-    raise ConfigError(f"{text}: no such recipe file, and no shipped recipe of that name; shipped: "
-                      f"{', '.join(shipped)} (keras-cifar recipes lists them)")
+    raise ConfigError(
+        f"{text}: no such recipe file, and no shipped recipe of that name; shipped: "
+        f"{', '.join(shipped)} (keras-cifar recipes lists them)"
+    )
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -462,8 +501,10 @@ def load_recipes(paths: Iterable[str | Path]) -> list[Recipe]:
     for path in paths:
         recipe = load_recipe(path)
         if recipe.name in seen:
-            raise ConfigError(f"{path}: its name {recipe.name!r} is also the name of {seen[recipe.name]}; "
-                              "recipes of one run need distinct names")
+            raise ConfigError(
+                f"{path}: its name {recipe.name!r} is also the name of {seen[recipe.name]}; "
+                "recipes of one run need distinct names"
+            )
         seen[recipe.name] = path
         recipes.append(recipe)
     return recipes
@@ -494,8 +535,12 @@ def parse_sets(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def sweep(recipe: Recipe, overrides: dict[str, Any] | None = None, variants: list[str] | None = None,
-          seeds: Iterable[int] | None = None) -> list[RunSpec]:
+def sweep(
+    recipe: Recipe,
+    overrides: dict[str, Any] | None = None,
+    variants: list[str] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> list[RunSpec]:
     """Resolve the runs of `recipe`: each selected variant at each seed, command-line overrides last."""
     if variants:
         unknown = [v for v in variants if v not in recipe.variants]
@@ -529,9 +574,9 @@ def search_of(recipe: Recipe, overrides: dict[str, Any] | None = None, variant: 
     tune = merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")
     if variant is None:
         if len(recipe.variants) > 1:
-            raise ConfigError(f"{recipe.path}: has variants {', '.join(recipe.variants)}; "
-                              "choose the one to tune with --variant NAME")
+            raise ConfigError(
+                f"{recipe.path}: has variants {', '.join(recipe.variants)}; choose the one to tune with --variant NAME"
+            )
         variant = next(iter(recipe.variants))
     spec = sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
     return Search(recipe.name, variant, spec.config, tune)
-

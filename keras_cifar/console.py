@@ -30,8 +30,10 @@ def run_table(rows):
     """The table a sweep ends with: one line per (RunSpec, RunRecord) of `rows`."""
     lines = [f"{'variant':<16} {'seed':>4}  {'status':<9} {'test acc':>9} {'val acc':>9} {'time':>8}"]
     for spec, m in rows:
-        lines.append(f"{spec.variant:<16} {spec.seed:>4}  {m.status:<9} {pct(m.test_accuracy):>9} "
-                     f"{pct(m.val_accuracy):>9} {duration(m.wall_seconds):>8}")
+        lines.append(
+            f"{spec.variant:<16} {spec.seed:>4}  {m.status:<9} {pct(m.test_accuracy):>9} "
+            f"{pct(m.val_accuracy):>9} {duration(m.wall_seconds):>8}"
+        )
     return "\n".join(lines)
 
 

@@ -61,7 +61,8 @@ class _ScheduleSteps:
             # Initialized with the values (TensorFlow may build the optimizer while tracing a step, where an
             # assign would be left in that trace's graph).
             self._learning_rate.steps = self.add_variable(
-                (3,), keras.initializers.Constant(self._learning_rate.lengths()), "float32", name="schedule_steps")
+                (3,), keras.initializers.Constant(self._learning_rate.lengths()), "float32", name="schedule_steps"
+            )
 
 
 class _CoupledL2:
@@ -131,9 +132,13 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {
-            "name": self.name, "peak": self.peak, "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps, "period_steps": self.period_steps,
-            "boundaries": self.boundaries, "gamma": self.gamma,
+            "name": self.name,
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "period_steps": self.period_steps,
+            "boundaries": self.boundaries,
+            "gamma": self.gamma,
         }
 
 

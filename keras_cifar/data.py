@@ -31,8 +31,10 @@ TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, 
 
 def accepted():
     """What --data accepts, in words (from the FORMATS registry)."""
-    return (f"a local CIFAR-10 copy, as a folder or .tar(.gz): {FORMATS.help()}; a prepared TFDS data dir "
-            "holding cifar10/; or synthetic[:N] (a learnable stand-in for tests)")
+    return (
+        f"a local CIFAR-10 copy, as a folder or .tar(.gz): {FORMATS.help()}; a prepared TFDS data dir "
+        "holding cifar10/; or synthetic[:N] (a learnable stand-in for tests)"
+    )
 
 
 def source_help():
@@ -136,8 +138,9 @@ def _load_tfds(data_dir):
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise DataError(f"the default CIFAR-10 source is TFDS, which cannot be imported ({e}); "
-                        f"pip install tensorflow-datasets. {offline}") from None
+        raise DataError(
+            f"the default CIFAR-10 source is TFDS, which cannot be imported ({e}); pip install tensorflow-datasets. {offline}"
+        ) from None
     download = data_dir is None
     if download:
         data_dir = Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
@@ -148,17 +151,25 @@ def _load_tfds(data_dir):
     before = _folders(data_dir)
     where = "the TFDS download of CIFAR-10" if download else f"TFDS data dir {data_dir}"
     try:
-        train, test = tfds.as_numpy(tfds.load("cifar10", split=["train", "test"], batch_size=-1,
-                                              as_supervised=True, data_dir=str(data_dir), download=download))
+        train, test = tfds.as_numpy(
+            tfds.load(
+                "cifar10", split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=str(data_dir), download=download
+            )
+        )
     except ImportError as e:  # a library TFDS needs but did not declare
-        raise DataError(f"{where} failed: a library it needs is missing ({e}); pip install "
-                        f"{getattr(e, 'name', None) or 'it'} and try again") from None
+        raise DataError(
+            f"{where} failed: a library it needs is missing ({e}); pip install {getattr(e, 'name', None) or 'it'} and try again"
+        ) from None
     except Exception as e:  # network, missing files, corrupt records: all end here
         _remove_new_empty_folders(data_dir, before)
-        raise DataError(f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-                        f"{offline}") from None
-    return Cifar(train[0], train[1].astype(np.int32), test[0], test[1].astype(np.int32),
-                 source=TFDS_DOWNLOAD if download else f"tfds:{data_dir}")
+        raise DataError(f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. {offline}") from None
+    return Cifar(
+        train[0],
+        train[1].astype(np.int32),
+        test[0],
+        test[1].astype(np.int32),
+        source=TFDS_DOWNLOAD if download else f"tfds:{data_dir}",
+    )
 
 
 def _tfds_url(tfds, data_dir):
@@ -179,8 +190,9 @@ def _unreachable(url, timeout=10.0):
 
     def probe():
         try:
-            socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
-                                     timeout=timeout).close()
+            socket.create_connection(
+                (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
+            ).close()
             outcome[0] = None
         except OSError as e:
             outcome[0] = f"{type(e).__name__}: {e}"

@@ -34,8 +34,7 @@ def binary(path, files):
     return _concat(train, [_read_binary(files[by_base["test_batch.bin"]]())])
 
 
-@FORMATS.add("python", "the official python version, cifar-10-python.tar.gz or its folder (numpy arrays "
-                       "only are unpickled)")
+@FORMATS.add("python", "the official python version, cifar-10-python.tar.gz or its folder (numpy arrays only are unpickled)")
 def python(path, files):
     by_base = _by_base(files)
     if "data_batch_1" not in by_base or "test_batch" not in by_base:
@@ -75,9 +74,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain dicts, lists and numpy arrays only: nothing else in a CIFAR batch is expected."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module, name):

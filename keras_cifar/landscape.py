@@ -144,9 +144,11 @@ def evaluation_model(run):
     from keras_cifar.serving import load_keras
 
     model = load_keras(run.path / "model.keras")
-    model.compile(loss=get_loss(run.config.loss),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  jit_compile=run.config.train.jit_compile)
+    model.compile(
+        loss=get_loss(run.config.loss),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=run.config.train.jit_compile,
+    )
     return model
 
 
@@ -189,8 +191,10 @@ def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
         point = [0.0] * dims
         point[axis] = sign * radius
         if coords[0] <= point[axis] <= coords[-1]:
-            points[f"{AXES[axis]}={point[axis]:+g}"] = {"loss": value_at(coords, loss, point),
-                                                       "accuracy": value_at(coords, accuracy, point)}
+            points[f"{AXES[axis]}={point[axis]:+g}"] = {
+                "loss": value_at(coords, loss, point),
+                "accuracy": value_at(coords, accuracy, point),
+            }
 
     def mean_change(key, ref, sign):
         values = [p[key] for p in points.values()]
@@ -201,10 +205,13 @@ def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
     return {
         "centre": {"loss": c_loss, "accuracy": c_acc},
         "loss": {"min": _extreme(coords, loss, np.nanargmin), "max": _extreme(coords, loss, np.nanargmax)},
-        "accuracy": {"min": _extreme(coords, accuracy, np.nanargmin),
-                     "max": _extreme(coords, accuracy, np.nanargmax)},
-        "sharpness": {"radius": radius, "loss_rise": mean_change("loss", c_loss, 1),
-                      "accuracy_drop": mean_change("accuracy", c_acc, -1), "points": points},
+        "accuracy": {"min": _extreme(coords, accuracy, np.nanargmin), "max": _extreme(coords, accuracy, np.nanargmax)},
+        "sharpness": {
+            "radius": radius,
+            "loss_rise": mean_change("loss", c_loss, 1),
+            "accuracy_drop": mean_change("accuracy", c_acc, -1),
+            "points": points,
+        },
         "non_finite_points": int(np.sum(~np.isfinite(loss))),
     }
 
@@ -219,8 +226,10 @@ def title(runs, settings):
     scales = {scale_text(r) for r in runs}
     names = " vs ".join(r.label for r in runs)
     scale = scales.pop() if len(scales) == 1 else "; ".join(f"{r.label}: {scale_text(r)}" for r in runs)
-    return (f"{names} ({scale})\n{settings.images} {settings.split} images per point, filter-normalized "
-            f"random directions (seed {settings.seed})")
+    return (
+        f"{names} ({scale})\n{settings.images} {settings.split} images per point, filter-normalized "
+        f"random directions (seed {settings.seed})"
+    )
 
 
 def run_landscape(runs, settings, data_source=None, out=None):
@@ -234,10 +243,15 @@ def run_landscape(runs, settings, data_source=None, out=None):
     coords = grid(settings.span, settings.points)
     out = Path(out or runs[0].path)
     make_dirs(out)
-    record = {**asdict(settings), "range": [float(v) for v in settings.span], "sharpness_radius": SHARPNESS_RADIUS,
-              "directions": "Gaussian, filter-normalized (Li et al. 2018); zero for biases and BatchNorm "
-                            "gamma/beta; BatchNorm moving statistics as trained (inference mode); "
-                            "no augmentation", **environment()}
+    record = {
+        **asdict(settings),
+        "range": [float(v) for v in settings.span],
+        "sharpness_radius": SHARPNESS_RADIUS,
+        "directions": "Gaussian, filter-normalized (Li et al. 2018); zero for biases and BatchNorm "
+        "gamma/beta; BatchNorm moving statistics as trained (inference mode); "
+        "no augmentation",
+        **environment(),
+    }
     del record["span"], record["surface"]
     datasets, surfaces, summaries = {}, [], []
     for run in runs:
@@ -250,15 +264,24 @@ def run_landscape(runs, settings, data_source=None, out=None):
         keras.backend.clear_session()
         model = evaluation_model(run)
         directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
-        say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
-            f"from {datasets[source].source}")
+        say(
+            f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
+            f"from {datasets[source].source}"
+        )
         feeder = Feeder(settings.batch_size, run.config.data.pipeline, settings.batch_size)
         start = time.perf_counter()
         surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
         surfaces.append(surface)
-        summaries.append({"label": run.label, "run_dir": str(run.path), "data_source": datasets[source].source,
-                          "images": len(y), "seconds": round(time.perf_counter() - start, 1),
-                          **surface_summary(coords, surface["loss"], surface["accuracy"])})
+        summaries.append(
+            {
+                "label": run.label,
+                "run_dir": str(run.path),
+                "data_source": datasets[source].source,
+                "images": len(y),
+                "seconds": round(time.perf_counter() - start, 1),
+                **surface_summary(coords, surface["loss"], surface["accuracy"]),
+            }
+        )
     labels = [r.label for r in runs]
     loss = np.stack([s["loss"] for s in surfaces])
     accuracy = np.stack([s["accuracy"] for s in surfaces])
@@ -271,6 +294,7 @@ def run_landscape(runs, settings, data_source=None, out=None):
     else:
         figures = [plots.landscape_2d(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
     if settings.surface:
-        figures.append(plots.landscape_surface(out / "landscape_2d_surface.png", coords, labels, loss,
-                                               "Loss surface: " + heading))
+        figures.append(
+            plots.landscape_surface(out / "landscape_2d_surface.png", coords, labels, loss, "Loss surface: " + heading)
+        )
     return [stem.with_suffix(".npz"), stem.with_suffix(".json"), *figures]

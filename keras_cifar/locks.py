@@ -52,8 +52,15 @@ class Lock:
                 continue
             try:
                 with writing(self.path), os.fdopen(fd, "w") as f:
-                    json.dump({"host": socket.gethostname(), "pid": os.getpid(), "task": task_identity(),
-                               "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+                    json.dump(
+                        {
+                            "host": socket.gethostname(),
+                            "pid": os.getpid(),
+                            "task": task_identity(),
+                            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        },
+                        f,
+                    )
             except WriteError:
                 self.path.unlink(missing_ok=True)
                 raise

@@ -13,8 +13,7 @@ def cross_entropy():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
 
 
-@LOSSES.add("multi_margin", "PyTorch's MultiMarginLoss, p=1, margin 1: mean over classes i != y of "
-                            "max(0, 1 - x[y] + x[i])")
+@LOSSES.add("multi_margin", "PyTorch's MultiMarginLoss, p=1, margin 1: mean over classes i != y of max(0, 1 - x[y] + x[i])")
 def multi_margin():
     from keras_cifar.custom_objects import MultiMarginLoss
 

@@ -79,8 +79,13 @@ def _conv_bn(x, filters, kernel, stride, batch_norm, name):
     if kernel == 3 and stride != 1:
         x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     x = keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
-        kernel_initializer=TorchUniform(), name=f"{name}_conv",
+        filters,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=not batch_norm,
+        kernel_initializer=TorchUniform(),
+        name=f"{name}_conv",
     )(x)
     if batch_norm:
         x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)

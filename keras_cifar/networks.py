@@ -11,8 +11,7 @@ from keras_cifar.registry import Registry
 MODELS = Registry("network")
 
 
-@MODELS.add("resnet18", "the report's ResNet-18 for 32x32 images, with model.width, .batch_norm, .shortcut "
-                        "and .activation")
+@MODELS.add("resnet18", "the report's ResNet-18 for 32x32 images, with model.width, .batch_norm, .shortcut and .activation")
 def resnet18(model: Any, num_classes: int) -> Any:  # model: a config.ModelConfig
     from keras_cifar.models import build_resnet18
 

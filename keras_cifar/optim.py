@@ -10,8 +10,7 @@ OPTIMIZERS = Registry("optimizer")  # factory(config.OptimizerConfig, learning-r
 SCHEDULES = Registry("schedule")  # f(t, s) -> learning rate, t = steps after warm-up; s: lengths in steps (tensors)
 
 
-@OPTIMIZERS.add("sgd", "SGD with optimizer.momentum and .nesterov; weight decay added to the gradient, as "
-                       "PyTorch does")
+@OPTIMIZERS.add("sgd", "SGD with optimizer.momentum and .nesterov; weight decay added to the gradient, as PyTorch does")
 def sgd(opt, learning_rate):
     from keras_cifar.custom_objects import SGD
 
@@ -39,8 +38,11 @@ def constant(t, s):
     return ops.ones_like(t) * s.peak
 
 
-@SCHEDULES.add("cosine", "annealed to 0 along a half cosine over the run, per step; at epoch ends it equals "
-                         "PyTorch's CosineAnnealingLR(T_max=epochs)")
+@SCHEDULES.add(
+    "cosine",
+    "annealed to 0 along a half cosine over the run, per step; at epoch ends it equals "
+    "PyTorch's CosineAnnealingLR(T_max=epochs)",
+)
 def cosine(t, s):
     from keras import ops
 
@@ -68,7 +70,8 @@ def make_schedule(schedule, learning_rate, epochs, steps_per_epoch):
     from keras_cifar.custom_objects import Schedule
 
     return Schedule(
-        schedule.name, learning_rate,
+        schedule.name,
+        learning_rate,
         total_steps=epochs * steps_per_epoch,
         warmup_steps=round(schedule.warmup_epochs * steps_per_epoch),
         period_steps=round(schedule.restart_epochs * steps_per_epoch),

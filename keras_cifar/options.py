@@ -18,8 +18,7 @@ def out(help):
     return click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help=help)
 
 
-subset = click.option("--subset", type=click.IntRange(min=1),
-                      help="Train on N class-balanced training images (data.subset).")
+subset = click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
 
 
 def sets(help):

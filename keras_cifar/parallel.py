@@ -57,8 +57,10 @@ def slots_of(text):
     gpus = visible_gpus()
     if text == "gpus":
         if not gpus:
-            raise ConfigError("--parallel gpus: no GPU is visible (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES "
-                              "is empty); give a number of processes instead, e.g. --parallel 2")
+            raise ConfigError(
+                "--parallel gpus: no GPU is visible (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES "
+                "is empty); give a number of processes instead, e.g. --parallel 2"
+            )
         return [Slot(f"gpu{g}", {"CUDA_VISIBLE_DEVICES": g}) for g in gpus]
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"--parallel: expected a number of processes or 'gpus', got {text!r}")
@@ -74,9 +76,14 @@ class _Process:
 
     def __init__(self, slot, spec, command, lines):
         self.slot, self.spec, self.last = slot, spec, []
-        self.proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **slot.env},
-                                     start_new_session=True)  # signals reach it from this process only
+        self.proc = subprocess.Popen(
+            command,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **slot.env},
+            start_new_session=True,
+        )  # signals reach it from this process only
 
         def read():
             for line in self.proc.stdout:
@@ -99,8 +106,10 @@ class Sweep:
 
     def run(self):
         """Train every run; returns [(spec, metrics)] in the sweep's order."""
-        say(f"{count(len(self.runs), 'run')}, {count(self.eta.total, 'epoch')} -> {self.out}; {len(self.slots)} at a "
-            f"time, each in a process of its own: {', '.join(s.name for s in self.slots)}")
+        say(
+            f"{count(len(self.runs), 'run')}, {count(self.eta.total, 'epoch')} -> {self.out}; {len(self.slots)} at a "
+            f"time, each in a process of its own: {', '.join(s.name for s in self.slots)}"
+        )
         pending, active, lines = list(self.runs), {}, queue.Queue()
         try:
             while pending or active:
@@ -130,8 +139,12 @@ class Sweep:
             if d.action == "done":
                 self._skipped(pending, spec, d.folder.read_metrics(), f"already {d.status}")
             elif d.action == "reuse":
-                self._skipped(pending, spec, reuse(d.twin, d.folder, spec, self.source),
-                              f"same config as {d.twin.path.relative_to(self.out)}, reused")
+                self._skipped(
+                    pending,
+                    spec,
+                    reuse(d.twin, d.folder, spec, self.source),
+                    f"same config as {d.twin.path.relative_to(self.out)}, reused",
+                )
             else:
                 pending.remove(spec)
                 self.eta.skip(d.start)
@@ -169,8 +182,15 @@ class Sweep:
         if metrics is None and code != 0:  # it crashed, or stopped with an error: only this run is lost
             last = next((line.strip() for line in reversed(process.last) if line.strip()), "")
             why = f"by {signal.Signals(-code).name}" if code < 0 else f"with exit code {code}: {last}"
-            metrics = RunRecord("failed", spec.recipe, spec.variant, spec.seed, len(folder.read_history()),
-                                spec.config.train.epochs, error=f"its process ended {why}")
+            metrics = RunRecord(
+                "failed",
+                spec.recipe,
+                spec.variant,
+                spec.seed,
+                len(folder.read_history()),
+                spec.config.train.epochs,
+                error=f"its process ended {why}",
+            )
             folder.write_metrics(metrics)
             say(f"[{process.slot.name}] {spec.key}: failed ({metrics.error})")
         self.eta.skip(max(0, spec.config.train.epochs - self.ticks[spec.key]))  # ended early
@@ -191,8 +211,7 @@ class Sweep:
                 process, line = lines.get()
                 if line is not None and SHOWN.search(line):
                     say(f"[{process.slot.name}] {line.partition('  | sweep ')[0].strip()}")
-        raise signals.Interrupted(signum, f"{count(len(active), 'run')} stopped, each keeping its last finished "
-                                          "epoch")
+        raise signals.Interrupted(signum, f"{count(len(active), 'run')} stopped, each keeping its last finished epoch")
 
 
 def run_sweep(runs, slots, out_root, data_source, command, restart=False):
@@ -207,8 +226,20 @@ def run_sweep(runs, slots, out_root, data_source, command, restart=False):
 def child_command(recipe_paths, common):
     """command(spec) for Sweep: ``keras-cifar run`` of spec's recipe, variant and seed only, with the
     sweep's other options (`common`), writing no report (the sweep writes one per recipe)."""
+
     def command(spec):
-        return [sys.executable, "-m", "keras_cifar", "run", str(recipe_paths[spec.recipe]), "--variants", spec.variant,
-                "--seeds", str(spec.seed), "--no-report", *common]
+        return [
+            sys.executable,
+            "-m",
+            "keras_cifar",
+            "run",
+            str(recipe_paths[spec.recipe]),
+            "--variants",
+            spec.variant,
+            "--seeds",
+            str(spec.seed),
+            "--no-report",
+            *common,
+        ]
 
     return command

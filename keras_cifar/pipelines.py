@@ -28,7 +28,7 @@ def epoch_order(n, batch_size, seed, epoch):
     start = epoch * length
     first, last = start // n, (start + length - 1) // n
     stream = np.concatenate([np.random.default_rng([seed, k]).permutation(n) for k in range(first, last + 1)])
-    return stream[start - first * n:start - first * n + length]
+    return stream[start - first * n : start - first * n + length]
 
 
 class Feeder:
@@ -49,9 +49,11 @@ class Feeder:
     def uneven(self, splits, replicas):
         """The first (split name, batch size) whose batches do not split evenly over `replicas`
         (MirroredStrategy crashes on them, JAX refuses them), or None. Training batches are always full."""
-        for name, n, batch in (("training", self.batch_size, self.batch_size),
-                               ("validation", len(splits.val[1]), self.eval_batch_size),
-                               ("test", len(splits.test[1]), self.eval_batch_size)):
+        for name, n, batch in (
+            ("training", self.batch_size, self.batch_size),
+            ("validation", len(splits.val[1]), self.eval_batch_size),
+            ("test", len(splits.test[1]), self.eval_batch_size),
+        ):
             for size in {batch, n % batch} - {0}:
                 if size % replicas:
                     return name, size
@@ -107,7 +109,7 @@ def _batches(x, y, batch_size, seed, epochs, start):
             epoch, step = start + i // steps, i % steps
             if epoch != self.epoch:
                 self.epoch, self.order = epoch, epoch_order(len(y), batch_size, seed, epoch)
-            index = self.order[step * batch_size:(step + 1) * batch_size]
+            index = self.order[step * batch_size : (step + 1) * batch_size]
             return x[index], y[index]
 
     return EpochBatches()

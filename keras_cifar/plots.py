@@ -34,8 +34,9 @@ def save(fig, path):
     path = Path(path)
     fmt = path.suffix[1:]
     with rc_context({"svg.hashsalt": "keras-cifar"}):
-        replace_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120,
-                                                     metadata={"Date": None} if fmt == "svg" else None))
+        replace_atomic(
+            path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120, metadata={"Date": None} if fmt == "svg" else None)
+        )
     return path
 
 
@@ -51,8 +52,12 @@ def series(runs, key, scale=1.0):
             if value is not None and math.isfinite(value):
                 by_epoch.setdefault(row.epoch, []).append(value * scale)
     epochs = sorted(by_epoch)
-    return (epochs, [statistics.fmean(by_epoch[e]) for e in epochs],
-            [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
+    return (
+        epochs,
+        [statistics.fmean(by_epoch[e]) for e in epochs],
+        [min(by_epoch[e]) for e in epochs],
+        [max(by_epoch[e]) for e in epochs],
+    )
 
 
 def draw_runs(ax, key, color, healthy, broken, name, legend=True, scale=1.0, style="-"):
@@ -70,8 +75,7 @@ def draw_runs(ax, key, color, healthy, broken, name, legend=True, scale=1.0, sty
     for run in broken:
         epochs, values, _, _ = series([run], key, scale)
         if epochs:
-            ax.plot(epochs, values, ":", color=color, lw=1.0,
-                    label=f"{name} seed{run.seed} ({run.status})" if legend else None)
+            ax.plot(epochs, values, ":", color=color, lw=1.0, label=f"{name} seed{run.seed} ({run.status})" if legend else None)
             ax.plot(epochs[-1:], values[-1:], "x", color=color, ms=8, mew=2)
 
 
@@ -97,7 +101,6 @@ def colors(names):
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
-
 # ------------------------------------------------------------------------------ a recipe's curves
 
 FIGURE_FORMATS = ("png", "svg")
@@ -120,8 +123,17 @@ class RecipeCurves:
         for v in self.variants:
             healthy = [r for r in v.runs if r.status in ("completed", "unfinished")]
             broken = [r for r in v.runs if r not in healthy]
-            draw_runs(ax, key, palette[v.name], healthy, broken, v.name,
-                      legend=self.legends[v.name] if legend else False, scale=scale, style=style)
+            draw_runs(
+                ax,
+                key,
+                palette[v.name],
+                healthy,
+                broken,
+                v.name,
+                legend=self.legends[v.name] if legend else False,
+                scale=scale,
+                style=style,
+            )
 
     @property
     def last_epoch(self):
@@ -154,8 +166,11 @@ def figure_train_val(curves, out_dir):
     epoch_axes(acc, "Accuracy: train (dashed) and validation (solid)", "accuracy (%)", curves.last_epoch)
     epoch_axes(loss, "Loss: train (dashed) and validation (solid)", curves.loss_label, curves.last_epoch)
     handles, labels = acc.get_legend_handles_labels()
-    legend_below(fig, handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
-                 labels + ["train (augmented, averaged over the epoch)", "validation"])
+    legend_below(
+        fig,
+        handles + [Line2D([], [], color="gray", ls="--"), Line2D([], [], color="gray")],
+        labels + ["train (augmented, averaged over the epoch)", "validation"],
+    )
     fig.suptitle(f"{curves.recipe}: train and validation curves\n{curves.subtitle}")
     return curves.save(fig, out_dir, "train_val_curves")
 
@@ -169,13 +184,18 @@ def figure_lr(curves, out_dir):
     fig.suptitle(f"{curves.recipe}: learning rate per epoch\n{curves.subtitle}")
     return curves.save(fig, out_dir, "lr")
 
+
 # ------------------------------------------------------------------------------------- landscapes
 
 
 def _log_ticks(lo, hi):
     """1-2-5 values from `lo` to `hi` (at least the two ends), for a log-scaled colour bar."""
-    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-             for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+        if lo <= m * 10.0**e <= hi
+    ]
     return ticks if len(ticks) >= 2 else [lo, hi]
 
 
@@ -261,8 +281,14 @@ def objective(path, rows, space, objective_name, best_trial, title):
         for r in rows:
             ax.annotate(r["trial"], (r[name], r[objective_name]), xytext=(4, 4), textcoords="offset points", fontsize=7)
         star = [r for r in rows if r["trial"] == best_trial]
-        ax.scatter([r[name] for r in star], [r[objective_name] for r in star], marker="*", s=250,
-                   color="tab:red", label=f"best (trial {best_trial})")
+        ax.scatter(
+            [r[name] for r in star],
+            [r[objective_name] for r in star],
+            marker="*",
+            s=250,
+            color="tab:red",
+            label=f"best (trial {best_trial})",
+        )
         if log:
             ax.set_xscale("log")
         if isinstance(entry, dict):  # the whole range, so that one sees where trials fell in it

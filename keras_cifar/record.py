@@ -114,4 +114,4 @@ class RunRecord:
 
 FINISHED = ("completed", "diverged")
 _FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
-OPTIONAL = frozenset(_FIELDS[_FIELDS.index("data"):])
+OPTIONAL = frozenset(_FIELDS[_FIELDS.index("data") :])

@@ -88,22 +88,31 @@ def summarize(recipe_dir, variants):
     for v in variants:
         done = v.completed
         n_test = max((r.metrics.data.test for r in done if r.metrics.data), default=0)
-        rows.append({
-            "variant": v.name,
-            "test_accuracy": describe([r.metrics.test_accuracy for r in done], n_test),
-            "best_val_accuracy": describe([r.metrics.best_val_accuracy for r in done]),
-            "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
-            "status": status_text(v),
-            "seeds": [r.seed for r in v.runs],
-            "missing_seeds": v.missing,
-            "train_seconds": _mean([r.metrics.train_seconds for r in done]),
-            "images_per_second": _mean([r.metrics.images_per_second for r in done]),
-            "runs": [{"seed": r.seed, "status": r.status, "epochs_completed": r.epochs_completed, "epochs": r.epochs,
-                      "test_accuracy": r.metrics and r.metrics.test_accuracy,
-                      "best_val_accuracy": r.metrics and r.metrics.best_val_accuracy,
-                      **({"reused_from": r.metrics.reused_from} if r.metrics and r.metrics.reused_from else {})}
-                     for r in v.runs],
-        })
+        rows.append(
+            {
+                "variant": v.name,
+                "test_accuracy": describe([r.metrics.test_accuracy for r in done], n_test),
+                "best_val_accuracy": describe([r.metrics.best_val_accuracy for r in done]),
+                "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
+                "status": status_text(v),
+                "seeds": [r.seed for r in v.runs],
+                "missing_seeds": v.missing,
+                "train_seconds": _mean([r.metrics.train_seconds for r in done]),
+                "images_per_second": _mean([r.metrics.images_per_second for r in done]),
+                "runs": [
+                    {
+                        "seed": r.seed,
+                        "status": r.status,
+                        "epochs_completed": r.epochs_completed,
+                        "epochs": r.epochs,
+                        "test_accuracy": r.metrics and r.metrics.test_accuracy,
+                        "best_val_accuracy": r.metrics and r.metrics.best_val_accuracy,
+                        **({"reused_from": r.metrics.reused_from} if r.metrics and r.metrics.reused_from else {}),
+                    }
+                    for r in v.runs
+                ],
+            }
+        )
     means = {row["variant"]: row["test_accuracy"]["mean"] for row in rows if row["test_accuracy"]}
     best = max(means.values(), default=None)
     return {
@@ -132,8 +141,17 @@ def accuracy_cell(stats, n_seeds, bold):
 
 def markdown_table(summary, reference=None):
     """The report-style table; `reference` (variant -> report's accuracy in %) adds a column."""
-    head = ["variant", "test accuracy, final epoch (%)", "95 % CI over seeds (%)", "one test set's SE (%)",
-            "best val accuracy (%)", "epochs", "status", "train time per run", "images/s"]
+    head = [
+        "variant",
+        "test accuracy, final epoch (%)",
+        "95 % CI over seeds (%)",
+        "one test set's SE (%)",
+        "best val accuracy (%)",
+        "epochs",
+        "status",
+        "train time per run",
+        "images/s",
+    ]
     if reference is not None:
         head.insert(1, "report (%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -141,15 +159,17 @@ def markdown_table(summary, reference=None):
     for row in summary["variants"]:
         test, val = row["test_accuracy"], row["best_val_accuracy"]
         ips = row["images_per_second"]
-        cells = [row["variant"],
-                 accuracy_cell(test, n_seeds, row["variant"] in summary["highest_test_accuracy"]),
-                 "[" + ", ".join(map(_in_percent, test["ci"])) + "]" if test and test["ci"] else "–",
-                 _in_percent(test["binomial_se"]) if test and test["binomial_se"] else "–",
-                 _in_percent(val["mean"]) if val else "–",
-                 ", ".join(map(str, row["epochs"])) or "–",
-                 row["status"],
-                 duration(row["train_seconds"]) if row["train_seconds"] is not None else "–",
-                 f"{ips:.0f}" if ips else "–"]
+        cells = [
+            row["variant"],
+            accuracy_cell(test, n_seeds, row["variant"] in summary["highest_test_accuracy"]),
+            "[" + ", ".join(map(_in_percent, test["ci"])) + "]" if test and test["ci"] else "–",
+            _in_percent(test["binomial_se"]) if test and test["binomial_se"] else "–",
+            _in_percent(val["mean"]) if val else "–",
+            ", ".join(map(str, row["epochs"])) or "–",
+            row["status"],
+            duration(row["train_seconds"]) if row["train_seconds"] is not None else "–",
+            f"{ips:.0f}" if ips else "–",
+        ]
         if reference is not None:
             cells.insert(1, f"{reference[row['variant']]:.2f}" if row["variant"] in reference else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -157,18 +177,24 @@ def markdown_table(summary, reference=None):
 
 
 def reuse_notes(summary):
-    return [f"{row['variant']} seed{run['seed']}: same resolved config as {run['reused_from']}, results reused."
-            for row in summary["variants"] for run in row["runs"] if "reused_from" in run]
+    return [
+        f"{row['variant']} seed{run['seed']}: same resolved config as {run['reused_from']}, results reused."
+        for row in summary["variants"]
+        for run in row["runs"]
+        if "reused_from" in run
+    ]
 
 
-TABLE_NOTE = ("Mean ± sample standard deviation over the n completed seeds (no ± with one seed); diverged, "
-              "failed and unfinished runs are left out of the numbers and named under status. Bold: the highest "
-              "mean final-epoch test accuracy, as in the report's tables (reported, not used to select anything). "
-              "95 % CI: the t-interval of the mean over seeds (– with one seed). One test set's SE: the binomial "
-              "standard error sqrt(p(1 - p) / n_test) that a single run's test set alone implies, at the mean p. "
-              "Best val accuracy: each run's best epoch, averaged over seeds. Train time per run: the training part "
-              "of every epoch, first-epoch compilation included, evaluation excluded; images/s leaves out the first "
-              "epoch, which compiles (– for a 1-epoch run).")
+TABLE_NOTE = (
+    "Mean ± sample standard deviation over the n completed seeds (no ± with one seed); diverged, "
+    "failed and unfinished runs are left out of the numbers and named under status. Bold: the highest "
+    "mean final-epoch test accuracy, as in the report's tables (reported, not used to select anything). "
+    "95 % CI: the t-interval of the mean over seeds (– with one seed). One test set's SE: the binomial "
+    "standard error sqrt(p(1 - p) / n_test) that a single run's test set alone implies, at the mean p. "
+    "Best val accuracy: each run's best epoch, averaged over seeds. Train time per run: the training part "
+    "of every epoch, first-epoch compilation included, evaluation excluded; images/s leaves out the first "
+    "epoch, which compiles (– for a 1-epoch run)."
+)
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -181,8 +207,7 @@ def variant_differences(variants):
     """{dotted key: {variant: value}} for the config keys in which the variants differ."""
     flat = {v.name: v.runs[0].settings() for v in variants}
     keys = sorted({k for f in flat.values() for k in f} - set(IDENTITY_KEYS))
-    return {k: {name: f.get(k) for name, f in flat.items()} for k in keys
-            if len({repr(f.get(k)) for f in flat.values()}) > 1}
+    return {k: {name: f.get(k) for name, f in flat.items()} for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1}
 
 
 def _values(items):
@@ -236,16 +261,19 @@ def scale_text(run):
     """'ResNet-18 width 16, 10 epochs, 10,000 training images' for one run."""
     c = run.config
     subset = c.data.subset
-    return (f"ResNet-18 width {c.model.width}, {count(c.train.epochs, 'epoch')}, "
-            + (f"{subset:,} training images" if subset else "all training images"))
+    return f"ResNet-18 width {c.model.width}, {count(c.train.epochs, 'epoch')}, " + (
+        f"{subset:,} training images" if subset else "all training images"
+    )
 
 
 def _subtitle(variants):
     runs = [r for v in variants for r in v.runs]
     cfg = [r.settings() for r in runs]
     subset = _values(f"{c['data.subset']:,}" if c.get("data.subset") else "all" for c in cfg)
-    parts = [f"ResNet-18 width {_values(c.get('model.width') for c in cfg)}, {subset} training images",
-             "mean over seeds, band min–max" if len({r.seed for r in runs}) > 1 else "one seed per variant"]
+    parts = [
+        f"ResNet-18 width {_values(c.get('model.width') for c in cfg)}, {subset} training images",
+        "mean over seeds, band min–max" if len({r.seed for r in runs}) > 1 else "one seed per variant",
+    ]
     if any(r.status in ("diverged", "failed") for r in runs):
         parts.append("dotted, ending in a cross: diverged or failed runs")
     return " · ".join(parts)
@@ -260,8 +288,12 @@ def _yaml(value):
 
 def report_markdown(summary, variants, figures):
     diffs = variant_differences(variants)
-    lines = [f"# {summary['recipe']}", "",
-             f"Generated by `keras-cifar report` from the run folders in `{variants[0].runs[0].path.parents[1]}`.", ""]
+    lines = [
+        f"# {summary['recipe']}",
+        "",
+        f"Generated by `keras-cifar report` from the run folders in `{variants[0].runs[0].path.parents[1]}`.",
+        "",
+    ]
     lines += [f"- {line}" for line in setup_lines(variants)]
     for key, values in diffs.items():
         pairs = ", ".join(f"{name} = {_yaml(val)}" for name, val in values.items())

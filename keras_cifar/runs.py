@@ -163,9 +163,17 @@ class RunFolder:
         ident, data_source, config = self.read_config()
         metrics = self.read_metrics()
         seed = ident["seed"] if ident.get("seed") is not None else _seed_of(self.path) or 0
-        return Run(self.path, ident.get("recipe") or self.path.parents[1].name,
-                   ident.get("variant") or self.path.parent.name, seed, config, data_source, metrics,
-                   self.read_history(), metrics.status if metrics else "unfinished")
+        return Run(
+            self.path,
+            ident.get("recipe") or self.path.parents[1].name,
+            ident.get("variant") or self.path.parent.name,
+            seed,
+            config,
+            data_source,
+            metrics,
+            self.read_history(),
+            metrics.status if metrics else "unfinished",
+        )
 
     @property
     def model_file(self) -> Path:
@@ -173,8 +181,11 @@ class RunFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """[(epoch, file)] of the checkpoint files, newest first."""
-        found = [(int(m.group(1)), p) for p in self.path.glob("checkpoint-epoch*.keras")
-                 if (m := re.fullmatch(r"checkpoint-epoch(\d+)\.keras", p.name))]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.path.glob("checkpoint-epoch*.keras")
+            if (m := re.fullmatch(r"checkpoint-epoch(\d+)\.keras", p.name))
+        ]
         return sorted(found, reverse=True)
 
     def checkpoint(self) -> tuple[Path | None, int]:
@@ -186,8 +197,10 @@ class RunFolder:
     def write_config(self, spec: RunSpec, data_source: str) -> None:
         make_dirs(self.path)
         ident = {"recipe": spec.recipe, "variant": spec.variant, "seed": spec.seed}
-        write_atomic(self.path / "config.yaml",
-                     yaml.safe_dump({**ident, "data_source": data_source, **spec.config.to_dict()}, sort_keys=False))
+        write_atomic(
+            self.path / "config.yaml",
+            yaml.safe_dump({**ident, "data_source": data_source, **spec.config.to_dict()}, sort_keys=False),
+        )
 
     def write_history(self, rows: list[Epoch]) -> None:
         """history.csv of a list of Epochs."""
@@ -250,8 +263,7 @@ def completed_run(path: Path | str) -> Run:
     if not (folder.path / "config.yaml").is_file():
         raise RunFolderError(f"{folder.path}: not a run folder (no config.yaml)")
     if not folder.model_file.is_file():
-        raise RunFolderError(f"{folder.path}: no {MODEL_FILE} (run status: {folder.status()}); "
-                             "only completed runs have one")
+        raise RunFolderError(f"{folder.path}: no {MODEL_FILE} (run status: {folder.status()}); only completed runs have one")
     return folder.load()
 
 
@@ -263,8 +275,7 @@ def find_twin(out_root: Path | str, spec: RunSpec, data_source: str) -> RunFolde
     own = RunFolder.of(out_root, spec).path
     for cfg_file in sorted(Path(out_root).glob(f"*/*/seed{spec.seed}/config.yaml")):
         twin = RunFolder(cfg_file.parent)
-        if (twin.path != own and twin.status() in FINISHED
-                and twin.identity() == identity(spec.config, data_source)):
+        if twin.path != own and twin.status() in FINISHED and twin.identity() == identity(spec.config, data_source):
             return twin
     return None
 
@@ -275,8 +286,11 @@ def reuse(twin: RunFolder, folder: RunFolder, spec: RunSpec, data_source: str) -
     folder.write_config(spec, data_source)
     original = twin.read_metrics()
     assert original is not None, f"{twin.path}: a twin is a finished run"
-    metrics = original.replace(recipe=spec.recipe, variant=spec.variant,  # a copy of a copy names the original
-                               reused_from=original.reused_from or str(Path(*twin.path.parts[-3:])))
+    metrics = original.replace(
+        recipe=spec.recipe,
+        variant=spec.variant,  # a copy of a copy names the original
+        reused_from=original.reused_from or str(Path(*twin.path.parts[-3:])),
+    )
     folder.write_metrics(metrics)
     return metrics
 
@@ -305,8 +319,10 @@ def decide(out_root: Path | str, spec: RunSpec, data_source: str, restart: bool 
     if (folder.path / "config.yaml").exists():
         diffs = diff_keys(folder.identity(), identity(spec.config, data_source))
         if diffs:
-            raise RunFolderError(f"{folder.path} already holds a run with a different config (differs in "
-                                 f"{', '.join(diffs)}); use another --out or delete that folder")
+            raise RunFolderError(
+                f"{folder.path} already holds a run with a different config (differs in "
+                f"{', '.join(diffs)}); use another --out or delete that folder"
+            )
     status = folder.status()
     if status in FINISHED:
         return Decision("done", folder, status=status)
@@ -319,13 +335,14 @@ def decide(out_root: Path | str, spec: RunSpec, data_source: str, restart: bool 
     checkpoints = folder.checkpoints()
     if checkpoints and not start:
         newest = checkpoints[0][1]
-        raise RunFolderError(f"{newest}: cannot be read ({unreadable(newest)}); run the same command with "
-                             f"--restart to train {spec.key} again from epoch 0")
+        raise RunFolderError(
+            f"{newest}: cannot be read ({unreadable(newest)}); run the same command with "
+            f"--restart to train {spec.key} again from epoch 0"
+        )
     return Decision("resume" if start else "new", folder, start=start)
 
 
-def decide_all(runs: list[RunSpec], out_root: Path | str, data_source: str,
-               restart: bool = False) -> list[Decision]:
+def decide_all(runs: list[RunSpec], out_root: Path | str, data_source: str, restart: bool = False) -> list[Decision]:
     """Each RunSpec's Decision, in order: the sweep's one decision per run (refusals raise here, before
     anything trains)."""
     return [decide(out_root, spec, data_source, restart) for spec in runs]
@@ -343,8 +360,15 @@ def plan(runs: list[RunSpec], decisions: list[Decision], out_root: Path | str, d
     for m_file in Path(out_root).glob("*/*/seed*/metrics.json"):
         folder = RunFolder(m_file.parent)
         m, (_, source, config) = folder.read_metrics(), folder.read_config()
-        if (m and m.status == "completed" and not m.reused_from and source == data_source and config
-                and m.wall_seconds is not None and m.epochs_completed):
+        if (
+            m
+            and m.status == "completed"
+            and not m.reused_from
+            and source == data_source
+            and config
+            and m.wall_seconds is not None
+            and m.epochs_completed
+        ):
             epoch_seconds.setdefault(_scale(config), []).append(m.wall_seconds / m.epochs_completed)
     lines, total, unknown = [], 0.0, 0
     for spec, d in zip(runs, decisions):
@@ -359,9 +383,11 @@ def plan(runs: list[RunSpec], decisions: list[Decision], out_root: Path | str, d
         known = sorted(epoch_seconds.get(_scale(c), []))
         estimate = (epochs - d.start) * known[len(known) // 2] if known else 0.0
         total, unknown = total + estimate, unknown + (not known)
-        lines.append(f"{spec.key}: {f'resume after epoch {d.start}' if d.start else 'new'}, width {c.model.width}, "
-                     f"{count(epochs, 'epoch')}, batch {c.data.batch_size}, "
-                     + (f"about {duration(estimate)}" if known else "no timing yet at this scale"))
+        lines.append(
+            f"{spec.key}: {f'resume after epoch {d.start}' if d.start else 'new'}, width {c.model.width}, "
+            f"{count(epochs, 'epoch')}, batch {c.data.batch_size}, "
+            + (f"about {duration(estimate)}" if known else "no timing yet at this scale")
+        )
     lines.append(f"estimated total: {duration(total)}" + (f" + {count(unknown, 'run')} not yet timed" if unknown else ""))
     return lines
 
@@ -387,8 +413,7 @@ def find_recipes(paths: Iterable[Path | str]) -> list[Path]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise RunFolderError(f"{path}: not a folder; expected a recipe run folder or an OUT root ({LAYOUT})")
-        recipes = [path] if _is_recipe_dir(path) else [p for p in sorted(path.iterdir())
-                                                         if p.is_dir() and _is_recipe_dir(p)]
+        recipes = [path] if _is_recipe_dir(path) else [p for p in sorted(path.iterdir()) if p.is_dir() and _is_recipe_dir(p)]
         if not recipes:
             raise RunFolderError(f"{path}: no runs found; expected {LAYOUT}")
         found += [r for r in recipes if r not in found]

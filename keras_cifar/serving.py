@@ -58,8 +58,9 @@ def inference_model(model):
     try:
         normalize, net = model.get_layer("normalize"), model.get_layer("resnet18")
     except ValueError:
-        raise ModelError(f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and "
-                          "'resnet18' layers)") from None
+        raise ModelError(
+            f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and 'resnet18' layers)"
+        ) from None
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
     return keras.Model(images, net(normalize(images)), name=INFERENCE_NAME)
 
@@ -78,8 +79,7 @@ def model_path(path):
         if versions:
             return model_path(versions[-1][1])
     status = _run_status(path)
-    raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or "
-                      f"saved_model.pb{status})")
+    raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or saved_model.pb{status})")
 
 
 def _run_status(path):
@@ -99,7 +99,7 @@ class Classifier:
         images = np.asarray(images, np.float32)
         if not len(images):
             return np.zeros((0, len(self.class_names)), np.float32)
-        return np.concatenate([self.logits_fn(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+        return np.concatenate([self.logits_fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
 def load_classifier(path):
@@ -118,8 +118,9 @@ def load_classifier(path):
         loaded = tf.saved_model.load(str(where))
         names = tuple(n.decode() for n in loaded.class_names()["class_names"].numpy())
     except (OSError, ValueError, AttributeError, tf.errors.OpError) as e:
-        raise ModelError(f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: "
-                          f"{_first_line(e)})") from None
+        raise ModelError(
+            f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where))
 
 
@@ -197,16 +198,24 @@ def _write_in_tensorflow(keras_file, version_dir):
     """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own PyTorch exporter
     needs torch_xla; one writer for all backends gives the same plain-TensorFlow SavedModel."""
     if not has_tensorflow():
-        raise ModelError("SavedModel export needs TensorFlow installed (pip install tensorflow); "
-                          "--format keras works without it")
+        raise ModelError(
+            "SavedModel export needs TensorFlow installed (pip install tensorflow); --format keras works without it"
+        )
     package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    code = ("import sys\nfrom keras_cifar.serving import ModelError, write_version\n"
-            "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
-            "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(keras_file), str(version_dir)],
-                          env=env, capture_output=True, text=True, check=False)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "import sys\nfrom keras_cifar.serving import ModelError, write_version\n"
+        "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
+        "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(keras_file), str(version_dir)], env=env, capture_output=True, text=True, check=False
+    )
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
     if done.returncode == 2:  # an ModelError: its message says it all
         raise ModelError(last)
@@ -222,8 +231,13 @@ def image_files(paths):
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
         else:
             files.append(p)
     return files
@@ -266,8 +280,9 @@ def predict(classifier, files, top_k=3):
     results = []
     for f, p in zip(ok, probs):
         best = np.argsort(-p)[:top_k]
-        results.append({"file": str(f),
-                        "top": [{"class": classifier.class_names[i], "probability": float(p[i])} for i in best]})
+        results.append(
+            {"file": str(f), "top": [{"class": classifier.class_names[i], "probability": float(p[i])} for i in best]}
+        )
     return results, [{"file": str(f), "error": msg} for f, msg in errors]
 
 
@@ -301,9 +316,12 @@ def evaluate(classifier, images, labels):
     n = len(classifier.class_names)
     confusion = np.zeros((n, n), np.int64)
     np.add.at(confusion, (labels, logits.argmax(axis=-1)), 1)
-    return {"accuracy": float(np.trace(confusion) / len(labels)),
-            "cross_entropy": float(-log_probs[np.arange(len(labels)), labels].mean()),
-            "images": len(labels), "confusion": confusion}
+    return {
+        "accuracy": float(np.trace(confusion) / len(labels)),
+        "cross_entropy": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "images": len(labels),
+        "confusion": confusion,
+    }
 
 
 def _read_labels(path):

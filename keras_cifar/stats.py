@@ -49,8 +49,15 @@ def describe(values, n_test=None):
     if n > 1:
         half = _t(n - 1) * std / math.sqrt(n)
         ci = [mean - half, mean + half]
-    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n, "ci": ci,
-            "binomial_se": math.sqrt(mean * (1 - mean) / n_test) if n_test else None}
+    return {
+        "mean": mean,
+        "std": std,
+        "min": min(values),
+        "max": max(values),
+        "n": n,
+        "ci": ci,
+        "binomial_se": math.sqrt(mean * (1 - mean) / n_test) if n_test else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def welch(a, b):
     se = math.sqrt(va + vb)
     if se == 0:  # every seed of each variant scored the same
         return Difference(diff, diff, diff)
-    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
+    df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
     half = _t(df) * se
     return Difference(diff, diff - half, diff + half)
 
@@ -90,9 +97,9 @@ def seeds_needed(a, b):
     va, vb = (a["std"] or 0) ** 2, (b["std"] or 0) ** 2
     if va + vb == 0:
         return 2
-    n = max(2, math.ceil((_z((1 + CONFIDENCE) / 2) + _z(POWER)) ** 2 * (va + vb) / diff ** 2))
+    n = max(2, math.ceil((_z((1 + CONFIDENCE) / 2) + _z(POWER)) ** 2 * (va + vb) / diff**2))
     while True:  # t's quantiles exceed z's, so the answer is at or after the normal one
-        df = (va + vb) ** 2 * (n - 1) / (va ** 2 + vb ** 2)
+        df = (va + vb) ** 2 * (n - 1) / (va**2 + vb**2)
         if diff >= (_t(df) + _t(df, POWER)) * math.sqrt((va + vb) / n):
             return n
         n += 1

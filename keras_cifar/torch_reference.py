@@ -94,8 +94,9 @@ def _augment(images, generator):
     offsets = torch.randint(0, 9, (n, 2), device=x.device, generator=generator)
     rows = (offsets[:, :1] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (offsets[:, 1:] + torch.arange(w, device=x.device))[:, None, None, :]
-    x = x[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-          rows, cols]
+    x = x[
+        torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols
+    ]
     flip = torch.rand(n, device=x.device, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
@@ -110,12 +111,18 @@ class Reference:
         self.model = ResNet18(m.width, m.batch_norm, m.shortcut, m.activation).to(device)
         # Channels-last memory everywhere: NCHW convolutions ran 6x slower on the 2-core Xeon CPU (oneDNN).
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
-                                         nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=opt.learning_rate,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay=opt.weight_decay,
+        )
         total = config.train.epochs * steps_per_epoch
         cosine = config.schedule.name == "cosine"
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))) if cosine else 1.0)
+            self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))) if cosine else 1.0
+        )
         self.loss = nn.CrossEntropyLoss() if config.loss == "cross_entropy" else nn.MultiMarginLoss()
         self.mean = torch.tensor([255 * v for v in CIFAR_MEAN], device=device)[None, :, None, None]
         self.std = torch.tensor([255 * v for v in CIFAR_STD], device=device)[None, :, None, None]
@@ -147,8 +154,8 @@ class Reference:
         correct = 0
         for i in range(0, len(labels), batch):
             with self._autocast():
-                x = images[i:i + batch].permute(0, 3, 1, 2).float()
-                correct += (self.model(self._input(x)).argmax(1) == labels[i:i + batch]).sum().item()
+                x = images[i : i + batch].permute(0, 3, 1, 2).float()
+                correct += (self.model(self._input(x)).argmax(1) == labels[i : i + batch]).sum().item()
         return correct / len(labels)
 
 
@@ -159,7 +166,7 @@ def _sync(device):
 
 def seconds_per_step(config, splits, device, mode, steps=3):
     """A quick probe: seconds per training step in `mode`, after one step of warm-up."""
-    x, y = (torch.as_tensor(a[:config.data.batch_size], device=device) for a in splits.train)
+    x, y = (torch.as_tensor(a[: config.data.batch_size], device=device) for a in splits.train)
     ref = Reference(config, 1, device, mode, seed=0)
     ref.step(x, y.long())
     _sync(device)
@@ -175,8 +182,9 @@ def train(config, splits, device, mode, epochs):
     loss (over the images, as Keras reports it), validation and test accuracy."""
     batch = config.data.batch_size
     x_train, y_train = (torch.as_tensor(a, device=device) for a in splits.train)
-    val, test = ((torch.as_tensor(x, device=device), torch.as_tensor(y, device=device).long())
-                 for x, y in (splits.val, splits.test))
+    val, test = (
+        (torch.as_tensor(x, device=device), torch.as_tensor(y, device=device).long()) for x, y in (splits.val, splits.test)
+    )
     n = len(y_train)
     ref = Reference(config, math.ceil(n / batch), device, mode, seed=config.train.seeds[0])
     rows = []
@@ -187,10 +195,21 @@ def train(config, splits, device, mode, epochs):
         loss = float(torch.stack(losses).mean())  # full batches: the mean over images, as Keras's; waits
         trained = time.perf_counter()
         val_acc, test_acc = ref.accuracy(*val), ref.accuracy(*test)
-        rows.append({"epoch": epoch + 1, "train_seconds": trained - start, "loss": loss,
-                     "epoch_seconds": time.perf_counter() - start, "val_accuracy": val_acc, "test_accuracy": test_acc})
-        print(f"  pytorch {mode} epoch {epoch + 1}/{epochs}  train {trained - start:.2f}s  "
-              f"epoch {rows[-1]['epoch_seconds']:.2f}s  test {test_acc:.2%}", flush=True)
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "train_seconds": trained - start,
+                "loss": loss,
+                "epoch_seconds": time.perf_counter() - start,
+                "val_accuracy": val_acc,
+                "test_accuracy": test_acc,
+            }
+        )
+        print(
+            f"  pytorch {mode} epoch {epoch + 1}/{epochs}  train {trained - start:.2f}s  "
+            f"epoch {rows[-1]['epoch_seconds']:.2f}s  test {test_acc:.2%}",
+            flush=True,
+        )
     return rows
 
 
@@ -209,14 +228,23 @@ def main(settings_file, result_file):
         if mode == "bf16" and device.type == "cpu":  # many CPUs emulate bfloat16: only where it is faster
             probe = {m: seconds_per_step(config, splits, device, m) for m in ("fp32", "bf16")}
             if probe["bf16"] >= probe["fp32"]:
-                skipped[mode] = (f"slower than fp32 on this CPU ({probe['bf16']:.3f} s against "
-                                 f"{probe['fp32']:.3f} s a step)")
+                skipped[mode] = f"slower than fp32 on this CPU ({probe['bf16']:.3f} s against {probe['fp32']:.3f} s a step)"
                 continue
         results[mode] = train(config, splits, device, mode, epochs)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     tf32 = device.type == "cuda" and torch.cuda.get_device_capability(0)[0] >= 8  # fp32 runs as TensorFloat-32
-    write_json(result_file, {"device": name, "torch": torch.__version__, "images": len(splits.train[1]),
-                             "modes": results, "skipped": skipped, "threads": torch.get_num_threads(), "tf32": tf32})
+    write_json(
+        result_file,
+        {
+            "device": name,
+            "torch": torch.__version__,
+            "images": len(splits.train[1]),
+            "modes": results,
+            "skipped": skipped,
+            "threads": torch.get_num_threads(),
+            "tf32": tf32,
+        },
+    )
 
 
 if __name__ == "__main__":

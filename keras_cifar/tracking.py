@@ -42,8 +42,9 @@ def write_hparams(logdir, spec):
 def check(track):
     """Refuse --track mlflow where MLflow is not installed, before anything is trained."""
     if track == "mlflow" and importlib.util.find_spec("mlflow") is None:
-        raise ConfigError("--track mlflow needs MLflow: pip install \"keras-cifar[mlflow]\" "
-                          "(in a checkout: pip install -e \".[mlflow]\")")
+        raise ConfigError(
+            '--track mlflow needs MLflow: pip install "keras-cifar[mlflow]" (in a checkout: pip install -e ".[mlflow]")'
+        )
 
 
 def store(out):
@@ -77,8 +78,11 @@ def log_recipe(recipe_dir, uri, figures_dir):
 
 
 def _logged(mlflow, experiment, label, state):
-    found = mlflow.search_runs(experiment_names=[experiment], output_format="list",
-                               filter_string=f"tags.`{RUN_TAG}` = '{label}' and tags.`{STATE_TAG}` = '{state}'")
+    found = mlflow.search_runs(
+        experiment_names=[experiment],
+        output_format="list",
+        filter_string=f"tags.`{RUN_TAG}` = '{label}' and tags.`{STATE_TAG}` = '{state}'",
+    )
     return bool(found)
 
 

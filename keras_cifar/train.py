@@ -142,8 +142,14 @@ class Recorder(keras.callbacks.Callback):
 
     def _record(self, epoch, logs):
         now = time.perf_counter()
-        row = Epoch.from_dict({**logs, "epoch": epoch + 1, "epoch_seconds": now - self.start,
-                               "train_seconds": (self.train_end or now) - self.start})
+        row = Epoch.from_dict(
+            {
+                **logs,
+                "epoch": epoch + 1,
+                "epoch_seconds": now - self.start,
+                "train_seconds": (self.train_end or now) - self.start,
+            }
+        )
         self.rows.append(row)
         self._write_history()  # before the checkpoint: a run never resumes from an epoch history.csv lacks
         self.diverged = not math.isfinite(row.loss)
@@ -188,9 +194,11 @@ class ProgressLine(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = self.rows[-1]
         self.progress.eta.tick(row.epoch_seconds)
-        say(f"  {self.label} epoch {row.epoch:>3}/{self.params['epochs']}  loss {row.loss:.4f}  "
+        say(
+            f"  {self.label} epoch {row.epoch:>3}/{self.params['epochs']}  loss {row.loss:.4f}  "
             f"acc {pct(row.accuracy)}  val {pct(row.val_accuracy)}  test {pct(row.test_accuracy)}  "
-            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.progress.eta.text('epochs')}")
+            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.progress.eta.text('epochs')}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -217,11 +225,14 @@ def train_run(spec, d, splits, out_root, progress, data_source):
         metrics = d.folder.read_metrics()
         return progress.skipped(spec, metrics, f"already {metrics.status}")
     if busy:
-        return progress.skipped(spec, RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed),
-                                f"being trained by {owner or 'another process'}")
+        return progress.skipped(
+            spec, RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed), f"being trained by {owner or 'another process'}"
+        )
     if start != d.start:
-        raise RunFolderError(f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
-                             "give every process one --out folder they all share")
+        raise RunFolderError(
+            f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
+            "give every process one --out folder they all share"
+        )
     with d.folder.lock.heartbeat() if index == 0 else contextlib.nullcontext():
         return _fit(spec, splits, d.folder, start, progress, data_source, process)
 
@@ -247,8 +258,9 @@ def _resume(spec, folder, writer):
                         folder.remove_checkpoints(newer_than=epoch)
                 return model, epoch
         failed.append(f"{file.name} cannot be read ({why})")
-    raise RunFolderError(f"{folder.path}: {'; '.join(failed)}; run the same command with --restart to train "
-                         f"{spec.key} again from epoch 0")
+    raise RunFolderError(
+        f"{folder.path}: {'; '.join(failed)}; run the same command with --restart to train {spec.key} again from epoch 0"
+    )
 
 
 def _fit(spec, splits, folder, start, progress, data_source, process):
@@ -262,10 +274,12 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
     replicas = placement.devices // placement.processes  # this process's devices
     uneven = replicas > 1 and feeder.uneven(local, replicas)
     if uneven:  # MirroredStrategy aborts on it, JAX's sharding refuses it
-        raise ConfigError(f"{spec.key}: on {replicas} devices every batch must split evenly, but a "
-                          f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
-                          f"data.eval_subset so that batches and each split's last batch are multiples of "
-                          f"{replicas}")
+        raise ConfigError(
+            f"{spec.key}: on {replicas} devices every batch must split evenly, but a "
+            f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
+            f"data.eval_subset so that batches and each split's last batch are multiples of "
+            f"{replicas}"
+        )
     if writer:
         folder.remove_temporary()
         if not start:
@@ -288,15 +302,22 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         say(f"{spec.key}: resuming after epoch {start}")
     status, error = "completed", None
     try:
-        model.fit(**feeder.train(x_train, y_train, spec.seed, cfg.train.epochs, start),
-                  **feeder.validation(*val),
-                  epochs=cfg.train.epochs, initial_epoch=start, callbacks=callbacks, verbose=0)
+        model.fit(
+            **feeder.train(x_train, y_train, spec.seed, cfg.train.epochs, start),
+            **feeder.validation(*val),
+            epochs=cfg.train.epochs,
+            initial_epoch=start,
+            callbacks=callbacks,
+            verbose=0,
+        )
         status = "diverged" if recorder.diverged else "completed"
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM under signals.interruptible
         kept = recorder.keep_last_epoch()
-        raise signals.Interrupted(getattr(e, "signum", signal.SIGINT),
-                                  f"{spec.key} stopped after epoch {len(rows)} of {cfg.train.epochs}"
-                                  + (f", checkpoint of epoch {kept} kept" if kept else "")) from None
+        raise signals.Interrupted(
+            getattr(e, "signum", signal.SIGINT),
+            f"{spec.key} stopped after epoch {len(rows)} of {cfg.train.epochs}"
+            + (f", checkpoint of epoch {kept} kept" if kept else ""),
+        ) from None
     except KerasCifarError:  # a file that cannot be written: the next run could not either
         raise
     except Exception as e:  # a failed run is recorded and the sweep goes on
@@ -305,8 +326,10 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
             folder.write_error(traceback.format_exc())
     trained_per_epoch = feeder.steps(len(y_train)) * cfg.data.batch_size  # full batches, every process's
     metrics = _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch).replace(
-        parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)), devices=placement.devices,
-        processes=placement.processes)
+        parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        devices=placement.devices,
+        processes=placement.processes,
+    )
     if status == "completed":
         save(model, folder.save_model, writer)
     if writer:
@@ -323,7 +346,10 @@ def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_
     measured = [r for i, r in enumerate(rows) if i not in (0, start)]
     train_time = sum(r.train_seconds for r in measured)
     return RunRecord(
-        status, spec.recipe, spec.variant, spec.seed,
+        status,
+        spec.recipe,
+        spec.variant,
+        spec.seed,
         epochs_completed=len(rows),
         epochs=spec.config.train.epochs,
         test_accuracy=finite_or_none(last and last.test_accuracy),
@@ -367,16 +393,17 @@ class Progress:
         self.eta.skip(start)
         self.eta.restart()
         cfg = spec.config
-        say(f"[{self.index}/{self.runs}] {spec.key}: width {cfg.model.width}, "
+        say(
+            f"[{self.index}/{self.runs}] {spec.key}: width {cfg.model.width}, "
             f"{count(cfg.train.epochs, 'epoch')}, batch {cfg.data.batch_size}, "
-            f"backend {keras.backend.backend()}")
+            f"backend {keras.backend.backend()}"
+        )
 
     def ended(self, spec, metrics):
         self.eta.skip(spec.config.train.epochs - metrics.epochs_completed)  # diverged early
         self.rows.append((spec, metrics))
         if metrics.status != "completed":
             say(f"  {spec.key}: {metrics.status}" + (f" ({metrics.error})" if metrics.error else ""))
-
 
 
 def check_runs(runs, out_root, data_source, restart=False):
@@ -387,8 +414,10 @@ def check_runs(runs, out_root, data_source, restart=False):
     for spec in runs:
         backend.check_settings(spec.config, spec.key)
         if spec.config.data.batch_size % processes:
-            raise ConfigError(f"{spec.key}: data.batch_size {spec.config.data.batch_size} does not split "
-                              f"over {processes} processes; use a multiple of {processes}")
+            raise ConfigError(
+                f"{spec.key}: data.batch_size {spec.config.data.batch_size} does not split "
+                f"over {processes} processes; use a multiple of {processes}"
+            )
     decisions = decide_all(runs, out_root, data_source, restart)
     make_dirs(out_root)  # a folder that cannot be written fails now, not after the first epoch
     return decisions
@@ -399,8 +428,10 @@ def _quick_look(runs, images):
     full = [s for s in runs if s.config.model.width >= 32 and (s.config.data.subset or images) >= 20_000]
     if not full or backend.accelerator().kind != "cpu":
         return ""
-    return ("\nThis is a CPU: at width 64 on all 50,000 images an epoch took about 30 minutes on the 2-core machine "
-            "keras-cifar is developed on. For a quick look, add --quick (width 16, 10,000 images, 10 epochs).")
+    return (
+        "\nThis is a CPU: at width 64 on all 50,000 images an epoch took about 30 minutes on the 2-core machine "
+        "keras-cifar is developed on. For a quick look, add --quick (width 16, 10,000 images, 10 epochs)."
+    )
 
 
 def run_sweep(runs, cifar, out_root="runs", restart=False):
@@ -408,15 +439,16 @@ def run_sweep(runs, cifar, out_root="runs", restart=False):
     runs are recorded and the sweep goes on. `restart`: unfinished runs start again from epoch 0."""
     decisions = check_runs(runs, out_root, cifar.source, restart)
     progress = Progress(runs)
-    say(f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
-        f"{count(len(runs), 'run')}, {count(progress.eta.total, 'epoch')} -> {out_root}")
+    say(
+        f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
+        f"{count(len(runs), 'run')}, {count(progress.eta.total, 'epoch')} -> {out_root}"
+    )
     say(plan(runs, decisions, out_root, cifar.source)[-1] + _quick_look(runs, len(cifar.y_train)))
     trained = {}  # identity_key -> the folder of a run that finished in this sweep: later twins reuse it
     for spec, d in zip(runs, decisions):
         key, data = identity_key(spec, cifar.source), spec.config.data
         d = d.or_reuse(trained.get(key))
-        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), out_root, progress,
-                            cifar.source)
+        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), out_root, progress, cifar.source)
         if metrics.finished:
             trained.setdefault(key, d.folder)
     say(run_table(progress.rows))

@@ -69,10 +69,15 @@ def write_results(folder, search, trials):
 def _row(trial, search):
     hp = trial.hyperparameters.copy()
     metric = search.tune["objective"]
-    return {"trial": trial.trial_id, **trial_values(hp, search), "epochs": trial_epochs(hp, search),
-            metric: trial.score if trial.status == "COMPLETED" else None,
-            "status": status(trial).lower(), "seconds": seconds(trial),
-            "message": last_line(trial.message) if trial.status != "COMPLETED" else None}
+    return {
+        "trial": trial.trial_id,
+        **trial_values(hp, search),
+        "epochs": trial_epochs(hp, search),
+        metric: trial.score if trial.status == "COMPLETED" else None,
+        "status": status(trial).lower(),
+        "seconds": seconds(trial),
+        "message": last_line(trial.message) if trial.status != "COMPLETED" else None,
+    }
 
 
 def status(trial):
@@ -93,14 +98,13 @@ def best_recipe(search, trial):
     hp = trial.hyperparameters.copy()
     values = trial_values(hp, search)
     first = search.config.train.seeds[0]
-    config = trial_config(search, values, trial_epochs(hp, search),
-                          range(first, first + search.tune["executions_per_trial"]))
+    config = trial_config(search, values, trial_epochs(hp, search), range(first, first + search.tune["executions_per_trial"]))
     objective = search.tune["objective"]
     return {
         "name": search.recipe,
         "description": f"Best trial ({trial.trial_id}) of the {search.tune['tuner']} search of recipe "
-                       f"{search.recipe} ({search.variant}): {describe(values)}; {objective} "
-                       f"{value_text(objective, trial.score)} after {config.train.epochs} epoch(s).",
+        f"{search.recipe} ({search.variant}): {describe(values)}; {objective} "
+        f"{value_text(objective, trial.score)} after {config.train.epochs} epoch(s).",
         "base": config.to_dict(),
         "variants": {f"trial_{trial.trial_id}": {}},
     }
@@ -108,26 +112,37 @@ def best_recipe(search, trial):
 
 def _markdown(rows, columns, search, best):
     t = search.tune
-    lines = [f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
-             f"(validation split, last epoch), {t['max_trials']} trials; setup in search.yaml", "",
-             "| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c != "status" else "---" for c in columns) + "|"]
+    lines = [
+        f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
+        f"(validation split, last epoch), {t['max_trials']} trials; setup in search.yaml",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" if c != "status" else "---" for c in columns) + "|",
+    ]
     for row in rows:
         lines.append("| " + " | ".join(value_text(c, row[c]) for c in columns) + " |")
     lines.append("")
     lines += [f"Trial {row['trial']} {row['status']}: {row['message']}" for row in rows if row["message"]]
     if best is not None:
-        lines.append(f"Best: trial {best.trial_id}, {t['objective']} {value_text(t['objective'], best.score)} "
-                     f"-> best.yaml")
+        lines.append(f"Best: trial {best.trial_id}, {t['objective']} {value_text(t['objective'], best.score)} -> best.yaml")
     return "\n".join(lines) + "\n"
 
 
 def _plot(path, rows, search, best):
     """The objective against each searched hyperparameter; the best trial starred."""
-    space = {name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
-             for name, entry in search.tune["space"].items()}
-    plots.objective(path, rows, space, search.tune["objective"], best.trial_id,
-                    f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
-                    f"{search.tune['epochs']} epoch(s) each (validation split)")
+    space = {
+        name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
+        for name, entry in search.tune["space"].items()
+    }
+    plots.objective(
+        path,
+        rows,
+        space,
+        search.tune["objective"],
+        best.trial_id,
+        f"{search.recipe}: {search.tune['tuner']} search, {len(rows)} trials, "
+        f"{search.tune['epochs']} epoch(s) each (validation split)",
+    )
 
 
 # ------------------------------------------------------------------------------------- formatting

@@ -72,10 +72,14 @@ class ResNetHyperModel(kt.HyperModel):
         """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
         config = self.config(hp)
         feeder = Feeder(config.data.batch_size, config.data.pipeline)
-        history = model.fit(**feeder.train(*train, config.train.seeds[0], epochs, initial_epoch),
-                            **feeder.validation(*val),
-                            epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
-                            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()])
+        history = model.fit(
+            **feeder.train(*train, config.train.seeds[0], epochs, initial_epoch),
+            **feeder.validation(*val),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            verbose=verbose,
+            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+        )
         self.executions[_key(hp)] += 1
         return {name: float(values[-1]) for name, values in history.history.items()}
 
@@ -99,8 +103,11 @@ class _Reporting:
         hp = trial.hyperparameters
         self.trial_start = time.perf_counter()
         self.trial_epochs = trials.trial_epochs(hp, self.hypermodel.search)
-        extra = (f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
-                 if "tuner/trial_id" in hp.values else "")  # hyperband's later rounds
+        extra = (
+            f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
+            if "tuner/trial_id" in hp.values
+            else ""
+        )  # hyperband's later rounds
         values = trials.trial_values(hp.copy(), self.hypermodel.search)
         say(f"{_who()}trial {trial.trial_id}: {trials.describe(values)}, {self.trial_epochs} epoch(s){extra}")
 
@@ -114,10 +121,12 @@ class _Reporting:
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
         logs = logs or {}
-        say(f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
+        say(
+            f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
             f"loss {logs.get('loss', math.nan):.4f}  acc {logs.get('accuracy', math.nan):.2%}  "
             f"val_loss {logs.get('val_loss', math.nan):.4f}  val_acc {logs.get('val_accuracy', math.nan):.2%}  "
-            f"{time.perf_counter() - self.epoch_start:.1f}s")
+            f"{time.perf_counter() - self.epoch_start:.1f}s"
+        )
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the oracle scores the trial
@@ -158,8 +167,10 @@ def make_tuner(search, folder, n_train):
     common = dict(
         hypermodel=ResNetHyperModel(search, n_train),
         objective=kt.Objective(t["objective"], OBJECTIVES[t["objective"]]),
-        seed=t["seed"], executions_per_trial=t["executions_per_trial"],
-        directory=str(Path(folder).parent), project_name=Path(folder).name,
+        seed=t["seed"],
+        executions_per_trial=t["executions_per_trial"],
+        directory=str(Path(folder).parent),
+        project_name=Path(folder).name,
     )
     if t["tuner"] == "hyperband":
         tuner = HyperbandTuner(max_epochs=t["epochs"], **common)
@@ -210,14 +221,21 @@ def search_folder(out_root, search):
 def check_folder(folder, search, data_source):
     """Record what `folder` searches in search.yaml; refuse a folder holding a different search
     (only tune.max_trials may change, to extend a search)."""
-    record = {"recipe": search.recipe, "variant": search.variant, "data_source": data_source,
-              "tune": {k: v for k, v in search.tune.items() if k != "max_trials"}, **search.config.to_dict()}
+    record = {
+        "recipe": search.recipe,
+        "variant": search.variant,
+        "data_source": data_source,
+        "tune": {k: v for k, v in search.tune.items() if k != "max_trials"},
+        **search.config.to_dict(),
+    }
     path = Path(folder) / "search.yaml"
     if path.exists():
         diffs = diff_keys(yaml.safe_load(path.read_text()) or {}, record)
         if diffs:
-            raise ConfigError(f"{folder} already holds a different search (differs in {', '.join(diffs)}); "
-                              "use another --out or delete that folder")
+            raise ConfigError(
+                f"{folder} already holds a different search (differs in {', '.join(diffs)}); "
+                "use another --out or delete that folder"
+            )
         return
     make_dirs(path.parent)
     write_atomic(path, yaml.safe_dump(record, sort_keys=False))
@@ -234,10 +252,12 @@ def run_search(search, cifar, out_root="runs", final=False):
     d, t = search.config.data, search.tune
     splits = data_lib.split(cifar, d.subset, d.eval_subset)
     tuner = make_tuner(search, folder, len(splits.train[1]))
-    say(f"{_who()}{t['tuner']} search of {', '.join(trials.range_text(n, e) for n, e in t['space'].items())}: "
+    say(
+        f"{_who()}{t['tuner']} search of {', '.join(trials.range_text(n, e) for n, e in t['space'].items())}: "
         f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "
         f"objective {t['objective']}; data {cifar.source} ({len(splits.train[1])} train / {len(splits.val[1])} val "
-        f"images); width {search.config.model.width}, backend {keras.backend.backend()} -> {folder}")
+        f"images); width {search.config.model.width}, backend {keras.backend.backend()} -> {folder}"
+    )
     if who == "chief":
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
         say(f"chief: serving the search on {host}:{port}; start workers with --worker ID --chief HOST:{port}")

@@ -78,10 +78,13 @@ def trained(tmp_path_factory, jpeg_tree):
 
     tmp = tmp_path_factory.mktemp("trained")
     spe = ", steps_per_execution: 2" if keras.backend.backend() != "torch" else ""
-    recipe = tiny_recipe(tmp, "  a: {train: {epochs: 8}, data: {subset: 320}}\n"
-                         "  bf16: {train: {epochs: 2, mixed_precision: true" + spe + "}, data: {subset: 160}}\n"
-                         "  boom: {train: {epochs: 2}, optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n",
-                         extra_base="  optimizer: {learning_rate: 0.05}\n")
+    recipe = tiny_recipe(
+        tmp,
+        "  a: {train: {epochs: 8}, data: {subset: 320}}\n"
+        "  bf16: {train: {epochs: 2, mixed_precision: true" + spe + "}, data: {subset: 160}}\n"
+        "  boom: {train: {epochs: 2}, optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n",
+        extra_base="  optimizer: {learning_rate: 0.05}\n",
+    )
     args = ["run", recipe, "--data", jpeg_tree[0], "--out", tmp / "out"]
     hourly = ["--set", "train.checkpoint_seconds=3600"]
     folder = RunFolder(tmp / "out" / "tiny" / "a" / "seed0")
@@ -91,13 +94,22 @@ def trained(tmp_path_factory, jpeg_tree):
         resumed = int(command.wait_for(r"resuming after epoch \d+").split()[-1]) if stops else 0
         command.wait_for(rf"tiny/a/seed0 epoch +{resumed + 1}/8")
         code = command.stop(signum)
-        stops.append(SimpleNamespace(signal=signum, exit_code=code, output=command.output, resumed=resumed,
-                                     history=folder.read_history(), checkpoint=folder.checkpoint()[1],
-                                     files=sorted(p.name for p in folder.path.iterdir())))
+        stops.append(
+            SimpleNamespace(
+                signal=signum,
+                exit_code=code,
+                output=command.output,
+                resumed=resumed,
+                history=folder.read_history(),
+                checkpoint=folder.checkpoint()[1],
+                files=sorted(p.name for p in folder.path.iterdir()),
+            )
+        )
     last = Command(*args)
     exit_code = last.finish()
-    return SimpleNamespace(out=tmp / "out", recipe=recipe, data=jpeg_tree[0], stops=stops, output=last.output,
-                           exit_code=exit_code)
+    return SimpleNamespace(
+        out=tmp / "out", recipe=recipe, data=jpeg_tree[0], stops=stops, output=last.output, exit_code=exit_code
+    )
 
 
 @pytest.fixture
@@ -107,8 +119,11 @@ def full_disk(tmp_path, monkeypatch):
     patched writer that fails with ENOSPC for files over 64 KiB."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0 if shutil.which("mount") else False
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+        if shutil.which("mount")
+        else False
+    )
     if mounted:
         yield folder, lambda: subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
         subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -33,8 +33,7 @@ def tiny_recipe(tmp_path, variants="  a: {}\n", extra_base="", name="tiny"):
     path.write_text(
         f"name: {name}\ndescription: test recipe\nbase:\n"
         f"  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 64}}\n"
-        "  train: {epochs: 1, checkpoint_seconds: 0}\n"
-        + extra_base + "variants:\n" + variants
+        "  train: {epochs: 1, checkpoint_seconds: 0}\n" + extra_base + "variants:\n" + variants
     )
     return path
 
@@ -62,19 +61,27 @@ def write_jpeg_tree(out, train_per_class, test_per_class, seed=0):
                 decoded.append((split, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")), y[k]))
     arrays = []
     for split in ("train", "test"):
-        arrays += [np.stack([img for s, img, _ in decoded if s == split]),
-                   np.array([label for s, _, label in decoded if s == split], np.int32)]
+        arrays += [
+            np.stack([img for s, img, _ in decoded if s == split]),
+            np.array([label for s, _, label in decoded if s == split], np.int32),
+        ]
     return Path(out), tuple(arrays)
 
 
-def make_run(out, recipe, variant, seed, final_acc, status="completed", epochs_done=4, epochs=4, config=None,
-             seconds=(10.0, 8.0)):
+def make_run(
+    out, recipe, variant, seed, final_acc, status="completed", epochs_done=4, epochs=4, config=None, seconds=(10.0, 8.0)
+):
     """A finished (or unfinished, or diverged) run folder, written through runs.RunFolder as training
     writes it; accuracy climbs linearly to `final_acc`. "unfinished" writes no metrics.json (a run
     still going); "diverged" ends in a NaN loss. Returns the folder."""
-    cfg = {"model": {"width": 8, "batch_norm": True}, "data": {"batch_size": 32, "subset": 1000},
-           "optimizer": {"learning_rate": 0.1}, "schedule": {"name": "cosine"}, "loss": "cross_entropy",
-           "train": {"epochs": epochs, "seeds": [seed]}}
+    cfg = {
+        "model": {"width": 8, "batch_norm": True},
+        "data": {"batch_size": 32, "subset": 1000},
+        "optimizer": {"learning_rate": 0.1},
+        "schedule": {"name": "cosine"},
+        "loss": "cross_entropy",
+        "train": {"epochs": epochs, "seeds": [seed]},
+    }
     for section, values in (config or {}).items():
         cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
     spec = RunSpec(recipe, variant, seed, Config.from_dict(cfg))
@@ -85,17 +92,41 @@ def make_run(out, recipe, variant, seed, final_acc, status="completed", epochs_d
         acc = final_acc * e / epochs
         lr = 0.1 if spec.config.schedule.name == "constant" else 0.05 * (1 + math.cos(math.pi * e / epochs))
         loss = float("nan") if status == "diverged" and e == epochs_done else 2.0 - acc
-        rows.append(Epoch(e, loss=loss, accuracy=acc, val_loss=loss, val_accuracy=acc - 0.01, test_loss=loss,
-                          test_accuracy=acc, lr=lr, epoch_seconds=seconds[0], train_seconds=seconds[1]))
+        rows.append(
+            Epoch(
+                e,
+                loss=loss,
+                accuracy=acc,
+                val_loss=loss,
+                val_accuracy=acc - 0.01,
+                test_loss=loss,
+                test_accuracy=acc,
+                lr=lr,
+                epoch_seconds=seconds[0],
+                train_seconds=seconds[1],
+            )
+        )
     folder.write_history(rows)
     if status != "unfinished":
-        folder.write_metrics(RunRecord(
-            status, recipe, variant, seed, epochs_completed=epochs_done, epochs=epochs,
-            test_accuracy=None if status == "diverged" else final_acc,
-            val_accuracy=final_acc - 0.01, best_val_accuracy=final_acc - 0.01,
-            train_seconds=seconds[1] * epochs_done, wall_seconds=seconds[0] * epochs_done,
-            images_per_second=125.0 if epochs_done > 1 else None, backend="jax", device="gpu: Test GPU",
-            data=DataSizes("/data/cifar10-jpeg.tar.gz", 1000, 5000, 5000)))
+        folder.write_metrics(
+            RunRecord(
+                status,
+                recipe,
+                variant,
+                seed,
+                epochs_completed=epochs_done,
+                epochs=epochs,
+                test_accuracy=None if status == "diverged" else final_acc,
+                val_accuracy=final_acc - 0.01,
+                best_val_accuracy=final_acc - 0.01,
+                train_seconds=seconds[1] * epochs_done,
+                wall_seconds=seconds[0] * epochs_done,
+                images_per_second=125.0 if epochs_done > 1 else None,
+                backend="jax",
+                device="gpu: Test GPU",
+                data=DataSizes("/data/cifar10-jpeg.tar.gz", 1000, 5000, 5000),
+            )
+        )
     return folder.path
 
 
@@ -110,8 +141,11 @@ def tiny_compile_model(config, steps_per_epoch):
     x = keras.layers.AveragePooling2D(8)(x)
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=get_loss(config.loss),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=get_loss(config.loss),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     return model
 
 
@@ -142,13 +176,19 @@ class Command:
         """`program` (a list) runs instead of keras-cifar, in a session of its own (see `signal_all`)."""
         script = shutil.which("keras-cifar")
         assert script, "the keras-cifar command is not installed: pip install -e '.[test]'"
-        self.proc = subprocess.Popen([*(program or [script]), *map(str, args)], cwd=cwd, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                     start_new_session=program is not None)
+        self.proc = subprocess.Popen(
+            [*(program or [script]), *map(str, args)],
+            cwd=cwd,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=program is not None,
+        )
         self.lines = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.proc.stdout),
-                                        daemon=True)
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(line.rstrip("\n") for line in self.proc.stdout), daemon=True
+        )
         self._reader.start()
 
     @property
@@ -165,8 +205,9 @@ class Command:
             ended = self.proc.poll() is not None
             if ended or time.monotonic() > deadline:
                 self.proc.kill()
-                raise AssertionError(f"no line matching {pattern!r} ({'the command ended' if ended else 'timed out'}):"
-                                     f"\n{self.output[-3000:]}")
+                raise AssertionError(
+                    f"no line matching {pattern!r} ({'the command ended' if ended else 'timed out'}):\n{self.output[-3000:]}"
+                )
             time.sleep(0.05)
 
     def finish(self, timeout=540):

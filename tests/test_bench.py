@@ -9,7 +9,10 @@ from keras_cifar.errors import BackendError, ConfigError
 
 def test_backends_and_precisions_expand_and_are_checked_before_training():
     assert bench.configurations("jax, torch:fp32", "fp32,bf16", reference=False) == [
-        ("jax", "fp32"), ("jax", "bf16"), ("torch", "fp32")]
+        ("jax", "fp32"),
+        ("jax", "bf16"),
+        ("torch", "fp32"),
+    ]
     with pytest.raises(ConfigError, match="--precision: fp16 given; use fp32 and/or bf16"):
         bench.configurations("jax", "fp16", reference=False)
     with pytest.raises(BackendError, match="pytorch"):
@@ -17,8 +20,7 @@ def test_backends_and_precisions_expand_and_are_checked_before_training():
 
 
 def _rows(epoch_seconds, train_seconds, accuracy=0.5):
-    return [{"epoch_seconds": e, "train_seconds": t, "test_accuracy": accuracy}
-            for e, t in zip(epoch_seconds, train_seconds)]
+    return [{"epoch_seconds": e, "train_seconds": t, "test_accuracy": accuracy} for e, t in zip(epoch_seconds, train_seconds)]
 
 
 def test_first_epoch_is_compilation_and_the_rest_are_medians():
@@ -31,11 +33,26 @@ def test_first_epoch_is_compilation_and_the_rest_are_medians():
 
 def test_table_gives_each_configuration_its_ratio_to_the_fastest_reference():
     record = {
-        "results": [{"backend": "jax", "requested": "fp32", "precision": "float32", "math": "tf32", "device": "gpu: H200",
-                     "status": "completed", **bench.summarize(_rows([9, 2], [8, 2]), 1000)},
-                    {"backend": "torch", "requested": "bf16", "status": "failed", "error": "exit code 1"}],
-        "reference": {"device": "H200", "tf32": True, "modes": {"fp32": bench.summarize(_rows([5, 4], [5, 4]), 1000),
-                                                                "bf16": bench.summarize(_rows([5, 1], [5, 1]), 1000)}},
+        "results": [
+            {
+                "backend": "jax",
+                "requested": "fp32",
+                "precision": "float32",
+                "math": "tf32",
+                "device": "gpu: H200",
+                "status": "completed",
+                **bench.summarize(_rows([9, 2], [8, 2]), 1000),
+            },
+            {"backend": "torch", "requested": "bf16", "status": "failed", "error": "exit code 1"},
+        ],
+        "reference": {
+            "device": "H200",
+            "tf32": True,
+            "modes": {
+                "fp32": bench.summarize(_rows([5, 4], [5, 4]), 1000),
+                "bf16": bench.summarize(_rows([5, 1], [5, 1]), 1000),
+            },
+        },
     }
     lines = bench.table(record).splitlines()
     jax, torch, ref32, ref16 = lines[2:6]

@@ -56,8 +56,9 @@ def test_unknown_or_missing_backend_is_one_line_with_the_fix(tmp_path, cli, monk
     monkeypatch.setenv("KERAS_BACKEND", "pytorch")
     result = cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert result.output.strip() == ("Error: KERAS_BACKEND=pytorch is not a backend keras-cifar runs on; "
-                                     "set KERAS_BACKEND to tensorflow, jax or torch")
+    assert result.output.strip() == (
+        "Error: KERAS_BACKEND=pytorch is not a backend keras-cifar runs on; set KERAS_BACKEND to tensorflow, jax or torch"
+    )
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)
     result = cli("run", recipe, "--data", "synthetic:100", "--out", tmp_path / "out", "--dry-run")

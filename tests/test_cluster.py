@@ -38,8 +38,11 @@ TWO_STEPS = textwrap.dedent("""
 
 
 def _env(**extra):
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_BACKEND"))},
-            "PYTHONPATH": str(REPO), **extra}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_BACKEND"))},
+        "PYTHONPATH": str(REPO),
+        **extra,
+    }
 
 
 def _free_port():
@@ -53,10 +56,13 @@ def test_data_parallel_steps_equal_single_device_steps(tmp_path):
     float64: the same weights within 1e-5 (in float32 the order of the sums alone moves them by about
     1e-4). BatchNormalization is left in: under JAX's data parallelism its statistics are those of the
     whole global batch, as on one device. A run with a batch that cannot split evenly is refused."""
-    script = textwrap.dedent("""
+    script = (
+        textwrap.dedent("""
         import jax
         jax.config.update("jax_enable_x64", True)
-    """) + TWO_STEPS + textwrap.dedent("""
+    """)
+        + TWO_STEPS
+        + textwrap.dedent("""
         assert len(jax.devices()) == 2
         for distribution in ("none", "data_parallel"):
             cfg = width8.updated({"train": {"distribution": distribution}})
@@ -75,14 +81,21 @@ def test_data_parallel_steps_equal_single_device_steps(tmp_path):
         except click.ClickException as e:
             print("refused:", e.format_message())
     """)
-    done = subprocess.run([sys.executable, "-c", script, str(tiny_recipe(tmp_path)), str(tmp_path / "out")], cwd=REPO,
-                          capture_output=True, text=True, timeout=240,
-                          env=_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_recipe(tmp_path)), str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "devices 1\ndevices 2\n" in done.stdout
     assert float(done.stdout.split("max difference")[1].split()[0]) < 1e-5
-    assert "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch has 13 " \
-           "images" in done.stdout
+    assert (
+        "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch has 13 images" in done.stdout
+    )
 
 
 def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
@@ -97,7 +110,10 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     """)
-    steps = two_devices + TWO_STEPS + textwrap.dedent("""
+    steps = (
+        two_devices
+        + TWO_STEPS
+        + textwrap.dedent("""
         for distribution in ("none", "data_parallel"):
             cfg = width8.updated({"train": {"distribution": distribution}})
             keras.utils.set_random_seed(0)
@@ -109,6 +125,7 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
             print("devices", placement.devices)
         print("max difference", max(float(np.max(np.abs(a - b))) for a, b in zip(*weights)))
     """)
+    )
     run = two_devices + textwrap.dedent("""
         import click
         from keras_cifar.cli import main
@@ -120,26 +137,56 @@ def test_mirrored_strategy_steps_equal_single_device_steps(tmp_path):
                 print("refused:", e.format_message())
     """)
     for script in (steps, run):  # a process each: in one, TensorFlow's collective ops of the two set-ups clash
-        done = subprocess.run([sys.executable, "-c", script, str(recipe), str(tmp_path / "out")],
-                              cwd=REPO, capture_output=True, text=True, timeout=240, env=_env(KERAS_BACKEND="tensorflow"))
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(recipe), str(tmp_path / "out")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=_env(KERAS_BACKEND="tensorflow"),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         if script == steps:
             assert "devices 1\ndevices 2\n" in done.stdout
             assert float(done.stdout.split("max difference")[1].split()[0]) < 1e-10
         else:  # TensorFlow aborts on a batch that does not split evenly: refused first
-            assert "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch " \
-                   "has 13 images" in done.stdout
+            assert (
+                "refused: tiny/a/seed0: on 2 devices every batch must split evenly, but a validation batch "
+                "has 13 images" in done.stdout
+            )
     metrics = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics()
     assert metrics.status == "completed" and metrics.devices == 2
 
 
 def test_two_processes_train_one_run(tmp_path):
     recipe, port = tiny_recipe(tmp_path), _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "keras_cifar", "run", str(recipe), "--data", "synthetic:256",
-                               "--out", str(tmp_path / "out"), "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)],
-                              cwd=REPO, env=_env(KERAS_BACKEND="jax"), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "keras_cifar",
+                "run",
+                str(recipe),
+                "--data",
+                "synthetic:256",
+                "--out",
+                str(tmp_path / "out"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=REPO,
+            env=_env(KERAS_BACKEND="jax"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     (metrics,) = list((tmp_path / "out").glob("*/*/*/metrics.json"))  # exactly one run folder
@@ -156,15 +203,25 @@ def test_two_shards_train_each_run_once_and_take_over_a_stale_lock(tmp_path):
     out = tmp_path / "out"
     stale = RunFolder(out / "tiny" / "b" / "seed1")  # left by a process that died: taken over
     stale.path.mkdir(parents=True)
-    stale.lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "time": "earlier"}))
+    stale.lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "time": "earlier"}))
     args = ["run", str(recipe), "--data", "synthetic:128", "--out", str(out), "--seeds", "0,1"]
-    procs = [subprocess.Popen([sys.executable, "-m", "keras_cifar", *args, "--shard", f"{i}/2"], cwd=REPO,
-                              env=_env(KERAS_BACKEND="tensorflow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "keras_cifar", *args, "--shard", f"{i}/2"],
+            cwd=REPO,
+            env=_env(KERAS_BACKEND="tensorflow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     outputs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    trained = [sorted(line.split()[1].rstrip(":") for line in stdout.splitlines() if "width 8, 1 epoch" in line)
-               for stdout, _ in outputs]
+    trained = [
+        sorted(line.split()[1].rstrip(":") for line in stdout.splitlines() if "width 8, 1 epoch" in line)
+        for stdout, _ in outputs
+    ]
     assert trained == [["tiny/a/seed0", "tiny/b/seed0"], ["tiny/a/seed1", "tiny/b/seed1"]]  # positions 0, 2 / 1, 3
     assert len(list(out.glob("*/*/*/metrics.json"))) == 4 and not list(out.glob("*/*/*/.lock*"))
     for _, stderr in outputs:  # TensorFlow started without its log lines
@@ -206,16 +263,24 @@ def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatc
     assert json.loads(folder.lock.path.read_text()) == fresh
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shard", "2/2"], "--shard: expected I/N with 0 <= I < N"),
-    (["--shard", "x"], "--shard: expected I/N"),
-    (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "--process-id 2 with --num-processes 2"),
-    (["--coordinator", "nowhere", "--num-processes", "2", "--process-id", "1"], "--coordinator: expected HOST:PORT"),
-    (["--num-processes", "2"], "a multi-process run needs --coordinator"),
-    (["--seeds", "auto", "--shard", "0/2"], "--seeds auto decides each next seed from the finished runs; it does not "
-                                            "combine with --shard"),
-    (["--seeds", "0,x"], "--seeds: expected comma-separated integers or 'auto', got '0,x'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shard", "2/2"], "--shard: expected I/N with 0 <= I < N"),
+        (["--shard", "x"], "--shard: expected I/N"),
+        (
+            ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id 2 with --num-processes 2",
+        ),
+        (["--coordinator", "nowhere", "--num-processes", "2", "--process-id", "1"], "--coordinator: expected HOST:PORT"),
+        (["--num-processes", "2"], "a multi-process run needs --coordinator"),
+        (
+            ["--seeds", "auto", "--shard", "0/2"],
+            "--seeds auto decides each next seed from the finished runs; it does not combine with --shard",
+        ),
+        (["--seeds", "0,x"], "--seeds: expected comma-separated integers or 'auto', got '0,x'"),
+    ],
+)
 def test_bad_shard_and_process_options_are_one_line_errors(tmp_path, cli, args, message):
     result = cli("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out", *args)
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
@@ -223,36 +288,60 @@ def test_bad_shard_and_process_options_are_one_line_errors(tmp_path, cli, args, 
 
 def test_an_unreachable_coordinator_fails_in_bounded_time(tmp_path, cli):
     start = time.monotonic()
-    result = cli("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out", "--coordinator",
-                 f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "2")
+    result = cli(
+        "run",
+        tiny_recipe(tmp_path),
+        "--data",
+        "synthetic:100",
+        "--out",
+        tmp_path / "out",
+        "--coordinator",
+        f"127.0.0.1:{_free_port()}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--coordinator-timeout",
+        "2",
+    )
     assert result.exit_code == 2 and "nothing answered within 2 s" in result.output
     assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("wanted, devices, platform, batch, processes, parallel", [
-    ("auto", 8, "gpu", 128, 1, False),  # 16 images a GPU: one GPU trains, the sweep uses the others
-    ("auto", 8, "gpu", 2048, 1, True),  # 256 a GPU
-    ("auto", 2, "cpu", 4096, 1, False),  # virtual CPU devices only on request
-    ("auto", 1, "gpu", 128, 2, True),  # one run in two processes shares its batches
-    ("data_parallel", 2, "cpu", 128, 1, True),
-    ("none", 8, "gpu", 4096, 1, False),
-])
-def test_auto_distribution_splits_a_batch_only_when_each_device_gets_enough(wanted, devices, platform, batch,
-                                                                            processes, parallel):
+@pytest.mark.parametrize(
+    "wanted, devices, platform, batch, processes, parallel",
+    [
+        ("auto", 8, "gpu", 128, 1, False),  # 16 images a GPU: one GPU trains, the sweep uses the others
+        ("auto", 8, "gpu", 2048, 1, True),  # 256 a GPU
+        ("auto", 2, "cpu", 4096, 1, False),  # virtual CPU devices only on request
+        ("auto", 1, "gpu", 128, 2, True),  # one run in two processes shares its batches
+        ("data_parallel", 2, "cpu", 128, 1, True),
+        ("none", 8, "gpu", 4096, 1, False),
+    ],
+)
+def test_auto_distribution_splits_a_batch_only_when_each_device_gets_enough(
+    wanted, devices, platform, batch, processes, parallel
+):
     from keras_cifar.cluster import data_parallel
 
     assert data_parallel(wanted, devices, platform, batch, processes) is parallel
 
 
 def _slurm(task, tasks=2, job="4242"):
-    return {"SLURM_JOB_ID": job, "SLURM_ARRAY_JOB_ID": job, "SLURM_ARRAY_TASK_ID": str(task),
-            "SLURM_ARRAY_TASK_COUNT": str(tasks)}
+    return {
+        "SLURM_JOB_ID": job,
+        "SLURM_ARRAY_JOB_ID": job,
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_COUNT": str(tasks),
+    }
 
 
 def test_shard_auto_reads_slurm_and_kubernetes_and_refuses_without_them():
     assert parse_shard("auto", _slurm(1, 4)) == (1, 4)
-    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5",
-                                "SLURM_ARRAY_TASK_MAX": "8"}) == (2, 4)  # --array=5-8
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "8"}) == (
+        2,
+        4,
+    )  # --array=5-8
     assert parse_shard("auto", {"JOB_COMPLETION_INDEX": "2", "KERAS_CIFAR_SHARDS": "3"}) == (2, 3)
     assert parse_shard("auto/5", {"JOB_COMPLETION_INDEX": "4"}) == (4, 5)
     with pytest.raises(ConfigError, match="neither SLURM_ARRAY_TASK_ID .* nor JOB_COMPLETION_INDEX"):
@@ -260,8 +349,7 @@ def test_shard_auto_reads_slurm_and_kubernetes_and_refuses_without_them():
     with pytest.raises(ConfigError, match="does not say how many tasks there are; give --shard auto/N"):
         parse_shard("auto", {"JOB_COMPLETION_INDEX": "0"})
     assert task_identity(_slurm(3)) == "slurm 4242_3"
-    assert task_identity({"JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"}) == \
-        "k8s keras-cifar-sweep-1"
+    assert task_identity({"JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"}) == "k8s keras-cifar-sweep-1"
 
 
 def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(tmp_path):
@@ -300,11 +388,19 @@ def test_kubernetes_job_manifest_shards_the_sweep(tmp_path):
     assert job["spec"]["completionMode"] == "Indexed"
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    env.update(KERAS_CIFAR_SHARDS="2", DATA="synthetic:200", OUT=str(tmp_path / "out"), EXTRA="",
-               RECIPES=str(tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")),
-               KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
-    pod = Command(program=[*container["command"], *container["args"]], cwd=REPO,
-                  env={**env, "JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"})
+    env.update(
+        KERAS_CIFAR_SHARDS="2",
+        DATA="synthetic:200",
+        OUT=str(tmp_path / "out"),
+        EXTRA="",
+        RECIPES=str(tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")),
+        KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"),
+    )
+    pod = Command(
+        program=[*container["command"], *container["args"]],
+        cwd=REPO,
+        env={**env, "JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"},
+    )
     assert pod.finish() == 0, pod.output
     assert RunFolder(tmp_path / "out" / "tiny" / "b" / "seed0").read_metrics().status == "completed"
     assert not (tmp_path / "out" / "tiny" / "a").exists()  # pod 0's share
@@ -313,16 +409,30 @@ def test_kubernetes_job_manifest_shards_the_sweep(tmp_path):
 
 def test_parallel_trains_each_run_once_and_a_crashed_process_loses_only_its_run(tmp_path):
     recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
-    args = ["run", recipe, "--data", "synthetic:200", "--seeds", "0,1", "--epochs", "2", "--out", tmp_path / "out",
-            "--parallel", "2"]
+    args = [
+        "run",
+        recipe,
+        "--data",
+        "synthetic:200",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "out",
+        "--parallel",
+        "2",
+    ]
     sweep = Command(*args[1:], program=[shutil.which("keras-cifar"), "run"])
     first = sweep.wait_for(r"^\[w\d\] \[\d/4\] ")
     victim_key, victim_pid = first.split()[2], int(first.split("(pid ")[1].rstrip(")"))
     sweep.wait_for(rf"{victim_key} epoch +1/2")
     os.kill(victim_pid, 9)
     assert sweep.finish() == 1, sweep.output  # one run failed; the others went on
-    statuses = {key: RunFolder(tmp_path / "out" / key).read_metrics().status
-                for key in ("tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1")}
+    statuses = {
+        key: RunFolder(tmp_path / "out" / key).read_metrics().status
+        for key in ("tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1")
+    }
     assert statuses == {key: "failed" if key == victim_key else "completed" for key in statuses}
     assert f"{victim_key}: failed (its process ended by SIGKILL)" in sweep.output
     for key in statuses:  # each run trained once: its epoch lines, each prefixed with its process's slot

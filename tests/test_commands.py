@@ -39,14 +39,26 @@ def test_export_predict_evaluate_and_landscape(untrained_run, tmp_path, jpeg_tre
         for image, member in zip(images, members):
             image.write_bytes(tar.extractfile(member).read())
     images[2].write_bytes(images[2].read_bytes()[:200])
-    (p_code, predicted), (e_code, evaluated), (l_code, landscape) = keras_cifar_each([
-        ["predict", tmp_path / "export", *images, "--json"],
-        ["evaluate", tmp_path / "export", "--data", jpeg_tree[0], "--json", "--figure", tmp_path / "cm.png"],
-        ["landscape", untrained_run, "--points", "3", "--images", "64", "--data", jpeg_tree[0],
-         "--out", tmp_path / "landscape"],
-    ])
+    (p_code, predicted), (e_code, evaluated), (l_code, landscape) = keras_cifar_each(
+        [
+            ["predict", tmp_path / "export", *images, "--json"],
+            ["evaluate", tmp_path / "export", "--data", jpeg_tree[0], "--json", "--figure", tmp_path / "cm.png"],
+            [
+                "landscape",
+                untrained_run,
+                "--points",
+                "3",
+                "--images",
+                "64",
+                "--data",
+                jpeg_tree[0],
+                "--out",
+                tmp_path / "landscape",
+            ],
+        ]
+    )
     assert p_code == 1, predicted  # one file could not be read: named, the others predicted
-    result = json.loads(predicted[predicted.index("{"):predicted.rindex("}") + 1])
+    result = json.loads(predicted[predicted.index("{") : predicted.rindex("}") + 1])
     assert [p["file"] for p in result["predictions"]] == [str(i) for i in images[:2]]
     assert [len(p["top"]) for p in result["predictions"]] == [3, 3]
     assert f"error: {images[2]}: not a readable image" in predicted
@@ -79,8 +91,10 @@ def test_report_and_compare(tmp_path):
 
 def test_tune(tmp_path, jpeg_tree):
     recipe = tmp_path / "tune.yaml"
-    recipe.write_text(f"name: search\nbase:\n  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 32}}\n"
-                      "tune:\n  max_trials: 2\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}}\n")
+    recipe.write_text(
+        f"name: search\nbase:\n  model: {{width: {WIDTH}}}\n  data: {{batch_size: 32, eval_subset: 32}}\n"
+        "tune:\n  max_trials: 2\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}}\n"
+    )
     code, output = keras_cifar("tune", recipe, "--data", jpeg_tree[0], "--subset", "64", "--out", tmp_path / "out")
     assert code == 0, output
     assert "trial 1 completed: val_accuracy" in output
@@ -89,9 +103,22 @@ def test_tune(tmp_path, jpeg_tree):
 
 def test_bench(tmp_path):
     """Keras on PyTorch against the plain PyTorch reference, each in a process of its own."""
-    code, output = keras_cifar("bench", "--backends", "torch", "--reference", "--epochs", "2", "--data",
-                               "synthetic:64", "--set", f"model.width={WIDTH}", "--set", "data.eval_subset=20",
-                               "--json", tmp_path / "bench.json")
+    code, output = keras_cifar(
+        "bench",
+        "--backends",
+        "torch",
+        "--reference",
+        "--epochs",
+        "2",
+        "--data",
+        "synthetic:64",
+        "--set",
+        f"model.width={WIDTH}",
+        "--set",
+        "data.eval_subset=20",
+        "--json",
+        tmp_path / "bench.json",
+    )
     assert code == 0, output
     record = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in record["results"]] == ["torch"]
@@ -109,8 +136,9 @@ def test_recipes_version_and_shipped_recipes_by_name(tmp_path):
     assert names.split() == ["bn", "shortcut", "momentum", "activation", "loss", "lr", "batch_size", "baseline"]
     code, version = keras_cifar("--version")
     assert code == 0 and version.startswith(f"keras-cifar {__version__} (keras ") and "KERAS_BACKEND=" in version
-    code, planned = keras_cifar("run", "bn", "--quick", "--epochs", "3", "--data", "synthetic:100", "--out",
-                                tmp_path / "out", "--dry-run")  # by name; --epochs wins over --quick
+    code, planned = keras_cifar(
+        "run", "bn", "--quick", "--epochs", "3", "--data", "synthetic:100", "--out", tmp_path / "out", "--dry-run"
+    )  # by name; --epochs wins over --quick
     assert code == 0 and planned.startswith("bn/bn/seed0: new, width 16, 3 epochs, batch 128"), planned
     code, missing = keras_cifar("run", "nope", "--dry-run")
     assert code == 2 and "nope: no such recipe file, and no shipped recipe of that name; shipped: activation" in missing
@@ -125,29 +153,60 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
     import mlflow
 
     recipe = tmp_path / "ranked.yaml"
-    recipe.write_text(f"name: ranked\nreport: {{title: T, source: Fig. 1, claim: a > b, order: [a, b]}}\n"
-                      f"base: {{model: {{width: {WIDTH}}}, data: {{batch_size: 32, eval_subset: 64}}, "
-                      "train: {epochs: 1, checkpoint_seconds: 0}}\n"
-                      "variants: {a: {}, b: {model: {activation: tanh}}}\n")
+    recipe.write_text(
+        f"name: ranked\nreport: {{title: T, source: Fig. 1, claim: a > b, order: [a, b]}}\n"
+        f"base: {{model: {{width: {WIDTH}}}, data: {{batch_size: 32, eval_subset: 64}}, "
+        "train: {epochs: 1, checkpoint_seconds: 0}}\n"
+        "variants: {a: {}, b: {model: {activation: tanh}}}\n"
+    )
     accuracies = {("a", 0): 0.60, ("a", 1): 0.62, ("b", 0): 0.55, ("b", 1): 0.56}
     for spec in config.sweep(config.load_recipe(recipe), seeds=[0, 1]):
         folder = RunFolder.of(tmp_path / "out", spec)
         folder.write_config(spec, "synthetic:96")
         acc = accuracies[spec.variant, spec.seed]
-        folder.write_history([Epoch(1, loss=1.0, accuracy=acc, val_loss=1.0, val_accuracy=acc, test_loss=1.0,
-                                    test_accuracy=acc, lr=0.0, epoch_seconds=1.0, train_seconds=1.0)])
-        folder.write_metrics(RunRecord("completed", "ranked", spec.variant, spec.seed, epochs_completed=1, epochs=1,
-                                       test_accuracy=acc, best_val_accuracy=acc, train_seconds=1.0, wall_seconds=1.0,
-                                       data=DataSizes("synthetic:96", 96, 10, 10)))
+        folder.write_history(
+            [
+                Epoch(
+                    1,
+                    loss=1.0,
+                    accuracy=acc,
+                    val_loss=1.0,
+                    val_accuracy=acc,
+                    test_loss=1.0,
+                    test_accuracy=acc,
+                    lr=0.0,
+                    epoch_seconds=1.0,
+                    train_seconds=1.0,
+                )
+            ]
+        )
+        folder.write_metrics(
+            RunRecord(
+                "completed",
+                "ranked",
+                spec.variant,
+                spec.seed,
+                epochs_completed=1,
+                epochs=1,
+                test_accuracy=acc,
+                best_val_accuracy=acc,
+                train_seconds=1.0,
+                wall_seconds=1.0,
+                data=DataSizes("synthetic:96", 96, 10, 10),
+            )
+        )
     args = ["run", recipe, "--data", "synthetic:96", "--out", tmp_path / "out", "--seeds", "auto", "--max-seeds", "3"]
     code, output = keras_cifar(*args, "--track", "mlflow")
     assert code == 0, output
     assert "--seeds auto: ranked has a pair that about 3 seeds could decide; adding seed 2" in output
-    assert [line.split()[1] for line in output.splitlines() if "width 8, 1 epoch" in line] == \
-        ["ranked/a/seed2:", "ranked/b/seed2:"]
+    assert [line.split()[1] for line in output.splitlines() if "width 8, 1 epoch" in line] == [
+        "ranked/a/seed2:",
+        "ranked/b/seed2:",
+    ]
     assert not (tmp_path / "out" / "ranked" / "a" / "seed3").exists()
     mlflow.set_tracking_uri(tracking.store(tmp_path / "out"))  # mlruns/ beside --out; each finished run once
-    assert sorted(r.info.run_name for r in mlflow.search_runs(experiment_names=["ranked"], output_format="list")) == \
-        [f"{v}/seed{s}" for v in "ab" for s in range(3)]
+    assert sorted(r.info.run_name for r in mlflow.search_runs(experiment_names=["ranked"], output_format="list")) == [
+        f"{v}/seed{s}" for v in "ab" for s in range(3)
+    ]
     code, again = keras_cifar(*args)
     assert code == 0 and "width 8, 1 epoch" not in again, again

@@ -21,9 +21,13 @@ def test_precedence_defaults_base_variant_command_line(tmp_path):
 
 def test_every_shipped_recipe_is_valid_and_matches_the_report_variants():
     expected = {
-        "baseline": ["baseline"], "bn": ["bn", "no_bn"], "shortcut": ["shortcut", "no_shortcut"],
-        "momentum": ["momentum", "no_momentum"], "activation": ["relu", "tanh", "sigmoid"],
-        "loss": ["cross_entropy", "multi_margin"], "lr": ["cosine", "fixed"],
+        "baseline": ["baseline"],
+        "bn": ["bn", "no_bn"],
+        "shortcut": ["shortcut", "no_shortcut"],
+        "momentum": ["momentum", "no_momentum"],
+        "activation": ["relu", "tanh", "sigmoid"],
+        "loss": ["cross_entropy", "multi_margin"],
+        "lr": ["cosine", "fixed"],
         "batch_size": ["batch64", "batch128", "batch256"],
     }
     for name, variants in expected.items():
@@ -50,8 +54,11 @@ def test_yaml_float_written_without_dot_is_read_as_a_number(tmp_path):
         ("  train: {epochs: -3}\n", "  a: {}\n", "train.epochs: -3 is not allowed; use a positive integer"),
         ("  data: {batch_size: 0}\n", "  a: {}\n", "data.batch_size: 0 is not allowed"),
         ("  model: {batch_norm: 1}\n", "  a: {}\n", "model.batch_norm: expected true or false"),
-        ("", "  a: {model: {activation: swishy}}\n",
-         "variants.a: model.activation: 'swishy' is not allowed; use relu, tanh, sigmoid"),
+        (
+            "",
+            "  a: {model: {activation: swishy}}\n",
+            "variants.a: model.activation: 'swishy' is not allowed; use relu, tanh, sigmoid",
+        ),
         ("", "  a: {loss: hinge}\n", "loss: 'hinge' is not allowed; use cross_entropy / multi_margin"),
         ("", "  a: {optimizer: 0.1}\n", "'optimizer' must be a mapping"),
     ],
@@ -88,7 +95,9 @@ def test_unknown_variant_lists_the_recipe_variants(tmp_path):
 
 def test_set_values_are_typed_and_validated():
     assert cfg.parse_sets(["model.width=16", "model.batch_norm=false", "train.seeds=[0, 1]"]) == {
-        "model": {"width": 16, "batch_norm": False}, "train": {"seeds": [0, 1]}}
+        "model": {"width": 16, "batch_norm": False},
+        "train": {"seeds": [0, 1]},
+    }
     with pytest.raises(cfg.ConfigError, match="expected KEY.PATH=VALUE"):
         cfg.parse_sets(["model.width"])
     with pytest.raises(cfg.ConfigError, match="command line: unknown key 'optimizer.lr'"):
@@ -104,23 +113,30 @@ def test_cli_config_error_exits_2_and_writes_nothing(tmp_path, cli):
 
 
 def test_dry_run_lists_runs_without_training(tmp_path, cli):
-    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {}\n"), "--seeds", "0,1", "--dry-run",
-                 "--out", tmp_path / "out")
+    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {}\n"), "--seeds", "0,1", "--dry-run", "--out", tmp_path / "out")
     assert result.exit_code == 0
     assert [line.split(":")[0] for line in result.output.splitlines()] == [
-        "tiny/a/seed0", "tiny/a/seed1", "tiny/b/seed0", "tiny/b/seed1", "estimated total"]
+        "tiny/a/seed0",
+        "tiny/a/seed1",
+        "tiny/b/seed0",
+        "tiny/b/seed1",
+        "estimated total",
+    ]
     assert "tiny/a/seed0: new, width 8, 1 epoch, batch 32, no timing yet at this scale" in result.output
     assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("section, message", [
-    ("report: {title: T, source: Fig. 1, claim: c, verdict: x}", "unknown key 'report.verdict'"),
-    ("report: {title: T, source: Fig. 1}", "report.claim: expected a string"),
-    ("report: {title: T, source: Fig. 1, claim: c, order: [a, z]}", "report.order: z is not a variant of this recipe"),
-    ("report: {title: T, source: Fig. 1, claim: c, accuracy: {a: 120}}", "report.accuracy.a: expected a percentage"),
-    ("report: [a, b]", "'report' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("report: {title: T, source: Fig. 1, claim: c, verdict: x}", "unknown key 'report.verdict'"),
+        ("report: {title: T, source: Fig. 1}", "report.claim: expected a string"),
+        ("report: {title: T, source: Fig. 1, claim: c, order: [a, z]}", "report.order: z is not a variant of this recipe"),
+        ("report: {title: T, source: Fig. 1, claim: c, accuracy: {a: 120}}", "report.accuracy.a: expected a percentage"),
+        ("report: [a, b]", "'report' must be a mapping"),
+    ],
+)
 def test_bad_report_sections_name_file_and_key(tmp_path, section, message):
     path = tmp_path / "r.yaml"
     path.write_text(f"name: r\n{section}\nvariants: {{a: {{}}, b: {{}}}}\n")

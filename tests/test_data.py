@@ -26,8 +26,10 @@ def _fake_cifar(n_train=50, n_test=40, seed=0):
 
 def _write_binary(folder, x_tr, y_tr, x_te, y_te):
     folder.mkdir(parents=True)
+
     def records(x, y):
         return np.concatenate([y[:, None].astype(np.uint8), x.transpose(0, 3, 1, 2).reshape(len(x), -1)], 1).tobytes()
+
     for i, part in enumerate(np.array_split(np.arange(len(y_tr)), 5), start=1):
         (folder / f"data_batch_{i}.bin").write_bytes(records(x_tr[part], y_tr[part]))
     (folder / "test_batch.bin").write_bytes(records(x_te, y_te))
@@ -35,8 +37,10 @@ def _write_binary(folder, x_tr, y_tr, x_te, y_te):
 
 def _write_python(folder, x_tr, y_tr, x_te, y_te):
     folder.mkdir(parents=True)
+
     def dump(x, y):
         return pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1), b"labels": y.tolist()})
+
     for i, part in enumerate(np.array_split(np.arange(len(y_tr)), 5), start=1):
         (folder / f"data_batch_{i}").write_bytes(dump(x_tr[part], y_tr[part]))
     (folder / "test_batch").write_bytes(dump(x_te, y_te))
@@ -110,10 +114,9 @@ def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path):
     np.testing.assert_array_equal(np.load(cached[0])["x_train"], first.x_train)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a tar at all", "not a folder or a .tar(.gz) archive"),
-    (None, "no CIFAR-10 copy found in it"),
-])
+@pytest.mark.parametrize(
+    "content, message", [(b"not a tar at all", "not a folder or a .tar(.gz) archive"), (None, "no CIFAR-10 copy found in it")]
+)
 def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message):
     path = tmp_path / "data.tar.gz"
     if content is None:
@@ -187,8 +190,9 @@ def tfds_cifar10(tmp_path, monkeypatch):
     _write_binary(folder, *arrays)
     (folder / "batches.meta.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
     _tar(folder, tmp_path / "srv" / "cifar-10-binary.tar.gz")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(tmp_path / "srv")))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp_path / "srv"))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     original = cifar.Cifar10._cifar_info
 
@@ -236,13 +240,15 @@ def test_tfds_failures_say_what_is_missing(monkeypatch, tmp_path):
         def load(*args, **kwargs):
             (tmp_path / "tfds" / "cifar10" / "incomplete.X").mkdir(parents=True)  # what TFDS leaves when it fails
             raise error
+
         return load
 
     monkeypatch.setattr(tfds, "load", fail(ConnectionError("connection reset")))
     with pytest.raises(DataError, match="TFDS download of CIFAR-10 failed: ConnectionError: connection reset.*--data PATH"):
         data.load()
     assert not (tmp_path / "tfds").exists()  # the empty folders it created are gone
-    monkeypatch.setattr(tfds, "load", fail(ModuleNotFoundError("No module named 'importlib_resources'",
-                                                               name="importlib_resources")))
+    monkeypatch.setattr(
+        tfds, "load", fail(ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources"))
+    )
     with pytest.raises(DataError, match="a library it needs is missing .*pip install importlib_resources"):
         data.load()

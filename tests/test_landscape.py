@@ -148,8 +148,7 @@ def test_cli_1d_in_the_run_folder_matches_evaluate(runs, cli):
 
 
 def test_cli_2d_compares_runs_on_one_figure(runs, cli, tmp_path):
-    result = cli("landscape", *runs, "--dims", "2", "--points", "3", "--images", "40", "--surface",
-                 "--out", tmp_path)
+    result = cli("landscape", *runs, "--dims", "2", "--points", "3", "--images", "40", "--surface", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     surface = np.load(tmp_path / "landscape_2d.npz")
     assert surface["loss"].shape == surface["accuracy"].shape == (2, 3, 3)
@@ -162,12 +161,15 @@ def test_cli_2d_compares_runs_on_one_figure(runs, cli, tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "{tmp}", "--range", "0.5", "1"], "must contain 0"),
-    (["--surface"], "add --dims 2"),
-    (["{tmp}"], "several RUN_DIRs"),
-    (["--dims", "3"], "--dims"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "{tmp}", "--range", "0.5", "1"], "must contain 0"),
+        (["--surface"], "add --dims 2"),
+        (["{tmp}"], "several RUN_DIRs"),
+        (["--dims", "3"], "--dims"),
+    ],
+)
 def test_cli_rejects_bad_settings(runs, cli, tmp_path, args, message):
     result = cli("landscape", runs[0], *[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 2 and message in result.output
@@ -209,7 +211,9 @@ def test_docs_quote_the_committed_landscape():
     page = (REPO / "docs" / "landscapes.md").read_text()
     for run in json.loads((REPO / "results/landscapes/bn/landscape_1d.json").read_text())["runs"]:
         s, points = run["sharpness"], run["sharpness"]["points"]
-        row = (f"| {run['label']} | {run['centre']['loss']:.3f} | {100 * run['centre']['accuracy']:.1f} % | "
-               f"{points['a=-0.5']['loss']:.3f} / {points['a=+0.5']['loss']:.3f} | {s['loss_rise']:.3f} | "
-               f"{100 * s['accuracy_drop']:.1f} points |")
+        row = (
+            f"| {run['label']} | {run['centre']['loss']:.3f} | {100 * run['centre']['accuracy']:.1f} % | "
+            f"{points['a=-0.5']['loss']:.3f} / {points['a=+0.5']['loss']:.3f} | {s['loss_rise']:.3f} | "
+            f"{100 * s['accuracy_drop']:.1f} points |"
+        )
         assert row in page, row

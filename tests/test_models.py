@@ -68,7 +68,7 @@ def test_random_crop_flip_gives_shifted_or_flipped_crops_and_is_identity_at_infe
     layer = RandomCropFlip(seed=1)
     out = as_numpy(layer(x, training=True))
     padded = np.pad(x.astype("float32"), ((0, 0), (4, 4), (4, 4), (0, 0)))
-    crops = [[padded[i, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)] for i in range(16)]
+    crops = [[padded[i, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)] for i in range(16)]
     for i in range(16):
         assert any(np.array_equal(out[i], c) or np.array_equal(out[i], c[:, ::-1]) for c in crops[i])
     assert not np.array_equal(out, x)  # something moved

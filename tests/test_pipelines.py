@@ -14,7 +14,7 @@ def test_epochs_are_full_batches_of_a_stream_of_permutations():
     assert all(len(o) == 24 for o in orders)  # 3 full batches of 8 from 20 images
     stream = np.concatenate(orders)
     for k in range(6):  # the stream is permutation after permutation, each of all 20 images
-        assert sorted(stream[20 * k:20 * (k + 1)]) == list(range(20))
+        assert sorted(stream[20 * k : 20 * (k + 1)]) == list(range(20))
     assert not np.array_equal(orders[0][:20], orders[1][4:24])  # a new permutation, not the same again
     np.testing.assert_array_equal(epoch_order(20, 8, seed=3, epoch=3), orders[3])  # any epoch on its own
     assert not np.array_equal(epoch_order(20, 8, seed=4, epoch=0), orders[0])
@@ -40,7 +40,7 @@ def _labels_seen_by_fit(pipeline, epochs, start=0):
     model.compile("sgd", Recording())
     x, y = np.zeros((20, 32, 32, 3), np.uint8), np.arange(20, dtype=np.int32)
     model.fit(**Feeder(8, pipeline).train(x, y, 5, epochs, start), epochs=epochs, initial_epoch=start, verbose=0)
-    return [sum(seen[3 * e:3 * (e + 1)], []) for e in range(epochs - start)]
+    return [sum(seen[3 * e : 3 * (e + 1)], []) for e in range(epochs - start)]
 
 
 @pytest.mark.parametrize("pipeline", ["tf_data", "numpy"])

@@ -60,8 +60,9 @@ def test_a_toy_data_format_is_read_and_listed(tmp_path):
 
     cifar = data.synthetic(50, 20)
     (tmp_path / "copy").mkdir()
-    np.savez(tmp_path / "copy" / "cifar.npz", x_train=cifar.x_train, y_train=cifar.y_train,
-             x_test=cifar.x_test, y_test=cifar.y_test)
+    np.savez(
+        tmp_path / "copy" / "cifar.npz", x_train=cifar.x_train, y_train=cifar.y_train, x_test=cifar.x_test, y_test=cifar.y_test
+    )
     with pytest.raises(data.DataError, match="no CIFAR-10 copy found in it"):
         data.load(tmp_path / "copy")
     with registered(FORMATS, "npz", "cifar.npz with x_train, y_train, x_test, y_test", npz):

@@ -20,11 +20,12 @@ def plugins_recipe(tmp_path):
     """A recipe with one variant per registered loss, optimizer and schedule, those of the baseline last
     (they reuse the baseline's run once it has finished)."""
     default = config.Config()
-    variants = sorted([(name == default.loss, f"  loss_{name}: {{loss: {name}}}") for name in LOSSES]
-                      + [(name == default.optimizer.name, f"  optimizer_{name}: {{optimizer: {{name: {name}}}}}")
-                         for name in OPTIMIZERS]
-                      + [(name == default.schedule.name, f"  schedule_{name}: {{schedule: {{name: {name}}}}}")
-                         for name in SCHEDULES], key=lambda v: v[0])
+    variants = sorted(
+        [(name == default.loss, f"  loss_{name}: {{loss: {name}}}") for name in LOSSES]
+        + [(name == default.optimizer.name, f"  optimizer_{name}: {{optimizer: {{name: {name}}}}}") for name in OPTIMIZERS]
+        + [(name == default.schedule.name, f"  schedule_{name}: {{schedule: {{name: {name}}}}}") for name in SCHEDULES],
+        key=lambda v: v[0],
+    )
     path = tmp_path / "plugins.yaml"
     path.write_text("name: plugins\nvariants:\n" + "\n".join(line for _, line in variants) + "\n")
     return path
@@ -38,8 +39,20 @@ LANES = (("baseline", "activation", "bn", "momentum", "shortcut"), ("batch_size"
 @pytest.mark.timeout(600)  # 14 models compiled, in two processes
 def test_every_variant_of_every_shipped_recipe_and_plugin_completes(tmp_path, jpeg_tree):
     out = tmp_path / "out"
-    scale = ["--data", jpeg_tree[0], "--out", out, "--epochs", "1", "--subset", "64",
-             "--set", f"model.width={WIDTH}", "--set", "data.eval_subset=32"]
+    scale = [
+        "--data",
+        jpeg_tree[0],
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--subset",
+        "64",
+        "--set",
+        f"model.width={WIDTH}",
+        "--set",
+        "data.eval_subset=32",
+    ]
     files = {path.stem: path for path in SHIPPED} | {"plugins": plugins_recipe(tmp_path)}
     assert sorted(name for lane in LANES for name in lane) == sorted(files)  # a new recipe joins a lane
     for code, output in keras_cifar_each([["run", *(files[name] for name in lane), *scale] for lane in LANES]):

@@ -34,20 +34,29 @@ def test_report_table_numbers_diverged_run_and_missing_seed(bn_runs):
     std = math.sqrt(((0.60 - mean) ** 2 + (0.62 - mean) ** 2 + (0.67 - mean) ** 2) / 2)  # sample std, ddof=1
     assert bn["test_accuracy"]["mean"] == pytest.approx(mean) and bn["test_accuracy"]["std"] == pytest.approx(std)
     assert bn["test_accuracy"]["n"] == 3 and bn["status"] == "completed"
-    assert bn["test_accuracy"]["ci"] == pytest.approx([mean - 4.302653 * std / math.sqrt(3),
-                                                        mean + 4.302653 * std / math.sqrt(3)])  # t(0.975, 2)
-    assert no_bn["test_accuracy"] == {"mean": 0.5, "std": None, "min": 0.5, "max": 0.5, "n": 1,  # diverged left out
-                                      "ci": None, "binomial_se": pytest.approx(math.sqrt(0.25 / 5000))}
+    assert bn["test_accuracy"]["ci"] == pytest.approx(
+        [mean - 4.302653 * std / math.sqrt(3), mean + 4.302653 * std / math.sqrt(3)]
+    )  # t(0.975, 2)
+    assert no_bn["test_accuracy"] == {
+        "mean": 0.5,
+        "std": None,
+        "min": 0.5,
+        "max": 0.5,
+        "n": 1,  # diverged left out
+        "ci": None,
+        "binomial_se": pytest.approx(math.sqrt(0.25 / 5000)),
+    }
     assert no_bn["missing_seeds"] == [2] and [r["status"] for r in no_bn["runs"]] == ["completed", "diverged"]
     assert summary["highest_test_accuracy"] == ["bn"]
 
     text = (bn_runs / "bn" / "report.md").read_text()
     low, high = (100 * x for x in bn["test_accuracy"]["ci"])
     se = 100 * math.sqrt(mean * (1 - mean) / 5000)
-    assert (f"| bn | **{100 * mean:.2f} ± {100 * std:.2f}** (n=3) | [{low:.2f}, {high:.2f}] | {se:.2f} | 62.00 | 4 | "
-            "completed | 0m32s | 125 |") in text
-    assert "| no_bn | 50.00 (n=1 of 3) | – | 0.71 | 49.00 | 4 | 1 completed; seed1 diverged at epoch 2; seed2 missing |" \
-        in text
+    assert (
+        f"| bn | **{100 * mean:.2f} ± {100 * std:.2f}** (n=3) | [{low:.2f}, {high:.2f}] | {se:.2f} | 62.00 | 4 | "
+        "completed | 0m32s | 125 |"
+    ) in text
+    assert "| no_bn | 50.00 (n=1 of 3) | – | 0.71 | 49.00 | 4 | 1 completed; seed1 diverged at epoch 2; seed2 missing |" in text
     assert "- Variants differ in `model.batch_norm`: bn = true, no_bn = false" in text
     assert json.loads((bn_runs / "bn" / "summary.json").read_text()) == summary
     names = {p.name for p in paths}
@@ -69,8 +78,10 @@ def test_unfinished_and_failed_runs_are_shown_not_dropped(tmp_path):
     assert fixed["test_accuracy"] is None
     assert fixed["status"] == "seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs"
     assert _row(summary, "cosine")["status"] == "1 completed; seed1 missing"
-    assert "| fixed | – | – | – | – | 4 | seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs |" in \
-        (tmp_path / "lr" / "report.md").read_text()
+    assert (
+        "| fixed | – | – | – | – | 4 | seed0 unfinished, 2/4 epochs; seed1 failed after 3/4 epochs |"
+        in (tmp_path / "lr" / "report.md").read_text()
+    )
     assert {"lr.png", "lr.svg"} <= {p.name for p in paths}  # the learning rates differ
 
 
@@ -117,8 +128,14 @@ def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
         return [(spec, RunFolder.of(out_root, spec).read_metrics()) for spec in runs]
 
     monkeypatch.setattr(train, "run_sweep", fake_sweep)
-    result = cli("run", tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}}\n"), "--out", tmp_path / "out",
-                 "--data", "synthetic:100")
+    result = cli(
+        "run",
+        tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}}\n"),
+        "--out",
+        tmp_path / "out",
+        "--data",
+        "synthetic:100",
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "tiny" / "test_curves.png").exists()
     assert "tiny: " in result.output and "| b | **60.00** (n=1)" in result.output
@@ -141,12 +158,15 @@ def _stats(*accs):
     return stats.describe(accs)
 
 
-@pytest.mark.parametrize("bn, no_bn, answer", [
-    ((0.60, 0.62), (0.50, 0.52), "yes"),  # +10 pt, 95 % CI [+3.9, +16.1] (t(0.975, 2) = 4.303, se 1.41 pt)
-    ((0.50, 0.52), (0.60, 0.62), "no"),
-    ((0.55, 0.62), (0.50, 0.58), "can't tell"),  # means in order, the interval holds 0
-    ((0.60,), (0.50, 0.52), "can't tell"),  # one seed: no interval, whatever the means
-])
+@pytest.mark.parametrize(
+    "bn, no_bn, answer",
+    [
+        ((0.60, 0.62), (0.50, 0.52), "yes"),  # +10 pt, 95 % CI [+3.9, +16.1] (t(0.975, 2) = 4.303, se 1.41 pt)
+        ((0.50, 0.52), (0.60, 0.62), "no"),
+        ((0.55, 0.62), (0.50, 0.58), "can't tell"),  # means in order, the interval holds 0
+        ((0.60,), (0.50, 0.52), "can't tell"),  # one seed: no interval, whatever the means
+    ],
+)
 def test_judge_pairs(bn, no_bn, answer):
     assert compare.judge(("bn", "no_bn"), {"bn": _stats(*bn), "no_bn": _stats(*no_bn)})[0] == answer
 
@@ -158,8 +178,10 @@ def test_judge_says_why_and_how_many_seeds_would_decide():
     answer, reason = compare.judge(order, data)
     assert reason.startswith("bn − no_bn = +4.50 pt, 95 % CI [-")
     assert reason.endswith("; about 23 seeds per variant would resolve it")
-    assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)}) == \
-        ("can't tell", "bn has 1 seed: no interval; run 2 seeds or more")
+    assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)}) == (
+        "can't tell",
+        "bn has 1 seed: no interval; run 2 seeds or more",
+    )
     assert claims.seeds_wanted(order, data, cap=5) == 0  # 23 > 5: more seeds within the cap would not decide
     assert claims.seeds_wanted(order, data, cap=30) == 23
     assert claims.seeds_wanted(order, {"bn": _stats(0.6), "no_bn": _stats(0.5)}, cap=5) == 2
@@ -180,8 +202,7 @@ def test_judge_three_way_worst_pair_decides_and_missing_data():
 def test_ordering_shows_the_pair_that_decided_a_no():
     """The report says 128 > 256 > 64. 128 vs 256 is undecided (+6 pt, df 2.25); 256 vs 64 is -9 pt with a
     Welch interval of ±2.27 pt (se 0.816 pt, df 4, t 2.776): against the report."""
-    data = {"batch64": _stats(0.64, 0.65, 0.66), "batch128": _stats(0.58, 0.62, 0.66),
-            "batch256": _stats(0.55, 0.56, 0.57)}
+    data = {"batch64": _stats(0.64, 0.65, 0.66), "batch128": _stats(0.58, 0.62, 0.66), "batch256": _stats(0.55, 0.56, 0.57)}
     order = ("batch128", "batch256", "batch64")
     answer, reason = compare.judge(order, data)
     assert (answer, reason) == ("no", "batch256 − batch64 = -9.00 pt, 95 % CI [-11.27, -6.73]")
@@ -209,9 +230,16 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
     assert "| relu | 95.48 | **70.50 ± 0.71** (n=2) |" in page  # the report's number beside ours
     assert "![bn: test accuracy and loss per epoch](runs/bn/test_curves.png)" in page
     assert (runs / "bn" / "test_curves.png").exists()
-    for fact in ("width (Channel1) 8", "epochs 4", "seeds 0, 1", "training subset 1,000 images",
-                 "JPEG copy of CIFAR-10: lossy", "gpu: Test GPU", f"keras-cifar compare {runs} --out {out}",
-                 "## Discussion\n\nAt 4 epochs BN loses."):
+    for fact in (
+        "width (Channel1) 8",
+        "epochs 4",
+        "seeds 0, 1",
+        "training subset 1,000 images",
+        "JPEG copy of CIFAR-10: lossy",
+        "gpu: Test GPU",
+        f"keras-cifar compare {runs} --out {out}",
+        "## Discussion\n\nAt 4 epochs BN loses.",
+    ):
         assert fact in page
     assert cli("compare", runs, "--out", out).exit_code == 0  # its own page: replaced
 
@@ -241,11 +269,14 @@ def test_compare_reads_the_claims_of_the_recipes_it_is_given(tmp_path, cli):
     recipes.mkdir()
     (recipes / "width.yaml").write_text(
         "name: width\nreport: {title: Width, source: Fig. 2, claim: narrow is enough, order: [narrow, wide]}\n"
-        "variants: {wide: {}, narrow: {model: {width: 4}}}\n")
+        "variants: {wide: {}, narrow: {model: {width: 4}}}\n"
+    )
     assert cli("compare", runs, "--recipes", recipes).exit_code == 0
     row = next(line for line in (runs / "comparison.md").read_text().splitlines() if line.startswith("| [width]"))
-    assert row == ("| [width](#width) | narrow is enough (Fig. 2) | – | narrow 50.50 ± 0.71 (n=2)<br>"
-                   "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** |")
+    assert row == (
+        "| [width](#width) | narrow is enough (Fig. 2) | – | narrow 50.50 ± 0.71 (n=2)<br>"
+        "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** |"
+    )
 
 
 def test_report_logs_finished_runs_to_mlflow_once(tmp_path, cli, monkeypatch):
@@ -276,8 +307,9 @@ def test_report_logs_finished_runs_to_mlflow_once(tmp_path, cli, monkeypatch):
     history = client.get_metric_history(logged.info.run_id, "test_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == pytest.approx([0.5 * e / 4 for e in range(1, 5)])
-    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)} | \
-        {a.path for a in client.list_artifacts(logged.info.run_id, "figures")}
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)} | {
+        a.path for a in client.list_artifacts(logged.info.run_id, "figures")
+    }
     assert {"metrics.json", "history.csv", "config.yaml", "figures/test_curves.png"} <= artifacts
     again = cli("report", runs / "bn", "--track", "mlflow")
     assert "bn: 0 runs logged to MLflow" in again.output
@@ -287,5 +319,5 @@ def test_track_mlflow_without_mlflow_is_one_line_naming_the_install(tmp_path, cl
     make_run(tmp_path / "runs", "bn", "bn", 0, 0.6)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # importlib.util.find_spec("mlflow") is None: not installed
     result = cli("report", tmp_path / "runs", "--track", "mlflow")
-    assert result.exit_code == 2 and "pip install -e \".[mlflow]\"" in result.output
+    assert result.exit_code == 2 and 'pip install -e ".[mlflow]"' in result.output
     assert not (tmp_path / "runs" / "bn" / "report.md").exists()  # refused before writing anything

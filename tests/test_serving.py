@@ -181,7 +181,6 @@ def test_unusable_paths_are_one_line_errors(tmp_path, cli):
     assert result.exit_code == 2 and "no image files" in result.stderr
 
 
-
 def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"not a zip file")

@@ -49,11 +49,19 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
     boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
     assert boom.status == "diverged" and boom.epochs_completed == 1 and boom.test_accuracy is None
     assert "tiny/boom/seed0: diverged" in trained.output
-    assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == \
-        ["completed", "completed", "diverged"]
+    assert [line.split()[2] for line in trained.output.splitlines() if line.startswith(("a ", "bf16 ", "boom "))] == [
+        "completed",
+        "completed",
+        "diverged",
+    ]
     (hparams,) = _hparams(trained.out / "tiny" / "a" / "seed0" / "tb")  # written once, at the start
-    assert {k: hparams[k] for k in ("model.width", "train.epochs", "data.subset", "variant", "seed")} == \
-        {"model.width": 8, "train.epochs": 8, "data.subset": 320, "variant": "a", "seed": 0}
+    assert {k: hparams[k] for k in ("model.width", "train.epochs", "data.subset", "variant", "seed")} == {
+        "model.width": 8,
+        "train.epochs": 8,
+        "data.subset": 320,
+        "variant": "a",
+        "seed": 0,
+    }
 
 
 def _hparams(logdir):
@@ -62,10 +70,14 @@ def _hparams(logdir):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    values = [value for path in sorted(logdir.glob("events.out.tfevents.*")) for event in EventFileLoader(str(path)).Load()
-              for value in event.summary.value if value.metadata.plugin_data.plugin_name == "hparams"]
-    starts = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info
-              for v in values]
+    values = [
+        value
+        for path in sorted(logdir.glob("events.out.tfevents.*"))
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+        if value.metadata.plugin_data.plugin_name == "hparams"
+    ]
+    starts = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info for v in values]
     return [{k: json_format.MessageToDict(v) for k, v in start.hparams.items()} for start in starts if start.hparams]
 
 
@@ -79,20 +91,24 @@ def test_a_killed_or_signalled_run_resumes_from_its_last_epoch(trained, cli):
         assert stop.exit_code == code, stop.output
         epoch = len(stop.history)
         assert epoch > stop.resumed and stop.checkpoint == epoch  # the signal's checkpoint: the last finished epoch
-        assert stop.output.splitlines()[-1] == (f"interrupted ({name}): tiny/a/seed0 stopped after epoch {epoch} of 8,"
-                                                 f" checkpoint of epoch {epoch} kept; run the same command again to "
-                                                 "resume")
+        assert stop.output.splitlines()[-1] == (
+            f"interrupted ({name}): tiny/a/seed0 stopped after epoch {epoch} of 8,"
+            f" checkpoint of epoch {epoch} kept; run the same command again to "
+            "resume"
+        )
         assert "Traceback" not in stop.output
         assert [f for f in stop.files if f.startswith(".")] == []  # no lock, no temporary file
     assert f"tiny/a/seed0: resuming after epoch {signalled[-1].checkpoint}" in trained.output
     folder = RunFolder(trained.out / "tiny" / "a" / "seed0")
     after = folder.read_history()
     assert [r.epoch for r in after] == list(range(1, 9))
-    assert after[:signalled[-1].checkpoint] == signalled[-1].history  # the epochs before the stop are kept
+    assert after[: signalled[-1].checkpoint] == signalled[-1].history  # the epochs before the stop are kept
     assert after[-1].lr == pytest.approx(0.0, abs=1e-6)  # the schedule went on from where it stopped
     assert folder.read_metrics().epochs_completed == 8
-    assert "already completed, skipped" in cli("run", trained.recipe, "--data", trained.data, "--out", trained.out,
-                                               "--variants", "a").output
+    assert (
+        "already completed, skipped"
+        in cli("run", trained.recipe, "--data", trained.data, "--out", trained.out, "--variants", "a").output
+    )
 
 
 @pytest.mark.backend
@@ -109,8 +125,16 @@ def test_mixed_precision_and_steps_per_execution(trained, tmp_path, cli):
     assert model.get_layer("resnet18").get_layer("stem_conv").compute_dtype == "bfloat16"
     assert model.output.dtype == "float32"  # logits stay float32
     if keras.backend.backend() == "torch":  # refused before anything is written
-        result = cli("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", tmp_path / "out",
-                     "--set", "train.steps_per_execution=2")
+        result = cli(
+            "run",
+            tiny_recipe(tmp_path),
+            "--data",
+            "synthetic:100",
+            "--out",
+            tmp_path / "out",
+            "--set",
+            "train.steps_per_execution=2",
+        )
         assert result.exit_code == 2 and "steps_per_execution must be 1 on the PyTorch backend" in result.output
         assert not (tmp_path / "out").exists()
 
@@ -173,8 +197,10 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
     _unfinished(run, {"checkpoint-epoch1.keras": state, "checkpoint-epoch2.keras": state[:1000]})
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    assert ("tiny/bf16/seed0: checkpoint-epoch2.keras cannot be read (BadZipFile: File is not a zip file); "
-            "resuming from checkpoint-epoch1.keras") in result.output
+    assert (
+        "tiny/bf16/seed0: checkpoint-epoch2.keras cannot be read (BadZipFile: File is not a zip file); "
+        "resuming from checkpoint-epoch1.keras"
+    ) in result.output
     assert [r.epoch for r in run.read_history()] == [1, 2] and run.read_metrics().status == "completed"
 
     foreign = io.BytesIO()  # a whole archive whose model cannot be built, as from another Keras version
@@ -184,16 +210,23 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
         archive.writestr("model.weights.h5", b"")
     (tmp_path / "state.keras").write_bytes(state)
     with pytest.MonkeyPatch.context() as mp:  # a checkpoint of an older version, whose optimizer lacked a variable
-        mp.setattr(custom_objects._ScheduleSteps, "build", lambda self, variables: super(
-            custom_objects._ScheduleSteps, self).build(variables))
+        mp.setattr(
+            custom_objects._ScheduleSteps,
+            "build",
+            lambda self, variables: super(custom_objects._ScheduleSteps, self).build(variables),
+        )
         older = custom_objects.load(tmp_path / "state.keras")
         older.optimizer.iterations.assign(5)
         older.save(tmp_path / "older.keras")
     fix = "; run the same command with --restart to train tiny/bf16/seed0 again from epoch 0"
-    for content, why in ((b"", f"{run.path / 'checkpoint-epoch1.keras'}: cannot be read (BadZipFile: "),
-                         (foreign.getvalue(), f"{run.path}: checkpoint-epoch1.keras cannot be read ("),
-                         ((tmp_path / "older.keras").read_bytes(), f"{run.path}: checkpoint-epoch1.keras cannot be "
-                          "read (ValueError: its optimizer state did not load")):
+    for content, why in (
+        (b"", f"{run.path / 'checkpoint-epoch1.keras'}: cannot be read (BadZipFile: "),
+        (foreign.getvalue(), f"{run.path}: checkpoint-epoch1.keras cannot be read ("),
+        (
+            (tmp_path / "older.keras").read_bytes(),
+            f"{run.path}: checkpoint-epoch1.keras cannot be read (ValueError: its optimizer state did not load",
+        ),
+    ):
         _unfinished(run, {"checkpoint-epoch1.keras": content})
         for extra in ((), ("--dry-run",)) if content == b"" else ((),):
             result = cli(*args, *extra)
@@ -214,7 +247,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_
     run = disk / "runs" / "tiny" / "a" / "seed0"
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {run}: cannot write checkpoint-epoch1.keras (No space left on device); free some space or fix the "
-        "folder's permissions, then run the same command again")
+        "folder's permissions, then run the same command again"
+    )
     assert [p.name for p in disk.rglob(".*")] == []  # no temporary file, no lock
     free()
     result = cli(*args)

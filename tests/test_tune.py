@@ -20,8 +20,7 @@ from keras_cifar import trials, tune
 from keras_cifar.runs import RunFolder
 from tests.helpers import REPO, tiny_compile_model, tiny_recipe
 
-TUNE = ("tune:\n  max_trials: 3\n  epochs: 1\n"
-        "  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n")
+TUNE = "tune:\n  max_trials: 3\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n"
 DATA = "synthetic:200"
 
 
@@ -49,15 +48,31 @@ def read_rows(folder):
 
 def test_tune_section_defaults_recipe_and_command_line(tmp_path):
     plain = cfg.load_recipe(tiny_recipe(tmp_path))
-    assert plain.tune == {"tuner": "random", "objective": "val_accuracy", "max_trials": 10, "epochs": 10,
-                          "executions_per_trial": 1, "seed": 1,
-                          "space": {"learning_rate": {"min": 0.01, "max": 0.3}, "batch_size": [64, 128, 256]}}
-    search = search_of(tmp_path, sets=["tune.max_trials=2", "tune.space.momentum=[0.0, 0.9]",
-                                       "tune.space.batch_size=null", "tune.space.weight_decay={min: 1e-5, max: 1e-3}",
-                                       "model.width=8"])
+    assert plain.tune == {
+        "tuner": "random",
+        "objective": "val_accuracy",
+        "max_trials": 10,
+        "epochs": 10,
+        "executions_per_trial": 1,
+        "seed": 1,
+        "space": {"learning_rate": {"min": 0.01, "max": 0.3}, "batch_size": [64, 128, 256]},
+    }
+    search = search_of(
+        tmp_path,
+        sets=[
+            "tune.max_trials=2",
+            "tune.space.momentum=[0.0, 0.9]",
+            "tune.space.batch_size=null",
+            "tune.space.weight_decay={min: 1e-5, max: 1e-3}",
+            "model.width=8",
+        ],
+    )
     assert search.tune["max_trials"] == 2 and search.tune["epochs"] == 1
-    assert search.tune["space"] == {"learning_rate": {"min": 0.01, "max": 0.2}, "momentum": [0.0, 0.9],
-                                     "weight_decay": {"min": 1e-5, "max": 1e-3}}
+    assert search.tune["space"] == {
+        "learning_rate": {"min": 0.01, "max": 0.2},
+        "momentum": [0.0, 0.9],
+        "weight_decay": {"min": 1e-5, "max": 1e-3},
+    }
     assert search.config.model.width == 8 and search.variant == "a"  # from --set; the recipe's is 8 too
 
 
@@ -69,24 +84,32 @@ def test_shipped_tune_recipe_searches_the_baseline():
     assert recipe.tune["objective"] == "val_accuracy"
 
 
-@pytest.mark.parametrize("section, message", [
-    ("tune: {tuner: grid}", "tune.tuner: 'grid' is not allowed; use random / bayesian / hyperband"),
-    ("tune: {objective: test_accuracy}", "tune.objective: 'test_accuracy' is not allowed; use val_accuracy or val_loss"),
-    ("tune: {max_trials: many}", "tune.max_trials: expected an integer, got 'many'"),
-    ("tune: {epochs: 0}", "tune.epochs: 0 is not allowed"),
-    ("tune: {trials: 3}", "unknown key 'tune.trials'; allowed: tuner, objective, max_trials, epochs, "
-                          "executions_per_trial, seed, space"),
-    ("tune: {space: {dropout: [0.1]}}", "unknown key 'tune.space.dropout'; allowed: learning_rate, batch_size"),
-    ("tune: {space: {learning_rate: {min: 0.2, max: 0.1}}}", "tune.space.learning_rate: min (0.2) must be below max (0.1)"),
-    ("tune: {space: {weight_decay: {min: 0, max: 1.0e-3}}}", "tune.space.weight_decay: a range is sampled log-uniformly"),
-    ("tune: {space: {learning_rate: {low: 0.1}}}", "tune.space.learning_rate: a range has exactly the keys min and max"),
-    ("tune: {space: {batch_size: {min: 32, max: 256}}}", "tune.space.batch_size: expected a non-empty list of choices, got"),
-    ("tune: {space: {batch_size: [64, -1]}}", "tune.space.batch_size[1]: -1 is not allowed; use a positive integer"),
-    ("tune: {space: {momentum: [0.9, 1.5]}}", "tune.space.momentum[1]: 1.5 is not allowed"),
-    ("tune: {space: {batch_size: [64, 64]}}", "tune.space.batch_size: choices repeat"),
-    ("tune: {space: {learning_rate: null, batch_size: null}}", "tune.space is empty"),
-    ("tune: [random]", "'tune' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("tune: {tuner: grid}", "tune.tuner: 'grid' is not allowed; use random / bayesian / hyperband"),
+        ("tune: {objective: test_accuracy}", "tune.objective: 'test_accuracy' is not allowed; use val_accuracy or val_loss"),
+        ("tune: {max_trials: many}", "tune.max_trials: expected an integer, got 'many'"),
+        ("tune: {epochs: 0}", "tune.epochs: 0 is not allowed"),
+        (
+            "tune: {trials: 3}",
+            "unknown key 'tune.trials'; allowed: tuner, objective, max_trials, epochs, executions_per_trial, seed, space",
+        ),
+        ("tune: {space: {dropout: [0.1]}}", "unknown key 'tune.space.dropout'; allowed: learning_rate, batch_size"),
+        ("tune: {space: {learning_rate: {min: 0.2, max: 0.1}}}", "tune.space.learning_rate: min (0.2) must be below max (0.1)"),
+        ("tune: {space: {weight_decay: {min: 0, max: 1.0e-3}}}", "tune.space.weight_decay: a range is sampled log-uniformly"),
+        ("tune: {space: {learning_rate: {low: 0.1}}}", "tune.space.learning_rate: a range has exactly the keys min and max"),
+        (
+            "tune: {space: {batch_size: {min: 32, max: 256}}}",
+            "tune.space.batch_size: expected a non-empty list of choices, got",
+        ),
+        ("tune: {space: {batch_size: [64, -1]}}", "tune.space.batch_size[1]: -1 is not allowed; use a positive integer"),
+        ("tune: {space: {momentum: [0.9, 1.5]}}", "tune.space.momentum[1]: 1.5 is not allowed"),
+        ("tune: {space: {batch_size: [64, 64]}}", "tune.space.batch_size: choices repeat"),
+        ("tune: {space: {learning_rate: null, batch_size: null}}", "tune.space is empty"),
+        ("tune: [random]", "'tune' must be a mapping"),
+    ],
+)
 def test_bad_tune_sections_name_file_and_key(tmp_path, section, message):
     path = tune_recipe(tmp_path, section + "\n")
     with pytest.raises(cfg.ConfigError) as err:
@@ -119,8 +142,14 @@ def test_tune_needs_a_variant_when_the_recipe_has_several(tmp_path):
 
 
 def test_search_space_types_ranges_and_defaults(tmp_path):
-    search = search_of(tmp_path, sets=["optimizer.learning_rate=0.5", "tune.space.momentum={min: 0.5, max: 0.95}",
-                                       "tune.space.weight_decay=[0.0, 5.0e-4]"])
+    search = search_of(
+        tmp_path,
+        sets=[
+            "optimizer.learning_rate=0.5",
+            "tune.space.momentum={min: 0.5, max: 0.95}",
+            "tune.space.weight_decay=[0.0, 5.0e-4]",
+        ],
+    )
     hp = kt.HyperParameters()
     values = trials.trial_values(hp, search)
     space = {p.name: p for p in hp.space}
@@ -142,8 +171,11 @@ def test_search_folder_refuses_a_different_search(tmp_path):
     folder = tmp_path / "out" / "tiny" / "search"
     tune.check_folder(folder, search_of(tmp_path), DATA)
     tune.check_folder(folder, search_of(tmp_path, sets=["tune.max_trials=9"]), DATA)  # extending is fine
-    with pytest.raises(cfg.ConfigError, match=r"already holds a different search \(differs in model.width, "
-                                              r"tune.space.batch_size\)"):
+    with pytest.raises(
+        cfg.ConfigError,
+        match=r"already holds a different search \(differs in model.width, "
+        r"tune.space.batch_size\)",
+    ):
         tune.check_folder(folder, search_of(tmp_path, sets=["model.width=16", "tune.space.batch_size=[8]"]), DATA)
     with pytest.raises(cfg.ConfigError, match="differs in data_source"):
         tune.check_folder(folder, search_of(tmp_path), "synthetic:300")
@@ -200,8 +232,9 @@ def test_each_trial_is_built_under_the_recipes_distribution(tmp_path, tiny_model
     """train.distribution reaches every trial's model, as it reaches a run's (cluster.distribute is
     what turns data_parallel on; the test suite's JAX runs with several devices are in test_cluster)."""
     asked = []
-    monkeypatch.setattr(tune.cluster, "distribute",
-                        lambda config: asked.append(config.train.distribution) or tune.cluster.Placement())
+    monkeypatch.setattr(
+        tune.cluster, "distribute", lambda config: asked.append(config.train.distribution) or tune.cluster.Placement()
+    )
     search = search_of(tmp_path, sets=["train.distribution=data_parallel"])
     tune.ResNetHyperModel(search, 200).build(kt.HyperParameters())
     assert asked == ["data_parallel"]
@@ -222,8 +255,19 @@ def test_tiny_search_writes_results_frees_models_and_final_matches(tmp_path, cli
     compile_model = tune.compile_model
     monkeypatch.setattr(tune, "compile_model", compile_and_watch)
     out = tmp_path / "out"
-    result = cli("tune", tune_recipe(tmp_path), "--data", jpeg_tree[0], "--subset", "256", "--out", out, "--final",
-                 "--set", "tune.max_trials=2")  # 256 images: whole batches of 32 and 64, one shape to compile
+    result = cli(
+        "tune",
+        tune_recipe(tmp_path),
+        "--data",
+        jpeg_tree[0],
+        "--subset",
+        "256",
+        "--out",
+        out,
+        "--final",
+        "--set",
+        "tune.max_trials=2",
+    )  # 256 images: whole batches of 32 and 64, one shape to compile
     assert result.exit_code == 0, result.output
     assert len(alive) == 3  # KerasTuner's first build declares the space, then one per trial
     gc.collect()
@@ -318,15 +362,26 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
     recipe = tune_recipe(tmp_path)
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
-    base = [sys.executable, "-c", "import sys; from tests.helpers import tune_with_tiny_model; "
-            "sys.exit(tune_with_tiny_model(sys.argv[1:]))", "tune", str(recipe), "--data", DATA]
-    roles = {"chief": ["--chief", address], "w1": ["--worker", "1", "--chief", address],
-             "w2": ["--worker", "2", "--chief", address]}
+    base = [
+        sys.executable,
+        "-c",
+        "import sys; from tests.helpers import tune_with_tiny_model; sys.exit(tune_with_tiny_model(sys.argv[1:]))",
+        "tune",
+        str(recipe),
+        "--data",
+        DATA,
+    ]
+    roles = {
+        "chief": ["--chief", address],
+        "w1": ["--worker", "1", "--chief", address],
+        "w2": ["--worker", "2", "--chief", address],
+    }
     procs = {}
     for name, extra in roles.items():  # each with its own folder, as on separate machines
         log = open(tmp_path / f"{name}.log", "w")
-        procs[name] = subprocess.Popen(base + ["--out", str(tmp_path / name), *extra], cwd=REPO, env=env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+            base + ["--out", str(tmp_path / name), *extra], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         for name, proc in procs.items():
             assert proc.wait(timeout=240) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
@@ -337,8 +392,11 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
     ran = {}
     for name in ("w1", "w2"):
         log = (tmp_path / f"{name}.log").read_text()
-        ran[name] = {line.split()[2] for line in log.splitlines()
-                     if line.startswith(f"[worker-{name[1]}] trial ") and " completed: " in line}
+        ran[name] = {
+            line.split()[2]
+            for line in log.splitlines()
+            if line.startswith(f"[worker-{name[1]}] trial ") and " completed: " in line
+        }
     assert ran["w1"] and ran["w2"], ran  # both workers took part
     assert ran["w1"].isdisjoint(ran["w2"]) and ran["w1"] | ran["w2"] == {"0", "1", "2"}
     folder = tmp_path / "chief" / "tiny" / "search"

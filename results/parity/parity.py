@@ -26,8 +26,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RECIPE = REPO / "recipes" / "baseline.yaml"
-SCALES = {"cheap": {"model.width": 16, "data.subset": 5000, "train.epochs": 6},
-          "confirm": {"model.width": 16, "data.subset": 10000, "train.epochs": 10}}
+SCALES = {
+    "cheap": {"model.width": 16, "data.subset": 5000, "train.epochs": 6},
+    "confirm": {"model.width": 16, "data.subset": 10000, "train.epochs": 10},
+}
 SYSTEMS = ("tf_data", "numpy", "pytorch")
 # The same runs made with keras-cifar before its training order was fixed (commit 673bc04, before
 # 9e59db4), kept for the comparison: `report` includes them where their folders exist.
@@ -45,8 +47,19 @@ def seeds_of(text):
 def keras_cifar_run(system, scale, seeds, data):
     out = HERE / scale / system
     sets = [f"{k}={v}" for k, v in SCALES[scale].items()] + [f"data.pipeline={system}"]
-    command = [sys.executable, "-m", "keras_cifar", "run", str(RECIPE), "--data", data, "--out", str(out),
-               "--seeds", ",".join(map(str, seeds))] + [a for s in sets for a in ("--set", s)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_cifar",
+        "run",
+        str(RECIPE),
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--seeds",
+        ",".join(map(str, seeds)),
+    ] + [a for s in sets for a in ("--set", s)]
     subprocess.run(command, check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
 
 
@@ -62,8 +75,9 @@ def pytorch_run(scale, seeds, data):
         if result.exists():
             continue
         settings = out / f"seed{spec.seed}.settings.json"
-        write_json(settings, {"config": spec.config.to_dict(), "data": data, "epochs": spec.config.train.epochs,
-                              "modes": ["fp32"]})
+        write_json(
+            settings, {"config": spec.config.to_dict(), "data": data, "epochs": spec.config.train.epochs, "modes": ["fp32"]}
+        )
         print(f"pytorch seed {spec.seed}", flush=True)
         subprocess.run([sys.executable, "-m", "keras_cifar.torch_reference", str(settings), str(result)], check=True)
         settings.unlink()
@@ -86,8 +100,13 @@ def histories(scale, system):
 
 def describe(values):
     v = np.asarray(values, float)
-    return {"n": len(v), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "min": float(v.min()), "max": float(v.max())}
+    return {
+        "n": len(v),
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def report(scale):
@@ -97,37 +116,54 @@ def report(scale):
     runs = {s: histories(scale, s) for s in systems}
     final = {s: {seed: 100 * rows[-1]["test_accuracy"] for seed, rows in r.items()} for s, r in runs.items()}
     loss = {s: {seed: rows[-1]["loss"] for seed, rows in r.items()} for s, r in runs.items()}
-    record = {"scale": SCALES[scale], "recipe": "recipes/baseline.yaml", "data": "CIFAR-10 JPEG copy (lossy)",
-              "test_accuracy_percent": final, "final_train_loss": loss,
-              "summary": {s: describe(list(v.values())) for s, v in final.items() if v},
-              "train_loss_summary": {s: describe(list(v.values())) for s, v in loss.items() if v}, "tests": {}}
+    record = {
+        "scale": SCALES[scale],
+        "recipe": "recipes/baseline.yaml",
+        "data": "CIFAR-10 JPEG copy (lossy)",
+        "test_accuracy_percent": final,
+        "final_train_loss": loss,
+        "summary": {s: describe(list(v.values())) for s, v in final.items() if v},
+        "train_loss_summary": {s: describe(list(v.values())) for s, v in loss.items() if v},
+        "tests": {},
+    }
     for i, a in enumerate(systems):
-        for b in systems[i + 1:]:
+        for b in systems[i + 1 :]:
             x, y = list(final[a].values()), list(final[b].values())
             if len(x) > 1 and len(y) > 1:
                 record["tests"][f"{a} vs {b}"] = {
                     "welch_p": float(stats.ttest_ind(x, y, equal_var=False).pvalue),
                     "brown_forsythe_p": float(stats.levene(x, y, center="median").pvalue),
                     "sd_ratio": float(np.std(x, ddof=1) / np.std(y, ddof=1)),
-                    "train_loss_welch_p": float(stats.ttest_ind(list(loss[a].values()), list(loss[b].values()),
-                                                                equal_var=False).pvalue)}
+                    "train_loss_welch_p": float(
+                        stats.ttest_ind(list(loss[a].values()), list(loss[b].values()), equal_var=False).pvalue
+                    ),
+                }
     (HERE / f"parity-{scale}.json").write_text(json.dumps(record, indent=2) + "\n")
     _figure(runs, scale)
     print(table(record))
 
 
 def table(record):
-    lines = ["| system | seeds | test accuracy, final epoch (%) | mean ± sd | min | max | final train loss (mean) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| system | seeds | test accuracy, final epoch (%) | mean ± sd | min | max | final train loss (mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for system, s in record["summary"].items():
         values = ", ".join(f"{v:.2f}" for v in record["test_accuracy_percent"][system].values())
-        lines.append(f"| {system} | {s['n']} | {values} | {s['mean']:.2f} ± {s['sd']:.2f} | {s['min']:.2f} | "
-                     f"{s['max']:.2f} | {record['train_loss_summary'][system]['mean']:.3f} |")
-    lines += ["", "| pair | Welch p (means) | Brown-Forsythe p (spreads) | sd ratio | Welch p (final train loss) |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {system} | {s['n']} | {values} | {s['mean']:.2f} ± {s['sd']:.2f} | {s['min']:.2f} | "
+            f"{s['max']:.2f} | {record['train_loss_summary'][system]['mean']:.3f} |"
+        )
+    lines += [
+        "",
+        "| pair | Welch p (means) | Brown-Forsythe p (spreads) | sd ratio | Welch p (final train loss) |",
+        "|---|---|---|---|---|",
+    ]
     for pair, t in record["tests"].items():
-        lines.append(f"| {pair} | {t['welch_p']:.3f} | {t['brown_forsythe_p']:.3f} | {t['sd_ratio']:.2f} | "
-                     f"{t['train_loss_welch_p']:.3f} |")
+        lines.append(
+            f"| {pair} | {t['welch_p']:.3f} | {t['brown_forsythe_p']:.3f} | {t['sd_ratio']:.2f} | "
+            f"{t['train_loss_welch_p']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -153,8 +189,10 @@ def _figure(runs, scale):
         ax.set_title(f"{title}: mean, min-max band over seeds")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"Baseline at width {s['model.width']}, {s['data.subset']} training images, "
-                 f"{s['train.epochs']} epochs, CIFAR-10 JPEG copy")
+    fig.suptitle(
+        f"Baseline at width {s['model.width']}, {s['data.subset']} training images, "
+        f"{s['train.epochs']} epochs, CIFAR-10 JPEG copy"
+    )
     fig.tight_layout()
     fig.savefig(HERE / f"parity-{scale}.png", dpi=110)
 
