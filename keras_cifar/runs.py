@@ -213,11 +213,11 @@ class RunFolder:
     def write_error(self, text: str) -> None:
         write_atomic(self.path / "error.log", text)
 
-    def save_model(self, save: Callable[[str], Any]) -> None:
+    def save_model(self, save: Callable[[Path], Any]) -> None:
         """``save(path)`` writes the trained model (e.g. ``model.save``), atomically."""
         replace_atomic(self.model_file, save)
 
-    def save_checkpoint(self, save: Callable[[str], Any], epoch: int) -> None:
+    def save_checkpoint(self, save: Callable[[Path], Any], epoch: int) -> None:
         """Write the checkpoint of `epoch` with ``save(path)``; keep it and the one before it only."""
         replace_atomic(self.path / f"checkpoint-epoch{epoch}.keras", save)
         for _, old in self.checkpoints()[CHECKPOINTS_KEPT:]:

@@ -15,15 +15,19 @@ seeds a difference would need. Keras-free; accuracies are fractions.
   seeds that one promises decisions that 2 or 3 seeds cannot give.)
 """
 
+from __future__ import annotations
+
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 CONFIDENCE = 0.95
 POWER = 0.8
 
 
-def _t(df, p=(1 + CONFIDENCE) / 2):
+def _t(df: float, p: float = (1 + CONFIDENCE) / 2) -> float:
     """The p quantile of Student's t with `df` (not necessarily whole) degrees of freedom; by default
     the one of a two-sided CONFIDENCE interval."""
     from scipy.special import stdtrit  # here: importing scipy takes half a second, and the CLI starts without it
@@ -31,29 +35,29 @@ def _t(df, p=(1 + CONFIDENCE) / 2):
     return float(stdtrit(df, p))
 
 
-def _z(p):
+def _z(p: float) -> float:
     from scipy.special import ndtri
 
     return float(ndtri(p))
 
 
-def describe(values, n_test=None):
+def describe(values: Iterable[float | None], n_test: int | None = None) -> dict[str, Any] | None:
     """mean, std, min, max, n, the 95 % t-interval `ci` ([low, high], None below 2 values) and
     `binomial_se` (None without `n_test`) of the finite `values`; None when there are none."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
         return None
-    n, mean = len(values), statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else None
+    n, mean = len(finite), statistics.fmean(finite)
+    std = statistics.stdev(finite) if n > 1 else None
     ci = None
-    if n > 1:
+    if std is not None:
         half = _t(n - 1) * std / math.sqrt(n)
         ci = [mean - half, mean + half]
     return {
         "mean": mean,
         "std": std,
-        "min": min(values),
-        "max": max(values),
+        "min": min(finite),
+        "max": max(finite),
         "n": n,
         "ci": ci,
         "binomial_se": math.sqrt(mean * (1 - mean) / n_test) if n_test else None,
@@ -69,12 +73,12 @@ class Difference:
     high: float
 
     @property
-    def sign(self):
+    def sign(self) -> int:
         """+1 when the interval lies above 0, -1 below, 0 when it holds 0 (can't tell)."""
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
 
-def welch(a, b):
+def welch(a: dict[str, Any], b: dict[str, Any]) -> Difference | None:
     """The Difference of two `describe` results (None unless each has 2 values or more)."""
     if a["n"] < 2 or b["n"] < 2:
         return None
@@ -88,7 +92,7 @@ def welch(a, b):
     return Difference(diff, diff - half, diff + half)
 
 
-def seeds_needed(a, b):
+def seeds_needed(a: dict[str, Any], b: dict[str, Any]) -> int | None:
     """Seeds per variant that would resolve a difference of the observed size at the observed spread
     (module docstring), or None where the means are equal (no number of seeds would)."""
     diff = abs(a["mean"] - b["mean"])
