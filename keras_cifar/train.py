@@ -187,35 +187,35 @@ class Recorder(keras.callbacks.Callback):
 class ProgressLine(keras.callbacks.Callback):
     """Prints a line per epoch: the epoch's numbers and the sweep's progress and ETA."""
 
-    def __init__(self, label, rows, progress):
+    def __init__(self, label, rows, sweep):
         super().__init__()
-        self.label, self.rows, self.progress = label, rows, progress
+        self.label, self.rows, self.sweep = label, rows, sweep
 
     def on_epoch_end(self, epoch, logs=None):
         row = self.rows[-1]
-        self.progress.eta.tick(row.epoch_seconds)
+        self.sweep.eta.tick(row.epoch_seconds)
         say(
             f"  {self.label} epoch {row.epoch:>3}/{self.params['epochs']}  loss {row.loss:.4f}  "
             f"acc {pct(row.accuracy)}  val {pct(row.val_accuracy)}  test {pct(row.test_accuracy)}  "
-            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.progress.eta.text('epochs')}"
+            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.sweep.eta.text('epochs')}"
         )
 
 
 # ------------------------------------------------------------------------------------------ one run
 
 
-def train_run(spec, d, splits, out_root, progress, data_source):
+def train_run(spec, d, splits, sweep):
     """Carry out Decision `d` for one RunSpec: skip it, copy its twin, or train it into its run folder
     (from epoch 0 or a checkpoint); returns its RunRecord. A run that another process is training (its
     folder's lock), or finished since the decision, is skipped. In a multi-process run every process
     trains its share and process 0 claims and writes."""
     if d.action == "done":
-        return progress.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
+        return sweep.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
     process = cluster.process()  # (index, count)
     index = process[0]
     if d.action == "reuse":
-        metrics = reuse(d.twin, d.folder, spec, data_source) if index == 0 else d.twin.read_metrics()
-        return progress.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(out_root)}, reused")
+        metrics = reuse(d.twin, d.folder, spec, sweep.source) if index == 0 else d.twin.read_metrics()
+        return sweep.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(sweep.out_root)}, reused")
     owner = d.folder.lock.claim() if index == 0 else None
     done = index == 0 and owner is None and d.folder.status() in FINISHED  # by another process, since the decision
     if done:
@@ -223,9 +223,9 @@ def train_run(spec, d, splits, out_root, progress, data_source):
     busy, done, start = cluster.agree(owner is not None, done, d.start)
     if done:
         metrics = d.folder.read_metrics()
-        return progress.skipped(spec, metrics, f"already {metrics.status}")
+        return sweep.skipped(spec, metrics, f"already {metrics.status}")
     if busy:
-        return progress.skipped(
+        return sweep.skipped(
             spec, RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed), f"being trained by {owner or 'another process'}"
         )
     if start != d.start:
@@ -234,7 +234,7 @@ def train_run(spec, d, splits, out_root, progress, data_source):
             "give every process one --out folder they all share"
         )
     with d.folder.lock.heartbeat() if index == 0 else contextlib.nullcontext():
-        return _fit(spec, splits, d.folder, start, progress, data_source, process)
+        return _fit(spec, splits, d.folder, start, sweep, process)
 
 
 def _resume(spec, folder, writer):
@@ -263,7 +263,7 @@ def _resume(spec, folder, writer):
     )
 
 
-def _fit(spec, splits, folder, start, progress, data_source, process):
+def _fit(spec, splits, folder, start, sweep, process):
     cfg, writer = spec.config, process[0] == 0
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
@@ -284,7 +284,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         folder.remove_temporary()
         if not start:
             folder.remove_checkpoints()
-        folder.write_config(spec, data_source)
+        folder.write_config(spec, sweep.source)
     with placement.scope():
         if start:
             model, start = _resume(spec, folder, writer)
@@ -292,12 +292,12 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
             model = compile_model(cfg, feeder.steps(len(y_train)))
     rows = folder.read_history()[:start]
     recorder = Recorder(folder, rows, cfg.train.checkpoint_seconds, writer)
-    callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, progress)]
+    callbacks = [TestEvaluation(feeder.evaluate(*test)), recorder, ProgressLine(spec.key, rows, sweep)]
     if data_lib.has_tensorflow() and writer:
         callbacks.insert(1, EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
         if not start:
             tracking.write_hparams(folder.path / "tb", spec)
-    progress.started(spec, start)
+    sweep.started(spec, start)
     if start:
         say(f"{spec.key}: resuming after epoch {start}")
     status, error = "completed", None
@@ -325,7 +325,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         if writer:
             folder.write_error(traceback.format_exc())
     trained_per_epoch = feeder.steps(len(y_train)) * cfg.data.batch_size  # full batches, every process's
-    metrics = _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch).replace(
+    metrics = _metrics(spec, rows, start, status, error, splits, sweep.source, trained_per_epoch).replace(
         parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         devices=placement.devices,
         processes=placement.processes,
@@ -336,7 +336,7 @@ def _fit(spec, splits, folder, start, progress, data_source, process):
         folder.write_metrics(metrics)
         if status in FINISHED:
             folder.remove_checkpoints()
-    progress.ended(spec, metrics)
+    sweep.ended(spec, metrics)
     return metrics
 
 
@@ -372,10 +372,12 @@ def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_
 # ---------------------------------------------------------------------------------------- the sweep
 
 
-class Progress:
-    """The sweep's lines: a header per run, skips and endings, the ETA, and the final table."""
+class Sweep:
+    """The sweep this process trains: where it writes (`out_root`), its data's source, and its lines (a
+    header per run, skips and endings, the ETA, the final table's rows)."""
 
-    def __init__(self, runs):
+    def __init__(self, runs, out_root, source):
+        self.out_root, self.source = out_root, source
         self.eta = Eta(sum(r.config.train.epochs for r in runs))
         self.runs = len(runs)
         self.index = 0
@@ -438,18 +440,18 @@ def run_sweep(runs, cifar, out_root="runs", restart=False):
     """Train every RunSpec on the loaded data in order; returns [(spec, metrics)]. Failed and diverged
     runs are recorded and the sweep goes on. `restart`: unfinished runs start again from epoch 0."""
     decisions = check_runs(runs, out_root, cifar.source, restart)
-    progress = Progress(runs)
+    sweep = Sweep(runs, out_root, cifar.source)
     say(
         f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
-        f"{count(len(runs), 'run')}, {count(progress.eta.total, 'epoch')} -> {out_root}"
+        f"{count(len(runs), 'run')}, {count(sweep.eta.total, 'epoch')} -> {out_root}"
     )
     say(plan(runs, decisions, out_root, cifar.source)[-1] + _quick_look(runs, len(cifar.y_train)))
     trained = {}  # identity_key -> the folder of a run that finished in this sweep: later twins reuse it
     for spec, d in zip(runs, decisions):
         key, data = identity_key(spec, cifar.source), spec.config.data
         d = d.or_reuse(trained.get(key))
-        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), out_root, progress, cifar.source)
+        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), sweep)
         if metrics.finished:
             trained.setdefault(key, d.folder)
-    say(run_table(progress.rows))
-    return progress.rows
+    say(run_table(sweep.rows))
+    return sweep.rows
