@@ -18,13 +18,19 @@ means (stats.py has the formulas):
 The worst pair decides (no > can't tell > yes).
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from keras_cifar import stats as intervals
 from keras_cifar.errors import ConfigError
 
 RANKS = ("no", "can't tell", "yes")
+Stats = dict[str, Any]  # a variant's test-accuracy stats, as stats.describe gives them
 KEYS = ("title", "source", "claim", "order", "accuracy")
 
 
@@ -35,17 +41,17 @@ class Claim:
     title: str
     source: str
     verdict: str
-    order: tuple = ()  # variants, best first; () when the report ranks nothing
-    accuracy: dict = field(default_factory=dict)
+    order: tuple[str, ...] = ()  # variants, best first; () when the report ranks nothing
+    accuracy: dict[str, float] = field(default_factory=dict)
 
     @property
-    def figure(self):
+    def figure(self) -> int:
         """The number of the report's figure ("Table 1, Fig. 6" -> 6), to list experiments in its order."""
         found = re.search(r"Fig\. (\d+)", self.source)
         return int(found.group(1)) if found else 1000
 
 
-def parse(section, variants, where):
+def parse(section: Any, variants: list[str], where: str | Path) -> Claim | None:
     """The Claim of a recipe's ``report:`` section (None without one); `variants` are the recipe's."""
     if section is None:
         return None
@@ -83,16 +89,17 @@ def parse(section, variants, where):
 # -------------------------------------------------------------------------------------- judging
 
 
-def _points(x):
+def _points(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def _pair(a, b, name_a, name_b):
+def _pair(a: Stats, b: Stats, name_a: str, name_b: str) -> tuple[str, str]:
     """(verdict, why) on "`name_a` beats `name_b`" from their test-accuracy stats (stats.describe)."""
     single = [f"{name} has 1 seed" for name, s in ((name_a, a), (name_b, b)) if s["n"] < 2]
     if single:
         return "can't tell", " and ".join(single) + ": no interval; run 2 seeds or more"
     d = intervals.welch(a, b)
+    assert d is not None  # both have 2 seeds or more
     text = f"{name_a} − {name_b} = {_points(d.diff)} pt, 95 % CI [{_points(d.low)}, {_points(d.high)}]"
     if d.sign:
         return ("yes" if d.sign > 0 else "no"), text
@@ -102,7 +109,7 @@ def _pair(a, b, name_a, name_b):
     )
 
 
-def judge(order, stats):
+def judge(order: Sequence[str], stats: dict[str, Any]) -> tuple[str, str]:
     """(answer, reason) for the claim that `order` is best-first, given {variant: test-accuracy stats}."""
     if not order:
         return "n/a", "the report states no ordering"
@@ -114,7 +121,7 @@ def judge(order, stats):
     return worst, "; ".join(why for v, why in verdicts if v == worst)
 
 
-def seeds_wanted(order, stats, cap):
+def seeds_wanted(order: Sequence[str], stats: dict[str, Any], cap: int) -> int:
     """The seeds per variant (at most `cap`) that the undecided pairs of `order` call for: 2 where a
     variant has 1 seed, else the power estimate of each "can't tell" pair; 0 when nothing more is wanted
     (every pair decided, or no pair that `cap` seeds could resolve)."""
@@ -131,12 +138,12 @@ def seeds_wanted(order, stats, cap):
     return min(wanted, cap)
 
 
-def by_mean(stats):
+def by_mean(stats: dict[str, Any]) -> list[str]:
     """The variants that have stats, by mean test accuracy, best first."""
     return sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
 
 
-def relation(a, b, stats):
+def relation(a: str, b: str, stats: dict[str, Any]) -> str:
     """How `a` and `b` compare: 'a > b' (the difference's interval excludes 0), else 'a ≈ b'."""
     verdict = _pair(stats[a], stats[b], a, b)[0]
     if verdict == "can't tell":
@@ -145,7 +152,7 @@ def relation(a, b, stats):
     return f"{better} > {worse}"
 
 
-def our_ordering(stats, order=()):
+def our_ordering(stats: dict[str, Any], order: Sequence[str] = ()) -> str:
     """Our result in words. With the report's ordering `order`, the relation of each pair it ranks,
     in its order (the pairs the verdict judges): 'batch128 ≈ batch256; batch64 > batch256'. Without one,
     the variants by mean test accuracy, best first, '≈' where the difference's interval holds 0."""

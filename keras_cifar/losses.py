@@ -1,31 +1,35 @@
 """Losses by recipe name: the LOSSES registry (``loss:`` in a recipe). Keras is imported when a loss is
 built, so that recipes are checked without it. Both losses take integer labels and logits."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from keras_cifar.registry import Registry
 
 LOSSES = Registry("loss")
 
 
 @LOSSES.add("cross_entropy", "softmax cross-entropy of the logits")
-def cross_entropy():
+def cross_entropy() -> Any:
     import keras
 
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
 
 
 @LOSSES.add("multi_margin", "PyTorch's MultiMarginLoss, p=1, margin 1: mean over classes i != y of max(0, 1 - x[y] + x[i])")
-def multi_margin():
+def multi_margin() -> Any:
     from keras_cifar.custom_objects import MultiMarginLoss
 
     return MultiMarginLoss()
 
 
-def get_loss(name):
+def get_loss(name: str) -> Any:
     """The Keras loss a recipe's ``loss`` names."""
     return LOSSES[name]()
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """``keras_cifar.losses.MultiMarginLoss`` (the documented API), importing Keras only then."""
     if name == "MultiMarginLoss":
         from keras_cifar.custom_objects import MultiMarginLoss

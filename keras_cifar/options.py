@@ -1,19 +1,25 @@
 """The command-line options several commands share, declared once: ``--data``, ``--out``, ``--subset`` and
 ``--set``. Each is a decorator; the ones whose help depends on the command take it as an argument."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from keras_cifar import data as data_lib
 
 DATA_HELP = data_lib.source_help()
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def data(help=DATA_HELP, envvar="KERAS_CIFAR_DATA"):
+def data(help: str = DATA_HELP, envvar: str | None = "KERAS_CIFAR_DATA") -> Decorator:
     """``--data PATH`` -> `data_source` (read from KERAS_CIFAR_DATA when not given)."""
     return click.option("--data", "data_source", metavar="PATH", envvar=envvar, help=help)
 
 
-def out(help):
+def out(help: str) -> Decorator:
     """``--out`` -> `out`, the root folder a command writes under (default runs/)."""
     return click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help=help)
 
@@ -21,6 +27,6 @@ def out(help):
 subset = click.option("--subset", type=click.IntRange(min=1), help="Train on N class-balanced training images (data.subset).")
 
 
-def sets(help):
+def sets(help: str) -> Decorator:
     """``--set KEY.PATH=VALUE``, repeatable -> `sets`, read by config.parse_sets."""
     return click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help=help)
