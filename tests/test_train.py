@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar import config, custom_objects, train
+from keras_cifar import config, custom_objects, runs, train
 from keras_cifar.record import HISTORY_COLUMNS, DataSizes
 from keras_cifar.runs import RunFolder
-from tests.helpers import as_numpy, tiny_compile_model, tiny_recipe
+from tests.helpers import as_numpy, make_run, tiny_compile_model, tiny_recipe
 
 
 def _metrics(run_dir):
@@ -332,3 +332,18 @@ def test_a_cpu_sweep_at_the_reports_scale_names_the_quick_look():
     assert "For a quick look, add --quick" in train._quick_look(full, 50_000)  # the test machine is a CPU
     quick = config.sweep(config.load_recipe("baseline"), config.parse_sets(["model.width=16", "data.subset=10000"]))
     assert train._quick_look(quick, 50_000) == ""
+
+
+def test_a_run_finished_by_another_process_since_the_decision_is_skipped_not_trained(tmp_path, capsys):
+    """The sweep decides every run before training; a run that another process sharing OUT finished
+    in between is skipped once its lock is taken (and the lock is given back), not trained again."""
+    out = tmp_path / "out"
+    spec = config.sweep(config.load_recipe(tiny_recipe(tmp_path)), seeds=[0])[0]
+    (decision,) = runs.decide_all([spec], out, "synthetic:100")
+    assert decision.action == "new"
+    folder = make_run(out, spec.recipe, spec.variant, 0, 0.4)  # the other process's finished run
+    sweep = train.Sweep([spec], out, "synthetic:100")
+    metrics = train.train_run(spec, decision, None, sweep)
+    assert metrics.status == "completed" and metrics.test_accuracy == 0.4
+    assert "tiny/a/seed0: already completed, skipped" in capsys.readouterr().out
+    assert not (folder / ".lock").exists() and RunFolder(folder).checkpoints() == []
