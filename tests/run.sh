@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: the tests marked `backend` under TensorFlow, JAX and PyTorch, and the others under
-# TensorFlow: five pytest passes in two lanes of about equal time (TensorFlow's backend tests, the other
-# TensorFlow tests but the cluster ones, then PyTorch's backend tests; the cluster tests, then JAX's
-# backend tests), each pass with its own temporary folder and log. Most of their time is single-threaded
+# TensorFlow: five pytest passes in two lanes of about equal time (TensorFlow's backend tests, then the
+# other TensorFlow tests but the cluster ones; the cluster tests, then JAX's backend tests, then
+# PyTorch's), each pass with its own temporary folder and log. Most of their time is single-threaded
 # (imports, compilation, subprocesses starting), so every process computes on one thread: OpenMP's
 # threads spin while they wait, and two-thread processes sharing two cores slowed some tests tenfold.
 # Each pass's log, with its 15 slowest tests, is printed when all have ended; the exit code is the first
@@ -20,8 +20,8 @@ pass() {
     > "$logs/$1.log" 2>&1
   echo $? > "$logs/$1.code"
 }
-(pass 0 "$@"; pass 1 "$@"; pass 4 "$@") &
-(pass 2 "$@"; pass 3 "$@") &
+(pass 0 "$@"; pass 1 "$@") &
+(pass 2 "$@"; pass 3 "$@"; pass 4 "$@") &
 wait
 status=0
 for i in "${!passes[@]}"; do
