@@ -27,7 +27,7 @@ from keras_cifar import signals
 from keras_cifar.console import Eta, count, run_table, say
 from keras_cifar.errors import ConfigError
 from keras_cifar.record import RunRecord
-from keras_cifar.runs import RunFolder, decide_all, identity_key, reuse
+from keras_cifar.runs import RunFolder, Twins, decide_all, identity_key, reuse
 
 SHOWN = re.compile(r" epoch +\d+/\d+ |resuming|: diverged|: failed|cannot be read|being trained by|^Error|interrupted")
 EPOCH_SECONDS = re.compile(r"([\d.]+)s$")
@@ -99,7 +99,7 @@ class Sweep:
     def __init__(self, runs, decisions, slots, out_root, data_source, command):
         self.runs, self.slots, self.out, self.source = runs, slots, out_root, data_source
         self.decisions = dict(zip((spec.key for spec in runs), decisions))
-        self.trained = {}  # identity_key -> the folder of a run that finished in this sweep
+        self.twins = Twins(data_source)
         self.command = command  # command(spec) -> the argv that trains spec alone
         self.eta = Eta(sum(spec.config.train.epochs for spec in runs), lanes=len(slots))
         self.rows, self.started, self.ticks = [], 0, {}
@@ -132,10 +132,9 @@ class Sweep:
         run waits for a twin being trained."""
         training = {identity_key(p.spec, self.source) for p in active.values()}
         for spec in list(pending):
-            key = identity_key(spec, self.source)
-            if key in training:
+            if identity_key(spec, self.source) in training:
                 continue
-            d = self.decisions[spec.key].or_reuse(self.trained.get(key))
+            d = self.twins.decision(spec, self.decisions[spec.key])
             if d.action == "done":
                 self._skipped(pending, spec, d.folder.read_metrics(), f"already {d.status}")
             elif d.action == "reuse":
@@ -194,8 +193,7 @@ class Sweep:
             folder.write_metrics(metrics)
             say(f"[{process.slot.name}] {spec.key}: failed ({metrics.error})")
         self.eta.skip(max(0, spec.config.train.epochs - self.ticks[spec.key]))  # ended early
-        if metrics and metrics.finished:
-            self.trained.setdefault(identity_key(spec, self.source), folder)
+        self.twins.ended(spec, folder, metrics)
         self.rows.append((spec, metrics or RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed)))
 
     def _stop(self, active, signum, lines):

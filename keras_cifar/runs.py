@@ -306,10 +306,25 @@ class Decision:
     twin: RunFolder | None = None
     start: int = 0
 
-    def or_reuse(self, twin: RunFolder | None) -> Decision:
-        """This decision, or a reuse of `twin` (a run of the same experiment that finished since it was
-        made, earlier in the sweep) where this one would train."""
-        return Decision("reuse", self.folder, twin=twin) if twin and self.action in ("new", "resume") else self
+
+class Twins:
+    """The runs that finished in one sweep, by experiment (identity_key): a later run of the same
+    experiment reuses the first of them instead of training, which its decision, made before the sweep
+    started, could not know."""
+
+    def __init__(self, data_source: str) -> None:
+        self.source = data_source
+        self.finished: dict[str, RunFolder] = {}
+
+    def decision(self, spec: RunSpec, d: Decision) -> Decision:
+        """`d`, or a reuse of a twin that finished in this sweep where `d` would train."""
+        twin = self.finished.get(identity_key(spec, self.source))
+        return Decision("reuse", d.folder, twin=twin) if twin and d.action in ("new", "resume") else d
+
+    def ended(self, spec: RunSpec, folder: RunFolder, metrics: RunRecord | None) -> None:
+        """Record how `spec`'s run in `folder` ended; a finished one serves its later twins."""
+        if metrics and metrics.finished:
+            self.finished.setdefault(identity_key(spec, self.source), folder)
 
 
 def decide(out_root: Path | str, spec: RunSpec, data_source: str, restart: bool = False) -> Decision:

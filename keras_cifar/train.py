@@ -41,7 +41,7 @@ from keras_cifar.networks import MODELS
 from keras_cifar.optim import make_optimizer
 from keras_cifar.pipelines import Feeder
 from keras_cifar.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
-from keras_cifar.runs import decide_all, identity_key, plan, reuse, unreadable
+from keras_cifar.runs import Twins, decide_all, plan, reuse, unreadable
 
 # --------------------------------------------------------------------------------------- the model
 
@@ -446,12 +446,9 @@ def run_sweep(runs, cifar, out_root="runs", restart=False):
         f"{count(len(runs), 'run')}, {count(sweep.eta.total, 'epoch')} -> {out_root}"
     )
     say(plan(runs, decisions, out_root, cifar.source)[-1] + _quick_look(runs, len(cifar.y_train)))
-    trained = {}  # identity_key -> the folder of a run that finished in this sweep: later twins reuse it
+    twins = Twins(cifar.source)
     for spec, d in zip(runs, decisions):
-        key, data = identity_key(spec, cifar.source), spec.config.data
-        d = d.or_reuse(trained.get(key))
-        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), sweep)
-        if metrics.finished:
-            trained.setdefault(key, d.folder)
+        d, data = twins.decision(spec, d), spec.config.data
+        twins.ended(spec, d.folder, train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), sweep))
     say(run_table(sweep.rows))
     return sweep.rows
