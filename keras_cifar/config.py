@@ -176,6 +176,10 @@ class Config:
         """The nested dict of plain values (lists, not tuples) that config.yaml holds, in schema order."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def flat(self) -> dict[str, Any]:
+        """The config as dotted keys ({"model.width": 16, ...}): parameters for tracking tools."""
+        return _flatten(self.to_dict())
+
     def updated(self, override: dict, source: str = "") -> Config:
         """This config with the partial nested `override` applied, validated."""
         return Config.from_dict(merge(self.to_dict(), override, source, ""))
@@ -311,12 +315,12 @@ def _coerce(field: Field, value: Any, where: str) -> Any:
     return value
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"width": 16}} -> {"model.width": 16}: a nested config as dotted keys."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

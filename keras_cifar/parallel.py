@@ -93,7 +93,7 @@ class _Process:
         threading.Thread(target=read, daemon=True).start()
 
 
-class Sweep:
+class ParallelSweep:
     """The runs of a sweep over `slots`, one process a run; see the module's doc."""
 
     def __init__(self, runs, decisions, slots, out_root, data_source, command):
@@ -213,16 +213,16 @@ class Sweep:
 
 
 def run_sweep(runs, slots, out_root, data_source, command, restart=False):
-    """Train `runs` over `slots` (Sweep); prints the table and returns [(spec, metrics)]. Refuses, before
+    """Train `runs` over `slots` (ParallelSweep); prints the table and returns [(spec, metrics)]. Refuses, before
     anything starts, what ``run`` refuses (runs.decide)."""
     decisions = decide_all(runs, out_root, data_source, restart)
-    rows = Sweep(runs, decisions, slots, out_root, data_source, command).run()
+    rows = ParallelSweep(runs, decisions, slots, out_root, data_source, command).run()
     say(run_table(rows))
     return rows
 
 
 def child_command(recipe_paths, common):
-    """command(spec) for Sweep: ``keras-cifar run`` of spec's recipe, variant and seed only, with the
+    """command(spec) for ParallelSweep: ``keras-cifar run`` of spec's recipe, variant and seed only, with the
     sweep's other options (`common`), writing no report (the sweep writes one per recipe)."""
 
     def command(spec):

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from keras_cifar.config import Config, RunSpec, flatten
+from keras_cifar.config import Config, RunSpec
 from keras_cifar.console import count, duration
 from keras_cifar.errors import RunFolderError
 from keras_cifar.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json
@@ -84,7 +84,7 @@ class Run:
 
     def settings(self) -> dict[str, Any]:
         """Its data source and config as dotted keys ({} without a config.yaml)."""
-        return {"data_source": self.data_source, **flatten(self.config.to_dict())} if self.config else {}
+        return {"data_source": self.data_source, **self.config.flat()} if self.config else {}
 
     @property
     def epochs_completed(self) -> int:

@@ -16,7 +16,6 @@ import math
 import os
 from pathlib import Path
 
-from keras_cifar.config import flatten
 from keras_cifar.errors import ConfigError
 from keras_cifar.record import HISTORY_COLUMNS
 from keras_cifar.runs import recipe_runs
@@ -34,7 +33,7 @@ def write_hparams(logdir, spec):
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
-    values = {key: _scalar(v) for key, v in flatten(spec.config.to_dict()).items() if key != "train.seeds"}
+    values = {key: _scalar(v) for key, v in spec.config.flat().items() if key != "train.seeds"}
     with tf.summary.create_file_writer(str(logdir)).as_default():
         hp.hparams({**values, "variant": spec.variant, "seed": spec.seed}, trial_id=f"{spec.variant}/seed{spec.seed}")
 

@@ -217,12 +217,13 @@ def train_run(spec, d, splits, sweep):
         metrics = reuse(d.twin, d.folder, spec, sweep.source) if index == 0 else d.twin.read_metrics()
         return sweep.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(sweep.out_root)}, reused")
     owner = d.folder.lock.claim() if index == 0 else None
-    done = index == 0 and owner is None and d.folder.status() in FINISHED  # by another process, since the decision
-    if done:
+    record = d.folder.read_metrics() if index == 0 and owner is None else None
+    finished = record is not None and record.finished  # by another process, since the decision
+    if finished:
         d.folder.lock.release()
-    busy, done, start = cluster.agree(owner is not None, done, d.start)
-    if done:
-        metrics = d.folder.read_metrics()
+    busy, finished, start = cluster.agree(owner is not None, finished, d.start)
+    if finished:
+        metrics = record or d.folder.read_metrics()
         return sweep.skipped(spec, metrics, f"already {metrics.status}")
     if busy:
         return sweep.skipped(
