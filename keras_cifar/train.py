@@ -450,6 +450,7 @@ def run_sweep(runs, cifar, out_root="runs", restart=False):
     twins = Twins(cifar.source)
     for spec, d in zip(runs, decisions):
         d, data = twins.decision(spec, d), spec.config.data
-        twins.ended(spec, d.folder, train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), sweep))
+        metrics = train_run(spec, d, data_lib.split(cifar, data.subset, data.eval_subset), sweep)
+        twins.ended(spec, d.folder, metrics)
     say(run_table(sweep.rows))
     return sweep.rows
