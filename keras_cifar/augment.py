@@ -24,6 +24,7 @@ class RandomCropFlip(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._torch_generator = None
+        self._torch_state = None  # the seed generator's state as this process's host counts it (PyTorch)
 
     def call(self, images, training=False):
         images = ops.cast(images, "float32")
@@ -56,14 +57,20 @@ class RandomCropFlip(keras.layers.Layer):
     def _draw_torch(self, batch):
         """The same draws from a torch.Generator on the device. Keras's PyTorch random functions make a new
         generator from the seed at every call, reading the seed back to the host, so every training step
-        would wait for the GPU twice. This generator is seeded once per process from the seed generator's
-        state (one read); that state still advances on the device every step, so a run resumed from a
-        checkpoint goes on with another stream than the one it started with."""
+        would wait for the GPU twice. Here the host reads the seed generator's state [seed, steps] once
+        (at its first draw in a process: for a resumed run, the state its checkpoint saved) and counts
+        the steps itself; each step's draws come from a generator seeded with (seed, step), so a resumed
+        run draws what the uninterrupted one drew. The state still advances on the device every step, for
+        the checkpoints."""
         import torch
 
         state = self.seed_generator.state.value
-        if self._torch_generator is None:
-            self._torch_generator = torch.Generator(device=state.device).manual_seed(int(state.sum()))
+        if self._torch_state is None:
+            self._torch_state = [int(v) for v in state.tolist()]
+            self._torch_generator = torch.Generator(device=state.device)
+        seed, step = self._torch_state
+        self._torch_generator.manual_seed((seed & 0xFFFFFFFF) << 32 | (step & 0xFFFFFFFF))
+        self._torch_state[1] += 1
         self.seed_generator.next()
         offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), device=state.device, generator=self._torch_generator)
         return offsets, torch.rand((batch, 1, 1, 1), device=state.device, generator=self._torch_generator) < 0.5

@@ -2,19 +2,49 @@
 them by name (``keras_cifar>...``): PyTorch's MultiMarginLoss, SGD and Adam with PyTorch-style weight
 decay, and the per-step learning-rate schedule. The recipe names that choose them, and their
 factories, are in losses.py and optim.py, which import this module only when a model is built.
-``load`` reads any ``.keras`` file of ours (model, checkpoint), every class it may name registered."""
+``save`` writes a model or checkpoint with the state of its random generators, and ``load`` reads any
+``.keras`` file of ours (model, checkpoint), every class it may name registered."""
+
+import json
+import zipfile
 
 import keras
+import numpy as np
 from keras import ops
+
+# A .keras archive holds the weights and the optimizer's variables, not the state of the model's random
+# generators (keras.random.SeedGenerator: the augmentation's): save adds them, so that a resumed run draws
+# what the uninterrupted one would have drawn.
+RANDOM_STATE = "random_state.json"
+
+
+def random_state(model):
+    """The variables of the model's random generators: its variables that are not weights."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def save(model, path):
+    """``model.save(path)``, with the state of the model's random generators added to the archive."""
+    model.save(path)
+    state = [np.asarray(ops.convert_to_numpy(v.value)).tolist() for v in random_state(model)]
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(RANDOM_STATE, json.dumps(state))
 
 
 def load(path, compile=True):
-    """A saved keras-cifar model or checkpoint, with ``safe_mode`` on (no code from the file is run).
-    Registers our layers, initializer, losses, optimizers and schedule first: a process that built
-    no model (a resumed run, export, predict) has not imported them yet."""
+    """A saved keras-cifar model or checkpoint, with ``safe_mode`` on (no code from the file is run), its
+    random generators where ``save`` left them. Registers our layers, initializer, losses, optimizers
+    and schedule first: a process that built no model (a resumed run, export, predict) has not
+    imported them yet."""
     from keras_cifar import augment, models  # noqa: F401  (their decorators register the classes)
 
-    return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    model = keras.saving.load_model(path, safe_mode=True, compile=compile)
+    with zipfile.ZipFile(path) as archive:
+        saved = json.loads(archive.read(RANDOM_STATE)) if RANDOM_STATE in archive.namelist() else []
+    for variable, value in zip(random_state(model), saved):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return model
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
@@ -53,7 +83,8 @@ class _ScheduleSteps:
     """An optimizer whose learning-rate Schedule reads its lengths in steps (total, warm-up, period) from
     one of the optimizer's variables instead of Python numbers. A compiled training step then takes
     them as state rather than constants, so one program serves runs of any number of epochs (a bench
-    and then the run, on JAX a program in the compilation cache)."""
+    and then the run, on JAX a program in the compilation cache). ``last_rate`` is the rate its last
+    step used."""
 
     def build(self, variables):
         super().build(variables)
@@ -63,6 +94,13 @@ class _ScheduleSteps:
             self._learning_rate.steps = self.add_variable(
                 (3,), keras.initializers.Constant(self._learning_rate.lengths()), "float32", name="schedule_steps"
             )
+
+    def last_rate(self):
+        """The learning rate of the step before ``iterations`` (the last one taken), as a float."""
+        rate = self._learning_rate
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            rate = rate(ops.maximum(self.iterations - 1, 0))
+        return float(ops.convert_to_numpy(rate))
 
 
 class _CoupledL2:
@@ -88,7 +126,33 @@ class _CoupledL2:
 
 @keras.saving.register_keras_serializable("keras_cifar")
 class SGD(_CoupledL2, _ScheduleSteps, keras.optimizers.SGD):
-    pass
+    """``torch.optim.SGD`` (dampening 0): the buffer b = momentum * b + g holds gradients, and the step is
+    w -= lr * b (nesterov: lr * (g + momentum * b)). Keras's SGD keeps the rate inside its buffer
+    (m = momentum * m - lr * g; w += m), which agrees only while the rate is constant: under a schedule
+    every step differs. Checkpoints of keras-cifar 0.2 (Keras's form) load with ``keras_form`` set, so
+    that a run is not resumed in the other form (train.py refuses them)."""
+
+    def __init__(self, *args, keras_form=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keras_form = keras_form
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["keras_form"] = not config.pop("torch_form", False)
+        return super().from_config(config, custom_objects)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.momentum or self.keras_form:
+            return super().update_step(gradient, variable, learning_rate)
+        buffer = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.momentum, variable.dtype)
+        self.assign(buffer, ops.add(ops.multiply(buffer, momentum), gradient))
+        step = ops.add(gradient, ops.multiply(buffer, momentum)) if self.nesterov else buffer
+        self.assign_sub(variable, ops.multiply(step, ops.cast(learning_rate, variable.dtype)))
+
+    def get_config(self):
+        return {**super().get_config(), "torch_form": not self.keras_form}
 
 
 @keras.saving.register_keras_serializable("keras_cifar")

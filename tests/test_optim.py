@@ -71,3 +71,59 @@ def test_a_built_optimizer_holds_the_schedules_lengths_as_a_variable():
     assert _lr(schedule, 35) == pytest.approx(0.05, abs=1e-6)
     schedule.steps.assign([140.0, 0.0, 70.0])  # twice as long: read at the step, not built in
     assert _lr(schedule, 35) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)), abs=1e-6)
+
+
+# torch.optim.SGD (momentum 0.9, weight decay 5e-4) with CosineAnnealingLR stepped per batch, 200 steps on a
+# least-squares problem, in a process of its own: PyTorch's import crashes a process that imported TensorFlow.
+TORCH_SGD = """
+import json, sys, numpy as np, torch
+rng = np.random.default_rng(0)
+a, b, w0 = rng.normal(size=(16, 10)), rng.normal(size=16), rng.normal(size=10).astype("float32")
+out = {}
+for nesterov in (False, True):
+    p = torch.nn.Parameter(torch.tensor(w0))
+    sgd = torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=200)
+    for _ in range(200):
+        w = p.detach().numpy().astype("float64")
+        p.grad = torch.tensor((a.T @ (a @ w - b) / 16).astype("float32"))
+        sgd.step()
+        schedule.step()
+    out[str(nesterov)] = p.detach().numpy().tolist()
+json.dump({"w0": w0.tolist(), **out}, sys.stdout)
+"""
+
+
+@pytest.fixture(scope="module")
+def torch_sgd():
+    import json
+    import subprocess
+    import sys
+
+    return json.loads(subprocess.run([sys.executable, "-c", TORCH_SGD], capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_updates_as_pytorch_sgd_under_a_cosine_schedule(nesterov, torch_sgd):
+    """optimizer.name sgd against torch.optim.SGD (TORCH_SGD) on the same problem and gradients. Keras's
+    SGD keeps the rate inside its momentum buffer, which agrees only at a constant rate (this fails on the
+    previous main)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(16, 10)), rng.normal(size=16)
+    w0 = np.array(torch_sgd["w0"], "float32")
+    config = Config.from_dict({"optimizer": {"nesterov": nesterov}, "train": {"epochs": 200}})
+    ours, v = make_optimizer(config, steps_per_epoch=1), keras.Variable(w0)
+    ours.build([v])
+    for _ in range(200):
+        w = as_numpy(v).astype("float64")
+        ours.apply([keras.ops.convert_to_tensor((a.T @ (a @ w - b) / 16).astype("float32"))], [v])
+    np.testing.assert_allclose(as_numpy(v), torch_sgd[str(nesterov)], atol=1e-6)
+    assert np.abs(as_numpy(v) - w0).max() > 0.1  # it moved
+
+
+def test_a_checkpoint_of_the_keras_form_of_sgd_is_known_as_such():
+    """keras-cifar 0.2 saved SGD without `torch_form`: it loads in Keras's form, which resume refuses."""
+    config = SGD(learning_rate=0.1, momentum=0.9).get_config()
+    assert config["torch_form"] is True and SGD.from_config(config).keras_form is False
+    del config["torch_form"]
+    assert SGD.from_config(config).keras_form is True
