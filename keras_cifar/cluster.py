@@ -240,15 +240,28 @@ def scheduler_shard(count, env):
 
 
 def task_identity(env=None):
-    """The scheduler's name for this task, the same when it is requeued or its pod restarts
-    ('slurm 1234_5', 'k8s sweep-3'), or None outside a scheduler: a run-folder lock held under the same
-    identity is this task's own, left by its preempted self, and is taken over at once."""
+    """The scheduler's name for this task, the same when it is requeued or its pod is replaced
+    ('slurm 1234_5 rank 0', 'k8s sweep-3'), or None outside a scheduler. Each process of a SLURM job step
+    has its own rank (SLURM_PROCID); two shells in one allocation share a name, and are told apart by
+    their host and pid (locks.py)."""
     env = os.environ if env is None else env
     if "SLURM_JOB_ID" in env:
         job = env.get("SLURM_ARRAY_JOB_ID") or env["SLURM_JOB_ID"]
-        return f"slurm {job}" + (f"_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env else "")
+        task = f"_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env else ""
+        return f"slurm {job}{task} rank {env.get('SLURM_PROCID', 0)}"
     if "JOB_COMPLETION_INDEX" in env and env.get("HOSTNAME"):  # pod <job>-<index>-<random>
         return f"k8s {env['HOSTNAME'].rsplit('-', 1)[0]}"
+    return None
+
+
+def task_incarnation(env=None):
+    """Which incarnation of its scheduler task this process is: SLURM's restart count (a requeued job's is
+    higher), or the pod's name (an Indexed Job's replacement pod has another); None outside a scheduler."""
+    env = os.environ if env is None else env
+    if "SLURM_JOB_ID" in env:
+        return int(env.get("SLURM_RESTART_COUNT", 0))
+    if "JOB_COMPLETION_INDEX" in env and env.get("HOSTNAME"):
+        return env["HOSTNAME"]
     return None
 
 

@@ -9,7 +9,8 @@
 - ``model.keras`` (completed runs), ``error.log`` (failed runs), ``tb/`` (TensorBoard logs);
 - ``checkpoint-epoch<k>.keras`` while a run is going: the state after epoch k, where ``run`` resumes
   (the newest two are kept, so that an unreadable newest one falls back to the one before);
-- ``.lock`` while a process trains it, so that processes sharing the folder never train it twice.
+- ``.lock.<n>`` while a process trains it, so that processes sharing the folder never train it twice
+  (locks.Lock).
 
 A folder with a config or history but no metrics.json is *unfinished*: still going, or interrupted.
 Keras-free, so reports and ``--dry-run`` start fast.
@@ -40,7 +41,6 @@ IDENTITY = ("recipe", "variant", "seed")
 LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.csv or metrics.json"
 MODEL_FILE = "model.keras"
 CHECKPOINTS_KEPT = 2  # the newest and the one before it, should the newest prove unreadable
-LOCK_FILE = ".lock"  # held while a process trains the run (locks.Lock)
 # config.yaml path -> (mtime, identity, data_source, Config) as last read
 _CONFIGS: dict[Path, tuple[int, tuple, str | None, Config]] = {}
 
@@ -97,7 +97,7 @@ class RunFolder:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.lock = Lock(self.path / LOCK_FILE)
+        self.lock = Lock(self.path)
 
     @classmethod
     def of(cls, out_root: Path | str, spec: RunSpec) -> RunFolder:

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+from keras_cifar import locks
 from keras_cifar.cluster import parse_shard, task_identity
 from keras_cifar.errors import ConfigError
 from keras_cifar.runs import RunFolder
@@ -203,7 +203,7 @@ def test_two_shards_train_each_run_once_and_take_over_a_stale_lock(tmp_path):
     out = tmp_path / "out"
     stale = RunFolder(out / "tiny" / "b" / "seed1")  # left by a process that died: taken over
     stale.path.mkdir(parents=True)
-    stale.lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "time": "earlier"}))
+    (stale.path / ".lock.1").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "time": "earlier"}))
     args = ["run", str(recipe), "--data", "synthetic:128", "--out", str(out), "--seeds", "0,1"]
     procs = [
         subprocess.Popen(
@@ -228,39 +228,128 @@ def test_two_shards_train_each_run_once_and_take_over_a_stale_lock(tmp_path):
         assert "cudart_stub" not in stderr and "oneDNN" not in stderr, stderr
 
 
+def _owner(folder, number, **fields):
+    """A lock file of another process: `fields` over a live one on another host."""
+    record = {"token": "theirs", "host": "elsewhere", "pid": 1, "started": "1", "task": None, "incarnation": None}
+    (folder / f".lock.{number}").write_text(json.dumps({**record, **fields, "time": "earlier", "beats": 0}))
+
+
 def test_a_live_lock_keeps_the_run_and_a_dead_or_silent_one_is_taken_over(tmp_path, monkeypatch):
+    """Taken over at once when its owner is proved dead (this host: no such process; this scheduler task in
+    an earlier incarnation), or once it has not changed for STALE_SECONDS while this process watched it:
+    never from file times, so a clock that runs ahead or behind makes no live lock stale (the previous
+    main judged an mtime by this host's clock)."""
+    now = [1000.0]
+    monkeypatch.setattr(locks.time, "monotonic", lambda: now[0])
+    ahead = time.time() + 3600
+    monkeypatch.setattr(locks.time, "time", lambda: ahead)  # this host's clock an hour ahead
     folder = RunFolder(tmp_path / "run")
-    assert folder.lock.claim() is None  # ours now
+    assert folder.lock.claim() is None and folder.lock.owned()  # ours now
     assert "pid" in RunFolder(tmp_path / "run").lock.claim()  # held by a live process: this one
-    folder.lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
-    assert folder.lock.claim() is not None  # another machine, heartbeat fresh
+    folder.lock.release()
+    assert folder.lock.files() == []
+    _owner(folder.path, 3, host=socket.gethostname(), pid=2**22 + 12345)  # this host, no such process
+    assert folder.lock.claim() is None and folder.lock.number == 4
+    folder.lock.release()
+    _owner(folder.path, 1)
     old = time.time() - 3600
-    os.utime(folder.lock.path, (old, old))
-    assert folder.lock.claim() is None  # no heartbeat for an hour: taken over
-    with folder.lock.heartbeat():
-        pass
-    assert not folder.lock.path.exists()
+    os.utime(folder.path / ".lock.1", (old, old))  # an hour old by its file time
+    assert folder.lock.claim() == "elsewhere pid 1 since earlier"  # first seen: live until watched
+    now[0] += locks.STALE_SECONDS - 1
+    assert folder.lock.claim() is not None and not folder.lock.beating()
+    _owner(folder.path, 1, beats=1)  # it beats (the same owner: its token)
+    now[0] += locks.STALE_SECONDS - 1
+    assert folder.lock.claim() is not None and folder.lock.beating()
+    now[0] += locks.STALE_SECONDS  # silent for STALE_SECONDS as this process watched it
+    assert folder.lock.takeable() and folder.lock.claim() is None and folder.lock.number == 2
 
 
-def test_of_two_processes_taking_over_a_stale_lock_one_wins(tmp_path, monkeypatch):
-    """Both find the lock stale; the other one takes it over first, between this one's look and its
-    rename: this one gives the fresh lock back and does not train."""
+def test_a_requeued_task_takes_its_own_lock_and_processes_of_one_job_are_distinct(tmp_path, monkeypatch):
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    folder.lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": "earlier"}))
-    old = time.time() - 3600
-    os.utime(folder.lock.path, (old, old))
-    fresh = {"host": "elsewhere", "pid": 2, "time": "now"}
-    rename = os.rename
+    for key, value in {"SLURM_JOB_ID": "77", "SLURM_PROCID": "0", "SLURM_RESTART_COUNT": "1"}.items():
+        monkeypatch.setenv(key, value)
+    _owner(folder.path, 1, task="slurm 77 rank 0", incarnation=1)  # this task, this incarnation: another shell
+    assert folder.lock.claim() is not None
+    _owner(folder.path, 1, task="slurm 77 rank 1", incarnation=0)  # another rank of the job
+    assert folder.lock.claim() is not None
+    _owner(folder.path, 1, task="slurm 77 rank 0", incarnation=0)  # this rank before its requeue
+    assert folder.lock.claim() is None
 
-    def other_process_first(src, dst):
-        if Path(src) == folder.lock.path and not Path(dst).name == ".lock":
-            folder.lock.path.write_text(json.dumps(fresh))  # its takeover: a new lock in place of the stale one
-        rename(src, dst)
 
-    monkeypatch.setattr(os, "rename", other_process_first)
-    assert "took over the stale lock first" in folder.lock.claim()
-    assert json.loads(folder.lock.path.read_text()) == fresh
+def test_a_lock_taken_over_is_neither_refreshed_nor_removed_by_its_old_owner(tmp_path, monkeypatch):
+    """Its owner paused past the stale time; another process took the run over. Continued, the old owner
+    finds the lock not its own: its heartbeat stops (`lost`), its check raises LockLost, and its release
+    leaves the successor's lock (the previous main refreshed and then deleted whatever lock was there)."""
+    now = [0.0]
+    monkeypatch.setattr(locks.time, "monotonic", lambda: now[0])
+    old, new = RunFolder(tmp_path / "run").lock, RunFolder(tmp_path / "run").lock
+    assert old.claim() is None
+    monkeypatch.setattr(locks, "_dead", lambda owner: False)  # the old owner lives on, paused
+    assert new.claim() is not None
+    now[0] += locks.STALE_SECONDS
+    assert new.claim() is None and new.number == old.number + 1
+    assert not old.beat() and old.lost.is_set()
+    with pytest.raises(locks.LockLost):
+        old.check()
+    numbers = new.number, old.number
+    old.release()
+    assert new.owned() and [n for n, _ in new.files()] == list(numbers)
+    new.release()
+    assert new.files() == []
+
+
+def test_of_two_processes_taking_over_a_silent_lock_one_wins(tmp_path, monkeypatch):
+    """Both judge the lock silent; each creates the next number exclusively: one gets it, the other finds it
+    taken and does not train (the previous main renamed the lock away and back, and a third process could
+    create one in between)."""
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    _owner(folder.path, 5)
+    monkeypatch.setattr(locks, "_takeable", lambda file, contents: True)
+    first, second = RunFolder(folder.path).lock, RunFolder(folder.path).lock
+    assert first.claim() is None and first.number == 6
+    monkeypatch.setattr(locks, "_takeable", lambda file, contents: json.loads(contents)["token"] == "theirs")
+    assert second.claim() is not None and second.number is None  # it sees the new owner, alive
+    assert first.owned()
+
+
+def test_processes_of_one_slurm_job_share_a_sweep_and_train_each_run_once(tmp_path):
+    """Two shells of one SLURM allocation (one SLURM_JOB_ID, no array, no rank) run the same sweep: each
+    skips the runs the other holds, then watches those locks change and leaves the runs to it (the
+    previous main took the other's live locks over as "this task's own" and trained runs twice)."""
+    recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {batch_norm: false}}\n  c: {model: {activation: tanh}}\n")
+    args = ["run", str(recipe), "--data", "synthetic:128", "--out", str(tmp_path / "out")]
+    env = _env(KERAS_BACKEND="tensorflow", SLURM_JOB_ID="4242", KERAS_CIFAR_LOCK_STALE_SECONDS="8")
+    procs = [Command(*args, env=env) for _ in range(2)]
+    outputs = [(p.finish(), p.output) for p in procs]
+    assert [code for code, _ in outputs] == [0, 0], outputs
+    for variant in "abc":
+        trained = [out for _, out in outputs if re.search(rf"tiny/{variant}/seed0 epoch +1/1", out)]
+        assert len(trained) == 1, (variant, outputs)
+        assert RunFolder(tmp_path / "out" / "tiny" / variant / "seed0").read_metrics().status == "completed"
+
+
+def test_a_paused_owner_continued_leaves_the_run_to_its_successor(tmp_path):
+    """An owner stopped (SIGSTOP) past the stale time: a second process watches its lock, takes the run
+    over and resumes it. Continued (SIGCONT), the first process finds its lock taken, writes nothing more
+    and leaves the run; the run is trained once, every epoch recorded once, and the successor's lock
+    stays its own to the end."""
+    recipe = tiny_recipe(tmp_path)
+    args = ["run", str(recipe), "--data", "synthetic:160", "--out", str(tmp_path / "out"), "--epochs", "6"]
+    env = _env(KERAS_BACKEND="tensorflow", KERAS_CIFAR_LOCK_STALE_SECONDS="4")
+    first = Command(*args, env=env)
+    first.wait_for(r"tiny/a/seed0 epoch +2/6")
+    first.proc.send_signal(signal.SIGSTOP)
+    second = Command(*args, env=env)
+    second.wait_for(r"tiny/a/seed0: resuming after epoch 2")
+    first.proc.send_signal(signal.SIGCONT)
+    assert first.finish() == 0 and second.finish() == 0, (first.output, second.output)
+    assert "tiny/a/seed0: its lock was taken over" in first.output
+    assert "its lock was taken over" not in second.output and "Traceback" not in first.output + second.output
+    folder = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0")
+    assert [r.epoch for r in folder.read_history()] == [1, 2, 3, 4, 5, 6]
+    assert folder.read_metrics().status == "completed" and folder.lock.files() == []
 
 
 @pytest.mark.parametrize(
@@ -348,30 +437,31 @@ def test_shard_auto_reads_slurm_and_kubernetes_and_refuses_without_them():
         parse_shard("auto", {})
     with pytest.raises(ConfigError, match="does not say how many tasks there are; give --shard auto/N"):
         parse_shard("auto", {"JOB_COMPLETION_INDEX": "0"})
-    assert task_identity(_slurm(3)) == "slurm 4242_3"
+    assert task_identity(_slurm(3)) == "slurm 4242_3 rank 0"
     assert task_identity({"JOB_COMPLETION_INDEX": "1", "HOSTNAME": "keras-cifar-sweep-1-x7k2p"}) == "k8s keras-cifar-sweep-1"
 
 
 def test_sbatch_script_shards_the_sweep_and_a_requeued_task_takes_its_lock_back(tmp_path):
     """docs/cluster/sweep.sbatch as SLURM runs it (fake array variables). Task 0 is preempted (SIGTERM to
     the job): it keeps its last epoch and frees its lock. Requeued, it resumes, and is then killed with its
-    job (SIGKILL: no time to clean up, its lock stays, as if on another host); requeued again, it takes
-    its own lock back at once and finishes, with the reports and the comparison page. Task 1 would train
-    the other run (the Kubernetes test trains one)."""
+    job (SIGKILL: no time to clean up, its lock stays, as if on another host); requeued again (SLURM counts
+    the restarts), it takes its own earlier incarnation's lock at once and finishes, with the reports and
+    the comparison page. Task 1 would train the other run (the Kubernetes test trains one)."""
     recipe = tiny_recipe(tmp_path, "  a: {}\n  b: {model: {activation: tanh}}\n")
     env = {"OUT": str(tmp_path / "out"), "DATA": "synthetic:200", "RECIPES": str(recipe), "EXTRA": "--epochs 3"}
     script = ["bash", str(REPO / "docs" / "cluster" / "sweep.sbatch")]
-    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock.path
+    lock = RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").lock
     task0 = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
     task0.wait_for(r"tiny/a/seed0 epoch +1/3")
     assert task0.signal_all(signal.SIGTERM) != 0 and "stopped after epoch 1 of 3" in task0.output, task0.output
-    assert not lock.exists()
-    requeued = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
+    assert lock.files() == []
+    requeued = Command(program=script, env={**env, **_slurm(0), "SLURM_RESTART_COUNT": "1"}, cwd=REPO)
     requeued.wait_for(r"tiny/a/seed0: resuming after epoch 1")
     requeued.wait_for(r"tiny/a/seed0 epoch +2/3")
     requeued.signal_all(signal.SIGKILL)
-    lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "node-17", "pid": 1}))  # alive elsewhere
-    again = Command(program=script, env={**env, **_slurm(0)}, cwd=REPO)
+    ((_, left),) = lock.files()
+    left.write_text(json.dumps({**json.loads(left.read_text()), "host": "node-17", "pid": 1}))  # alive elsewhere
+    again = Command(program=script, env={**env, **_slurm(0), "SLURM_RESTART_COUNT": "2"}, cwd=REPO)
     assert again.finish() == 0, again.output
     assert "tiny/a/seed0: resuming after epoch 2" in again.output and "being trained by" not in again.output
     assert RunFolder(tmp_path / "out" / "tiny" / "a" / "seed0").read_metrics().status == "completed"
