@@ -45,8 +45,14 @@ def check():
     return name
 
 
-def start():
+# What train.deterministic needs before the libraries start: XLA's deterministic GPU kernels (JAX) and a
+# cuBLAS workspace of fixed size (PyTorch's deterministic algorithms refuse to run without one on a GPU).
+DETERMINISTIC_ENVIRONMENT = {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
+def start(deterministic=False):
     """Check the backend and import Keras, then TensorFlow where installed; returns the keras module.
+    `deterministic`: some run will set train.deterministic; the environment it needs is set first.
 
     Both imports run with stderr silenced: TensorFlow's native libraries print start-up lines
     (oneDNN, cudart_stub, cuInit) before any log level applies. TensorFlow comes after the backend's
@@ -55,6 +61,10 @@ def start():
     keeps its compiled programs under cache_root(), so that later processes skip the compilation.
     """
     name = check()
+    if deterministic:
+        for key, value in DETERMINISTIC_ENVIRONMENT.items():
+            if value not in os.environ.get(key, ""):
+                os.environ[key] = f"{os.environ.get(key, '')} {value}".strip()
     with _stderr_silenced():
         import keras
 
@@ -75,6 +85,25 @@ def start():
                     pass
             tf.config.list_physical_devices("GPU")  # CUDA's own start-up messages come here
     return keras
+
+
+def make_deterministic(on):
+    """train.deterministic for the run about to train: TensorFlow's op determinism (once on, it stays on
+    in this process: TensorFlow cannot turn it off), PyTorch's deterministic algorithms (and cuDNN's
+    deterministic convolutions instead of the fastest ones); JAX's comes from XLA_FLAGS (start)."""
+    import keras
+
+    name = keras.backend.backend()
+    if name == "tensorflow" and on:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    if name == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(on)
+        torch.backends.cudnn.deterministic = on
+        torch.backends.cudnn.benchmark = torch.cuda.is_available() and not on
 
 
 def _torch_like_the_others():

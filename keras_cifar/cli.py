@@ -274,7 +274,7 @@ def run(
     def started():
         """The data, loaded once, with the backend started (and this process joined to its run's others)."""
         cifar = data_lib.load(source)
-        backend.start()
+        backend.start(deterministic=any(spec.config.train.deterministic for spec in runs))
         if processes:
             cluster_lib.join(processes, coordinator_timeout)
         return cifar
@@ -307,14 +307,14 @@ def run(
                 _report_recipe(Path(out) / name, track=track)
         return results
 
-    with signals.interruptible():
-        try:
+    try:
+        with signals.interruptible():
             results, n = train(runs), 2
             while auto and n < max_seeds and _undecided(loaded, out, n, max_seeds):
                 n += 1
                 results += train(sweep_of([n - 1]))
-        except KeyboardInterrupt as stop:
-            _interrupted(stop, "completed runs are kept")
+    except KeyboardInterrupt as stop:
+        _interrupted(stop, "completed runs are kept")
     if any(m.status == "failed" for _, m in results):
         sys.exit(1)
 
@@ -553,14 +553,14 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     backend.check()
     backend.check_settings(search.config, f"{search.recipe}/{search.variant}")
     cifar = data_lib.load(data_source)
-    backend.start()
+    backend.start(deterministic=search.config.train.deterministic)
     from keras_cifar import tune as tune_lib
 
-    with tune_lib.distributed(chief, worker), signals.interruptible():
-        try:
+    try:
+        with tune_lib.distributed(chief, worker), signals.interruptible():
             best = tune_lib.run_search(search, cifar, out, final=final)
-        except KeyboardInterrupt as stop:
-            _interrupted(stop, "ended trials are kept (the interrupted trial runs again)")
+    except KeyboardInterrupt as stop:
+        _interrupted(stop, "ended trials are kept (the interrupted trial runs again)")
     if best is None and not worker:
         sys.exit(1)
 

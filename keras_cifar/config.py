@@ -145,6 +145,7 @@ class TrainConfig:
     checkpoint_seconds: float = setting(
         "float", 60.0, _non_negative, "seconds between checkpoints, >= 0 (0: after every epoch)"
     )
+    deterministic: bool = setting("bool", False)
     distribution: str = setting(
         "str",
         "auto",
@@ -234,6 +235,7 @@ EXECUTION_KEYS = (
     ("train", "steps_per_execution"),
     ("train", "checkpoint_seconds"),
     ("train", "distribution"),
+    ("train", "deterministic"),
 )
 RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
 

@@ -10,9 +10,11 @@ trained waits for it and is then copied instead of trained twice.
 It prints each slot's epoch lines prefixed with the slot, with one ETA for the whole sweep, and a
 table at the end (the caller writes the reports). A process that crashes loses only its run, which
 is recorded as failed; SIGINT or SIGTERM is passed to every process, each keeps its last finished
-epoch, and the same command resumes them.
+epoch, and the same command resumes them (a second signal ends this process at once; the runs still
+stop as the first one asked).
 """
 
+import contextlib
 import os
 import queue
 import re
@@ -121,7 +123,9 @@ class ParallelSweep:
                     active[slot.name] = _Process(slot, spec, self.command(spec), lines)
                     say(f"[{slot.name}] [{self.started}/{len(self.runs)}] {spec.key} (pid {active[slot.name].proc.pid})")
                 if active:
-                    self._handle(*lines.get(), active)
+                    with contextlib.suppress(queue.Empty):  # looks for a signal every half second
+                        self._handle(*lines.get(timeout=0.5), active)
+                signals.check()
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every run keeps its last epoch
             self._stop(active, getattr(stop, "signum", signal.SIGINT), lines)
         order = {spec.key: i for i, spec in enumerate(self.runs)}
@@ -199,16 +203,15 @@ class ParallelSweep:
     def _stop(self, active, signum, lines):
         for process in active.values():
             process.proc.send_signal(signum)
-        with signals.deferred():  # a second Ctrl-C waits for the runs to keep their epochs
-            for process in active.values():
-                try:
-                    process.proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    process.proc.kill()
-            while not lines.empty():
-                process, line = lines.get()
-                if line is not None and SHOWN.search(line):
-                    say(f"[{process.slot.name}] {line.partition('  | sweep ')[0].strip()}")
+        for process in active.values():
+            try:
+                process.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+        while not lines.empty():
+            process, line = lines.get()
+            if line is not None and SHOWN.search(line):
+                say(f"[{process.slot.name}] {line.partition('  | sweep ')[0].strip()}")
         raise signals.Interrupted(signum, f"{count(len(active), 'run')} stopped, each keeping its last finished epoch")
 
 

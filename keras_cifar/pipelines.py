@@ -7,6 +7,12 @@ has the same shape (JAX compiles one training program, not a second for a last p
 epoch sees at most batch - 1 images of the next permutation instead of a short last batch, each
 epoch is shuffled anew, and a resumed run sees exactly what it would have seen uninterrupted.
 
+One pass over the training input is one epoch: fit is not told ``steps_per_epoch``, so Keras ends
+each epoch where its input does, and with ``steps_per_execution`` k > 1 the last execution of an epoch
+runs the steps that are left (Keras runs ceil(S / k) executions of k steps from a stream told S steps
+an epoch, which took the first steps of the next epoch's order). A callback (``EpochInput.callback``)
+tells the input which epoch begins.
+
 Pipelines (``data.pipeline``): ``tf_data`` gathers the batches in tf.data (TensorFlow's default),
 ``numpy`` in a Keras PyDataset (JAX and PyTorch; handing tf.data's tensors to PyTorch made its
 evaluation 2-4x slower on a CPU). The same seed gives both the same batches. (Keras's own shuffle of
@@ -17,6 +23,8 @@ Validation and test run at EVAL_BATCH images a step (or the training batch, if l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,19 +70,13 @@ class Feeder:
                     return name, size
         return None
 
-    def train(self, x: np.ndarray, y: np.ndarray, seed: int, epochs: int, start: int = 0) -> dict[str, Any]:
-        """fit's keywords to train epochs `start` .. `epochs` - 1 on (x, y) in epoch_order."""
+    def train(self, x: np.ndarray, y: np.ndarray, seed: int, epochs: int, start: int = 0) -> EpochInput:
+        """The input of epochs `start` .. `epochs` - 1 on (x, y), each one pass of its epoch_order."""
+        orders = np.stack([epoch_order(len(y), self.batch_size, seed, e) for e in range(start, epochs)])
+        orders = orders.reshape(len(orders), -1, self.batch_size).astype(np.int32)  # [epoch, step, image]
         if self.pipeline == "tf_data":
-            import tensorflow as tf
-
-            order = np.concatenate([epoch_order(len(y), self.batch_size, seed, e) for e in range(start, epochs)])
-            images, labels = tf.constant(x), tf.constant(y)
-            ds = tf.data.Dataset.from_tensor_slices(order.reshape(-1, self.batch_size).astype(np.int32))
-            ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
-            data = ds.prefetch(tf.data.AUTOTUNE)
-        else:
-            data = _batches(x, y, self.batch_size, seed, epochs, start)
-        return {"x": data, "steps_per_epoch": self.steps(len(y)), "shuffle": False}  # shuffled: epoch_order
+            return _tf_data(x, y, orders, start)
+        return _py_dataset(x, y, orders, start)
 
     def validation(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         if self.pipeline == "tf_data":
@@ -92,28 +94,56 @@ class Feeder:
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.eval_batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int, start: int) -> Any:
-    """A Keras PyDataset of every training batch of epochs `start` .. `epochs` - 1 in epoch_order, one
-    after the other: fit, told the steps of an epoch, iterates it straight through, as it does the
-    tf.data pipeline (PyDataset's epoch hooks run when batches are already prefetched)."""
-    import keras
+@dataclass(frozen=True)
+class EpochInput:
+    """fit's training input (``x``: one pass is one epoch) and ``epoch_begins(epoch)``, which a callback
+    calls at each epoch's beginning, before fit starts the pass."""
 
-    steps = math.ceil(len(y) / batch_size)
+    x: Any
+    epoch_begins: Callable[[int], None]
+
+    def fit_arguments(self) -> dict[str, Any]:
+        return {"x": self.x, "shuffle": False}  # shuffled: epoch_order
+
+    def callback(self) -> Any:
+        """The Keras callback that fit must get: it calls epoch_begins."""
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.epoch_begins(epoch))
+
+
+def _tf_data(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int) -> EpochInput:
+    """tf.data: each pass gathers the batches of the epoch held in a variable, read when the pass runs."""
+    import tensorflow as tf
+
+    images, labels, batches = tf.constant(x), tf.constant(y), tf.constant(orders)
+    with tf.device("/cpu:0"):
+        epoch = tf.Variable(0, dtype=tf.int32, trainable=False)  # the pass's row of `orders`
+
+    def batch(step: Any) -> Any:
+        index = batches[epoch, step]
+        return tf.gather(images, index), tf.gather(labels, index)
+
+    steps = tf.data.Dataset.range(orders.shape[1], output_type=tf.int32)
+    data = steps.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return EpochInput(data, lambda e: epoch.assign(e - start))
+
+
+def _py_dataset(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int) -> EpochInput:
+    """A Keras PyDataset of one epoch's batches; which epoch is set before each pass."""
+    import keras
 
     class EpochBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
-            self.epoch: int | None = None
-            self.order: np.ndarray | None = None
+            self.row = 0  # the pass's row of `orders`
 
         def __len__(self) -> int:
-            return steps * (epochs - start)
+            return orders.shape[1]
 
-        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            epoch, step = start + i // steps, i % steps
-            if self.order is None or epoch != self.epoch:
-                self.epoch, self.order = epoch, epoch_order(len(y), batch_size, seed, epoch)
-            index = self.order[step * batch_size : (step + 1) * batch_size]
+        def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+            index = orders[self.row, step]
             return x[index], y[index]
 
-    return EpochBatches()
+    batches = EpochBatches()
+    return EpochInput(batches, lambda e: setattr(batches, "row", e - start))

@@ -75,6 +75,7 @@ class RunRecord:
     precision: str | None = None
     math: str | None = None
     steps_per_execution: int | None = None
+    jit_compile: bool | None = None
     backend: str | None = None
     versions: dict[str, str] | None = None
     device: str | None = None

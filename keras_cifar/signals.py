@@ -1,16 +1,19 @@
 """SIGINT (Ctrl-C) and SIGTERM (what SLURM and Kubernetes send before they preempt a job) during a
-long command: both raise ``Interrupted`` in the main thread, so a run can keep its last finished
-epoch before the command exits with 128 + the signal's number (130, 143). A signal that arrives
-inside ``deferred()`` (a checkpoint being written) is raised when that block ends."""
+long command. The handler only notes the signal; the command acts on it where stopping is safe:
+``check()`` raises ``Interrupted`` there (training calls it at every batch and epoch boundary, the
+sweeps between runs), so that a run keeps its last finished epoch before the command exits with
+128 + the signal's number (130, 143). A handler that raised at once could land in any Python code,
+also in a garbage-collection callback or a ``__del__``, where Python prints "Exception ignored" and
+carries on: the stop was lost. A second signal ends the command at once."""
 
 import contextlib
+import os
 import signal
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_pending = []  # signals that arrived inside deferred()
-_depth = [0]  # how deeply deferred() blocks nest
+_received: list[int] = []  # the signals noted since interruptible() began
 
 
 class Interrupted(KeyboardInterrupt):
@@ -22,36 +25,38 @@ class Interrupted(KeyboardInterrupt):
         self.where = where
 
 
-def _raise(signum, frame):
-    if _depth[0]:
-        _pending.append(signum)
-        return
-    raise Interrupted(signum)
+def _note(signum, frame):
+    if _received:  # the second: whatever is under way is given up
+        name = signal.Signals(signum).name
+        os.write(2, f"interrupted again ({name}): stopped at once; run the same command again to resume\n".encode())
+        os._exit(128 + signum)
+    _received.append(signum)
+
+
+def received():
+    """The first signal noted, or None."""
+    return _received[0] if _received else None
+
+
+def check():
+    """Raise Interrupted if a signal was noted: call it where the command can stop safely."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 @contextlib.contextmanager
 def interruptible():
-    """While inside, SIGINT and SIGTERM raise Interrupted (in the main thread; elsewhere a no-op)."""
+    """While inside, SIGINT and SIGTERM are noted for check() (in the main thread; elsewhere a no-op).
+    A signal noted but not acted on inside is raised as Interrupted when the block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _raise) for s in SIGNALS}
+    _received.clear()
+    previous = {s: signal.signal(s, _note) for s in SIGNALS}
     try:
         yield
+        check()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def deferred():
-    """A block that a signal does not cut in half: it is raised as Interrupted when the block ends."""
-    _depth[0] += 1
-    try:
-        yield
-    finally:
-        _depth[0] -= 1
-    if not _depth[0] and _pending:
-        signum = _pending[0]
-        _pending.clear()
-        raise Interrupted(signum)
+        _received.clear()

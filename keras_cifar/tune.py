@@ -36,7 +36,7 @@ from keras_cifar.console import Eta, say
 from keras_cifar.files import make_dirs, write_atomic
 from keras_cifar.pipelines import Feeder
 from keras_cifar.runs import diff_keys
-from keras_cifar.train import compile_model, run_sweep
+from keras_cifar.train import Stop, compile_model, run_sweep
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 
@@ -65,6 +65,7 @@ class ResNetHyperModel(kt.HyperModel):
     def build(self, hp):
         config = self.config(hp)
         keras.utils.set_random_seed(config.train.seeds[0])
+        backend.make_deterministic(config.train.deterministic)
         with cluster.distribute(config).scope():  # train.distribution: data_parallel spreads each trial over the devices
             return compile_model(config, math.ceil(self.n_train / config.data.batch_size))
 
@@ -72,13 +73,14 @@ class ResNetHyperModel(kt.HyperModel):
         """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
         config = self.config(hp)
         feeder = Feeder(config.data.batch_size, config.data.pipeline)
+        stream = feeder.train(*train, config.train.seeds[0], epochs, initial_epoch)
         history = model.fit(
-            **feeder.train(*train, config.train.seeds[0], epochs, initial_epoch),
+            **stream.fit_arguments(),
             **feeder.validation(*val),
             epochs=epochs,
             initial_epoch=initial_epoch,
             verbose=verbose,
-            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+            callbacks=[stream.callback(), Stop(), *callbacks, keras.callbacks.TerminateOnNaN()],
         )
         self.executions[_key(hp)] += 1
         return {name: float(values[-1]) for name, values in history.history.items()}

@@ -65,19 +65,21 @@ def cli():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, jpeg_tree):
     """One small sweep, trained through the installed `keras-cifar` once per backend and read by the
-    tests of training: `a` (the defaults at width 8, 8 epochs on 320 images), `bf16` (mixed_bfloat16, and 2 steps per
-    execution where the backend allows it, on 160 images) and `boom` (no BN, learning rate 1e12: it
+    tests of training: `a` (the defaults at width 8, 8 epochs on 320 images), `bf16` (what a GPU takes by
+    default: mixed_bfloat16, and where the backend allows them 8 steps per execution, more than its 5
+    steps an epoch, and XLA compilation; on 160 images) and `boom` (no BN, learning rate 1e12: it
     diverges), 2 epochs each, on the JPEG tree.
 
     `a` is stopped three times, as users' runs are: SIGKILL once its first epoch is checkpointed,
     then SIGTERM and SIGINT, each after an epoch of a resumed run that checkpoints only hourly (so
     what the signal itself writes keeps that epoch). The same command then finishes the sweep.
     `stops` holds, per stop, the signal, exit code and output, and the history rows and newest
-    checkpoint of `a` right after it; `output` and `exit_code` are the last command's."""
+    checkpoint of `a` right after it; `output` and `exit_code` are the last command's. `straight` is
+    the folder of `a` trained again by the same command without a stop, into another OUT."""
     from keras_cifar.runs import RunFolder
 
     tmp = tmp_path_factory.mktemp("trained")
-    spe = ", steps_per_execution: 2" if keras.backend.backend() != "torch" else ""
+    spe = ", steps_per_execution: 8, jit_compile: true" if keras.backend.backend() != "torch" else ""
     recipe = tiny_recipe(
         tmp,
         "  a: {train: {epochs: 8}, data: {subset: 320}}\n"
@@ -107,8 +109,16 @@ def trained(tmp_path_factory, jpeg_tree):
         )
     last = Command(*args)
     exit_code = last.finish()
+    straight = Command(*args[:-1], tmp / "straight", "--variants", "a")
+    assert straight.finish() == 0, straight.output
     return SimpleNamespace(
-        out=tmp / "out", recipe=recipe, data=jpeg_tree[0], stops=stops, output=last.output, exit_code=exit_code
+        out=tmp / "out",
+        recipe=recipe,
+        data=jpeg_tree[0],
+        stops=stops,
+        output=last.output,
+        exit_code=exit_code,
+        straight=RunFolder(tmp / "straight" / "tiny" / "a" / "seed0"),
     )
 
 

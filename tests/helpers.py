@@ -220,9 +220,11 @@ class Command:
         self._reader.join()
         return self.proc.returncode
 
-    def stop(self, signum):
-        """Send `signum` and wait for the command to end; returns its exit code."""
-        self.proc.send_signal(signum)
+    def stop(self, *signums):
+        """Send each of `signums`, one right after the other, and wait for the command to end; returns its
+        exit code."""
+        for signum in signums:
+            self.proc.send_signal(signum)
         return self.finish(60)
 
     def signal_all(self, signum):

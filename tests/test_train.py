@@ -44,7 +44,7 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
         assert keras.saving.load_model(folder.model_file).output_shape == (None, 10)
         assert folder.checkpoints() == [] and not list(folder.path.glob(".*"))  # no checkpoint, lock or temporary
     lrs = [r.lr for r in RunFolder(trained.out / "tiny" / "a" / "seed0").read_history()]
-    assert lrs == pytest.approx([0.025 * (1 + math.cos(math.pi * e / 8)) for e in range(1, 9)], abs=1e-6)  # cosine
+    assert lrs == pytest.approx(_last_step_rates(), abs=1e-6)  # cosine, as each epoch's last step used it
     assert _metrics(trained.out / "tiny" / "bf16" / "seed0").images_per_second > 0  # epoch 2, compiled
     boom = _metrics(trained.out / "tiny" / "boom" / "seed0")
     assert boom.status == "diverged" and boom.epochs_completed == 1 and boom.test_accuracy is None
@@ -62,6 +62,11 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
         "variant": "a",
         "seed": 0,
     }
+
+
+def _last_step_rates():
+    """The rate of each epoch's last step for `a`: cosine from 0.05 over 8 epochs of 10 steps."""
+    return [0.025 * (1 + math.cos(math.pi * (10 * e - 1) / 80)) for e in range(1, 9)]
 
 
 def _hparams(logdir):
@@ -103,12 +108,27 @@ def test_a_killed_or_signalled_run_resumes_from_its_last_epoch(trained, cli):
     after = folder.read_history()
     assert [r.epoch for r in after] == list(range(1, 9))
     assert after[: signalled[-1].checkpoint] == signalled[-1].history  # the epochs before the stop are kept
-    assert after[-1].lr == pytest.approx(0.0, abs=1e-6)  # the schedule went on from where it stopped
+    assert after[-1].lr == pytest.approx(_last_step_rates()[-1], abs=1e-6)  # the schedule went on from where it stopped
     assert folder.read_metrics().epochs_completed == 8
     assert (
         "already completed, skipped"
         in cli("run", trained.recipe, "--data", trained.data, "--out", trained.out, "--variants", "a").output
     )
+
+
+@pytest.mark.backend
+def test_a_stopped_and_resumed_run_equals_the_run_trained_straight_through(trained):
+    """`a` stopped by SIGKILL, SIGTERM and SIGINT and resumed each time, augmentation on, ends with the history
+    and weights of the same command trained without a stop, to the bit (one CPU thread): every random draw
+    is in the checkpoint (the previous main restarted the augmentation's stream on a resume)."""
+    scores = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
+    stopped = RunFolder(trained.out / "tiny" / "a" / "seed0")
+    assert [[getattr(r, c) for c in scores] for r in stopped.read_history()] == [
+        [getattr(r, c) for c in scores] for r in trained.straight.read_history()
+    ]
+    for a, b in zip(custom_objects.load(stopped.model_file).weights, custom_objects.load(trained.straight.model_file).weights):
+        np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
+    assert _metrics(trained.straight.path).status == "completed"
 
 
 @pytest.mark.backend
@@ -120,10 +140,21 @@ def test_the_model_learns(trained):
 
 
 @pytest.mark.backend
-def test_mixed_precision_and_steps_per_execution(trained, tmp_path, cli):
-    model = keras.saving.load_model(trained.out / "tiny" / "bf16" / "seed0" / "model.keras")
+def test_the_gpu_defaults_on_the_cpu(trained, tmp_path, cli):
+    """bf16 ran as a GPU runs by default: mixed_bfloat16, and on TensorFlow and JAX 8 steps per execution
+    (more than its 5 steps an epoch) and XLA. Each epoch trained its 5 steps, and metrics.json records
+    the settings it trained with."""
+    folder = trained.out / "tiny" / "bf16" / "seed0"
+    model = keras.saving.load_model(folder / "model.keras")
     assert model.get_layer("resnet18").get_layer("stem_conv").compute_dtype == "bfloat16"
     assert model.output.dtype == "float32"  # logits stay float32
+    assert int(as_numpy(model.optimizer.iterations)) == 2 * 5  # 2 epochs of ceil(160 / 32) steps
+    metrics, gpu_defaults = _metrics(folder), keras.backend.backend() != "torch"
+    assert (metrics.precision, metrics.steps_per_execution, metrics.jit_compile) == (
+        "mixed_bfloat16",
+        8 if gpu_defaults else 1,
+        gpu_defaults,
+    )
     if keras.backend.backend() == "torch":  # refused before anything is written
         result = cli(
             "run",
@@ -239,6 +270,49 @@ def test_an_unreadable_checkpoint_falls_back_or_says_how_to_restart(trained, tmp
     assert [r.epoch for r in run.read_history()] == [1, 2] and run.checkpoints() == []
 
 
+@pytest.mark.backend
+def test_a_run_stopped_after_its_last_checkpoint_is_finished_without_training(trained, tmp_path, cli):
+    """Stopped (a scheduler's time limit, say) between its last epoch's checkpoint and model.keras, the run
+    is finished by the rerun: its model, metrics and report, without training. The previous main resumed
+    it at its last epoch, failed ('need at least one array to concatenate') and did so at every rerun;
+    the failed metrics.json it left is no obstacle."""
+    out = _copy(trained, tmp_path)
+    run = RunFolder(out / "tiny" / "bf16" / "seed0")
+    history, state, finished = run.read_history(), run.model_file.read_bytes(), _metrics(run.path)
+    for left in (None, finished.replace(status="failed", error="ValueError: need at least one array to concatenate")):
+        for name in ("metrics.json", "model.keras"):
+            (run.path / name).unlink(missing_ok=True)
+        (run.path / "checkpoint-epoch2.keras").write_bytes(state)
+        if left:
+            run.write_metrics(left)
+        result = cli("run", trained.recipe, "--data", trained.data, "--out", out, "--variants", "bf16")
+        assert result.exit_code == 0, result.output
+        assert "tiny/bf16/seed0: all 2 epochs were trained before it stopped; writing its model and metrics" in result.output
+        assert not re.search(r"bf16/seed0 epoch +\d", result.output)  # nothing trained
+        assert run.read_history() == history and run.checkpoints() == [] and run.model_file.is_file()
+        metrics = run.read_metrics()
+        assert metrics.status == "completed" and metrics.test_accuracy == finished.test_accuracy
+
+
+def test_a_run_is_decided_again_once_its_lock_is_taken(trained, tmp_path, capsys):
+    """The sweep decided to start bf16 anew; before it came to the run, another process trained its first
+    epoch and was preempted. Once it holds the lock, the run reads its folder again and resumes from that
+    checkpoint (the previous main deleted it and trained from epoch 0)."""
+    from keras_cifar import data as data_lib
+
+    out = tmp_path / "out"
+    source = data_lib.canonical_source(str(trained.data))
+    (spec,) = config.sweep(config.load_recipe(trained.recipe), variants=["bf16"], seeds=[0])
+    (decision,) = runs.decide_all([spec], out, source)
+    assert decision.action == "new"
+    run = RunFolder(shutil.copytree(trained.out / "tiny" / "bf16" / "seed0", out / "tiny" / "bf16" / "seed0"))
+    _unfinished(run, {"checkpoint-epoch1.keras": run.model_file.read_bytes()})
+    splits = data_lib.split(data_lib.load(source), spec.config.data.subset, spec.config.data.eval_subset)
+    metrics = train.train_run(spec, decision, splits, train.Sweep([spec], out, source))
+    assert "tiny/bf16/seed0: resuming after epoch 1" in capsys.readouterr().out
+    assert metrics.status == "completed" and [r.epoch for r in run.read_history()] == [1, 2]
+
+
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_path, cli, full_disk):
     disk, free = full_disk
     args = ("run", tiny_recipe(tmp_path), "--data", "synthetic:100", "--out", disk / "runs", "--epochs", "2")
@@ -260,9 +334,10 @@ class _Model:
     """What Recorder uses of a model."""
 
     stop_training = False
+    weights = variables = ()
 
     def save(self, path):
-        path.write_text("weights")
+        zipfile.ZipFile(path, "w").close()
 
 
 def test_training_time_waits_for_the_last_dispatched_step(tmp_path, monkeypatch):
@@ -337,13 +412,12 @@ def test_a_cpu_sweep_at_the_reports_scale_names_the_quick_look():
 def test_a_run_finished_by_another_process_since_the_decision_is_skipped_not_trained(tmp_path, capsys):
     """The sweep decides every run before training; a run that another process sharing OUT finished
     in between is skipped once its lock is taken (and the lock is given back), not trained again."""
-    out = tmp_path / "out"
-    spec = config.sweep(config.load_recipe(tiny_recipe(tmp_path)), seeds=[0])[0]
-    (decision,) = runs.decide_all([spec], out, "synthetic:100")
+    other = RunFolder(make_run(tmp_path / "other", "tiny", "a", 0, 0.4)).load()  # the other process's finished run
+    spec, source, out = config.RunSpec("tiny", "a", 0, other.config), other.data_source, tmp_path / "out"
+    (decision,) = runs.decide_all([spec], out, source)
     assert decision.action == "new"
-    folder = make_run(out, spec.recipe, spec.variant, 0, 0.4)  # the other process's finished run
-    sweep = train.Sweep([spec], out, "synthetic:100")
-    metrics = train.train_run(spec, decision, None, sweep)
+    folder = shutil.copytree(other.path, out / "tiny" / "a" / "seed0")
+    metrics = train.train_run(spec, decision, None, train.Sweep([spec], out, source))
     assert metrics.status == "completed" and metrics.test_accuracy == 0.4
     assert "tiny/a/seed0: already completed, skipped" in capsys.readouterr().out
-    assert not (folder / ".lock").exists() and RunFolder(folder).checkpoints() == []
+    assert not list(folder.glob(".lock*")) and RunFolder(folder).checkpoints() == []
