@@ -9,14 +9,17 @@
 #    fallback), PyTorch with CUDA, and one batch of fit through keras-cifar on each. A backend that
 #    fails is left out and the others are measured.
 # 1. `keras-cifar bench` of the baseline recipe at full scale (width 64, 50,000 images, 3 epochs): JAX
-#    bf16 and fp32 (tf32 on the GPU), Keras on PyTorch, then the PyTorch reference; bench.json grows by
-#    one configuration at a time.
-# 2. `keras-cifar run recipes/baseline.yaml` on JAX (auto precision) for as many epochs as the time left
+#    bf16 (what a GPU takes by default), Keras on PyTorch fp32 (tf32 on the GPU), then the PyTorch
+#    reference; bench.json grows by one configuration at a time.
+# 2. The same two configurations with train.deterministic (bench-deterministic.json): what determinism
+#    costs on a GPU.
+# 3. `keras-cifar run recipes/baseline.yaml` on JAX (auto precision) for as many epochs as the time left
 #    allows at the measured speed, all 200 if it can. Stopped at the budget by SIGTERM, it keeps its last
-#    epoch; its run folder, without weights, is packed into one file whatever happens.
+#    epoch; its run folder, without weights, is packed into one file whatever happens. The steps it
+#    trained are counted from its optimizer (an epoch is 391 steps with 8 steps per execution).
 #
-# Each step runs under `timeout` with the time left. $OUT then holds at most 6 files: env.txt, log.txt,
-# preflight.txt, bench.json, bench.md, baseline-run.tar.gz.
+# Each step runs under `timeout` with the time left. $OUT then holds at most 7 files: env.txt, log.txt,
+# preflight.txt, bench.json, bench-deterministic.json, bench.md, baseline-run.tar.gz.
 #   bash benchmarks/gpu.sh                  OUT=dir (default out/gpu), DATA=path, BUDGET=seconds
 #   SMOKE=1 bash benchmarks/gpu.sh          the same steps at toy size on a CPU (width 8, 400 images)
 set -uo pipefail
@@ -76,20 +79,28 @@ backends=$(timeout 60 python3 benchmarks/preflight.py jax,torch "${PLATFORM[@]}"
 echo "gpu.sh: preflight passed for: ${backends:-no backend} ($(( $(date +%s) - start )) s)"
 [ -n "$backends" ] || exit 1
 
-# 1. bench: JAX bf16 first (the baseline run's precision), then fp32; Keras on PyTorch and the reference
+# 1. bench: JAX bf16 first (the baseline run's precision); Keras on PyTorch fp32 and the reference
 configs=() reference=()
-[[ ,$backends, == *,jax,* ]] && configs+=(jax)
+[[ ,$backends, == *,jax,* ]] && configs+=(jax:bf16)
 [[ ,$backends, == *,torch,* ]] && configs+=(torch:fp32) reference=(--reference)
 ( while [ ! -f "$OUT/bench.json" ]; do sleep 1; done  # when the first number is in hand
   echo "gpu.sh: first measured configuration in bench.json after $(( $(date +%s) - start )) s" ) & watcher=$!
-cli "$(within 180)" bench recipes/baseline.yaml --backends "$(IFS=,; echo "${configs[*]}")" --precision bf16,fp32 \
-  --epochs "$EPOCHS" "${reference[@]}" --data "$DATA" --set data.pipeline=numpy "${SCALE[@]}" --json "$OUT/bench.json" \
-  || failed bench
+bench() {  # bench TIME JSON [OPTION...]: the configurations above at full scale
+  cli "$1" bench recipes/baseline.yaml --backends "$(IFS=,; echo "${configs[*]}")" --epochs "$EPOCHS" --data "$DATA" \
+    --set data.pipeline=numpy "${SCALE[@]}" --json "$OUT/$2" "${@:3}"
+}
+bench "$(within 240)" bench.json "${reference[@]}" || failed bench
 kill "$watcher" 2>/dev/null
-[ -f "$OUT/bench.json" ] && python3 -c "import json, sys; from keras_cifar.bench import table; \
-print(table(json.load(open(sys.argv[1]))))" "$OUT/bench.json" > "$OUT/bench.md" && cat "$OUT/bench.md"
 
-# 2. the baseline on JAX, for the epochs the time left allows at the measured speed
+# 2. the same with train.deterministic
+bench "$(within 150)" bench-deterministic.json --set train.deterministic=true || failed "deterministic bench"
+for f in bench bench-deterministic; do
+  [ -f "$OUT/$f.json" ] && python3 -c "import json, sys; from keras_cifar.bench import table; \
+print(sys.argv[2]); print(); print(table(json.load(open(sys.argv[1])))); print()" "$OUT/$f.json" "$f.json" >> "$OUT/bench.md"
+done
+[ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+
+# 3. the baseline on JAX, for the epochs the time left allows at the measured speed
 [[ ,$backends, == *,jax,* ]] || exit 1
 epochs=$(python3 - "$OUT/bench.json" "$(left)" "${SMOKE:-}" <<'PY'
 import json, sys
@@ -106,6 +117,19 @@ else:  # the bf16 run first, the precision auto picks on a GPU with bfloat16
 PY
 )
 echo "gpu.sh: baseline for $epochs epochs, $(left) s left"
-cli "$(within 20)" run recipes/baseline.yaml --data "$DATA" --out "$OUT/runs" --epochs "$epochs" \
+cli "$(within 25)" run recipes/baseline.yaml --data "$DATA" --out "$OUT/runs" --epochs "$epochs" \
   --set train.mixed_precision=auto --set data.pipeline=numpy "${SCALE[@]}" || failed run
+timeout 20 python3 - "$OUT/runs/baseline/baseline/seed0" <<'PY' || failed "the count of steps"
+import json, pathlib, sys
+from keras_cifar import backend, custom_objects
+from keras_cifar.runs import RunFolder
+backend.start()
+folder = RunFolder(sys.argv[1])
+file = folder.model_file if folder.model_file.is_file() else folder.checkpoint()[0]
+metrics = json.loads((folder.path / "metrics.json").read_text()) if (folder.path / "metrics.json").is_file() else {}
+epochs = len(folder.read_history()) if file == folder.model_file else folder.checkpoint()[1]
+steps = int(custom_objects.load(file).optimizer.iterations.numpy())
+print(f"gpu.sh: {file.name}: {steps} optimizer steps in {epochs} epochs ({steps / max(epochs, 1):g} an epoch), "
+      f"steps_per_execution {metrics.get('steps_per_execution')}")
+PY
 exit $status

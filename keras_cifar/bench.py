@@ -73,11 +73,11 @@ def child(settings_file, result_file):
     from keras_cifar.runs import RunFolder
 
     settings = json.loads(Path(settings_file).read_text())
+    config = Config.from_dict(settings["config"], settings_file)
     cifar = data.load(settings["data"])
-    backend.start()
+    backend.start(deterministic=config.train.deterministic)
     from keras_cifar.train import run_sweep
 
-    config = Config.from_dict(settings["config"], settings_file)
     spec = RunSpec(settings["recipe"], settings["label"], config.train.seeds[0], config)
     with tempfile.TemporaryDirectory() as out:
         ((_, metrics),) = run_sweep([spec], cifar, out)
