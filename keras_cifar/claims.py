@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from keras_cifar import stats as intervals
 from keras_cifar.errors import ConfigError
@@ -154,10 +154,9 @@ def judge_pair(a: Stats, b: Stats, name_a: str, name_b: str, rule: intervals.Rul
     return Pair(name_a, name_b, "can't tell", f"{text}; {_planning(a, b, rule)}", p)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """A claim's answer (yes, no, can't tell, no data, n/a), the reason (the pairs that decide it) and
-    every pair judged."""
+    every pair judged; `answer, reason = verdict[:2]`."""
 
     answer: str
     reason: str

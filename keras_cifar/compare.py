@@ -118,16 +118,18 @@ class Experiment:
 def _family_text(experiments):
     """The paragraph on the page as a family: how many pairs, the family-wise rates, which verdicts share runs."""
     m = sum(len(e.verdict.pairs) for e in experiments)
+    if not m:
+        return []
     text = (
         f"**The page as a family.** Its verdicts rest on {m} pairs. Each pair alone shows a false *yes* or "
         f"*no* with probability at most 5 %; the chance that at least one of the {m} does can reach "
         f"{min(100, 5 * m)} % (5 % × {m}, the union bound). The column *page-wide* keeps only the pair "
-        f"decisions that survive Holm's step-down correction over those {m} pairs (Holm 1979: the smallest "
-        f"p-value at most 5 % / {m}, the next at most 5 % / {m - 1}, and so on, stopping at the first that is not), "
-        "which holds whatever the dependence between the pairs: the chance that that column shows any false "
-        "*yes* or *no* is at most 5 %."
+        f"decisions that survive Holm's step-down correction over those {m} pairs (Holm 1979: the k-th "
+        f"smallest p-value must be at most 5 % / ({m} − k + 1), stopping at the first that is not), which "
+        "holds whatever the dependence between the pairs: the chance that that column shows any false *yes* "
+        "or *no* is at most 5 %."
     )
-    return [text, ""] + [f"- {line}" for line in _shared_runs(experiments)]
+    return [text, ""] + [f"- {line}" for line in _shared_runs(experiments)] + [""]
 
 
 def _config_key(run):
@@ -266,7 +268,7 @@ def write_page(root, out, command, notes=None, recipes_dir=SHIPPED_RECIPES):
         "|---|---|---|---|---|---|---|",
     ]
     lines += [_summary_row(e) for e in experiments]
-    lines += ["", JUDGING, ""] + _family_text(ran) + ["", report.TABLE_NOTE, ""]
+    lines += ["", JUDGING, ""] + _family_text(ran) + [report.TABLE_NOTE, ""]
     for e in ran:
         lines += _section(e, recipe_dirs[e.name], out.parent)
     if notes:
