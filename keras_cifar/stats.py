@@ -51,7 +51,7 @@ def _t(df: Any, p: Any) -> Any:
     return stdtrit(df, p)
 
 
-def percent(x: float) -> str:
+def _percent(x: float) -> str:
     """0.95 -> '95', 0.98333 -> '98.33': a confidence level in words."""
     return f"{100 * x:.2f}".rstrip("0").rstrip(".")
 
@@ -75,16 +75,20 @@ class Rule:
         return ALPHA / self.looks
 
     @property
+    def level(self) -> str:
+        """The confidence of each look's intervals: '95 %', or '98.33 %' for a 3-look plan."""
+        return f"{_percent(1 - self.alpha)} %"
+
+    @property
     def ci(self) -> str:
-        """'95 % CI', or '98.33 % CI' for a look of a 3-look plan."""
-        return f"{percent(1 - self.alpha)} % CI"
+        return f"{self.level} CI"
 
     def __str__(self) -> str:
         if not self.cap:
-            return f"seeds fixed in advance: one look, {self.ci.replace('CI', 'intervals')}"
+            return f"seeds fixed in advance: one look, {self.level} intervals"
         return (
             f"`--seeds auto`, a look at every number of seeds from {self.first} to {self.cap}: "
-            f"{self.ci.replace('CI', 'intervals')} at each of its {self.looks} looks, {percent(1 - ALPHA)} % over all"
+            f"{self.level} intervals at each of its {self.looks} looks, {_percent(1 - ALPHA)} % over all"
         )
 
 
