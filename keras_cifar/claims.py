@@ -9,13 +9,16 @@ A recipe's ``report:`` section holds the claim (parsed here when the recipe is l
       order: [relu, tanh, sigmoid]      # its ranking of the variants, best first (leave out: no ranking)
       accuracy: {relu: 95.48, tanh: 92.37, sigmoid: 87.63}   # its test accuracies, % (optional)
 
-Agreement is judged on final-epoch test accuracy over completed seeds, pair by pair along the report's
-ordering (claimed better variant first), from the 95 % Welch interval of the difference of the two
-means (stats.py has the formulas):
-- "yes" / "no": the interval lies above 0 / below 0: the report's order holds / is reversed;
-- "can't tell": the interval holds 0, or a variant has a single seed (no interval); the reason says how
-  many seeds per variant would resolve a difference of the observed size at the observed spread.
-The worst pair decides (no > can't tell > yes).
+Agreement is judged on final-epoch test accuracy over completed seeds, on every pair the report's
+ordering implies (for a > b > c: a - b, a - c and b - c; claimed better variant first), from Welch's
+interval of the difference of the two means at the level of the rule the seeds were gathered under
+(stats.py has the rule and the formulas; `--seeds auto` records its plan in OUT/<recipe>/seeds_auto.json):
+- a pair is "yes" / "no" where its interval lies above 0 / below 0: the report's order holds / is reversed;
+- "can't tell" where the interval holds 0, a variant has a single seed, or no variant's scores spread
+  and no test-set size bounds their noise; the reason gives a planning estimate of the seeds that would
+  resolve it.
+The claim is "no" if any pair is "no" (the reason names it), "yes" if every pair is, else "can't tell".
+Over a page of several claims, `holm` says which pairs' decisions survive a family-wise correction.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from keras_cifar import stats as intervals
 from keras_cifar.errors import ConfigError
+from keras_cifar.files import make_dirs, read_json, write_json
 
 RANKS = ("no", "can't tell", "yes")
 Stats = dict[str, Any]  # a variant's test-accuracy stats, as stats.describe gives them
@@ -88,54 +92,131 @@ def parse(section: Any, variants: list[str], where: str | Path) -> Claim | None:
 
 # -------------------------------------------------------------------------------------- judging
 
+PLAN = "seeds_auto.json"  # in OUT/<recipe>/: the plan `--seeds auto` gathered the recipe's seeds under
+
+
+def plan_of(recipe_dir: Path | str) -> intervals.Rule:
+    """The rule a recipe folder's seeds were gathered under: its recorded `--seeds auto` plan, else FIXED."""
+    recorded = read_json(Path(recipe_dir) / PLAN)
+    return intervals.Rule(recorded["first"], recorded["cap"]) if recorded else intervals.FIXED
+
+
+def record_plan(recipe_dir: Path | str, rule: intervals.Rule) -> None:
+    make_dirs(recipe_dir)
+    write_json(Path(recipe_dir) / PLAN, {"first": rule.first, "cap": rule.cap})
+
 
 def _points(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def _pair(a: Stats, b: Stats, name_a: str, name_b: str) -> tuple[str, str]:
-    """(verdict, why) on "`name_a` beats `name_b`" from their test-accuracy stats (stats.describe)."""
+@dataclass(frozen=True)
+class Pair:
+    """One pair of a claimed ordering (`better` claimed above `worse`) as judged: its verdict, the words
+    that say why, and its p-value under the rule (1 where there is no test), for the page-wide correction."""
+
+    better: str
+    worse: str
+    verdict: str
+    why: str
+    p: float = 1.0
+
+
+def _planning(a: Stats, b: Stats, rule: intervals.Rule) -> str:
+    """The planning estimate of the seeds that would resolve a pair, as a range, in words."""
+    low, high = intervals.seeds_needed(a, b, rule)
+    if low is None:
+        return f"planning estimate: more than {intervals.SEARCH} seeds per variant would be needed"
+    seeds = f"{low}–{high}" if high and high > low else f"{low}" if high else f"{low} to more than {intervals.SEARCH}"
+    beyond = f", more than the cap of {rule.cap}" if rule.cap and low > rule.cap else ""
+    return f"planning estimate: {seeds} seeds per variant would resolve it{beyond}"
+
+
+def judge_pair(a: Stats, b: Stats, name_a: str, name_b: str, rule: intervals.Rule = intervals.FIXED) -> Pair:
+    """The Pair "`name_a` beats `name_b`" from their test-accuracy stats (stats.describe) under `rule`."""
     single = [f"{name} has 1 seed" for name, s in ((name_a, a), (name_b, b)) if s["n"] < 2]
     if single:
-        return "can't tell", " and ".join(single) + ": no interval; run 2 seeds or more"
-    d = intervals.welch(a, b)
-    assert d is not None  # both have 2 seeds or more
-    text = f"{name_a} − {name_b} = {_points(d.diff)} pt, 95 % CI [{_points(d.low)}, {_points(d.high)}]"
-    if d.sign:
-        return ("yes" if d.sign > 0 else "no"), text
-    needed = intervals.seeds_needed(a, b)
-    return "can't tell", text + (
-        f"; about {needed} seeds per variant would resolve it" if needed else "; equal means: no number of seeds would"
-    )
+        return Pair(name_a, name_b, "can't tell", " and ".join(single) + ": no interval; run 2 seeds or more")
+    d = intervals.welch(a, b, rule)
+    if d is None:
+        return Pair(
+            name_a,
+            name_b,
+            "can't tell",
+            f"{name_a} and {name_b} each scored the same on every seed, and no test-set size bounds that "
+            "measurement's noise: no interval",
+        )
+    p = float(d.p)
+    text = f"{name_a} − {name_b} = {_points(d.diff)} pt, {rule.ci} [{_points(d.low)}, {_points(d.high)}], p = {p:.2g}"
+    sign = int(d.sign)
+    if sign:
+        return Pair(name_a, name_b, "yes" if sign > 0 else "no", text, p)
+    return Pair(name_a, name_b, "can't tell", f"{text}; {_planning(a, b, rule)}", p)
 
 
-def judge(order: Sequence[str], stats: dict[str, Any]) -> tuple[str, str]:
-    """(answer, reason) for the claim that `order` is best-first, given {variant: test-accuracy stats}."""
+class Verdict(NamedTuple):
+    """A claim's answer (yes, no, can't tell, no data, n/a), the reason (the pairs that decide it) and
+    every pair judged; `answer, reason = verdict[:2]`."""
+
+    answer: str
+    reason: str
+    pairs: tuple[Pair, ...] = ()
+
+    def standing(self, kept: Sequence[bool]) -> str:
+        """The answer when only the decisions of the pairs `kept` marks stand (the others: can't tell)."""
+        if not self.pairs:
+            return self.answer
+        pairs = [p if k else Pair(p.better, p.worse, "can't tell", p.why, p.p) for p, k in zip(self.pairs, kept)]
+        return _answer(pairs)[0]
+
+
+def _answer(pairs: Sequence[Pair]) -> tuple[str, str]:
+    """The worst verdict of `pairs` (no > can't tell > yes) and the pairs that have it, in words."""
+    worst = min((p.verdict for p in pairs), key=RANKS.index)
+    return worst, "; ".join(p.why for p in pairs if p.verdict == worst)
+
+
+def ordered_pairs(order: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair an ordering (best first) implies, claimed better first: a > b > c gives a-b, a-c, b-c."""
+    return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :]]
+
+
+def judge(order: Sequence[str], stats: dict[str, Any], rule: intervals.Rule = intervals.FIXED) -> Verdict:
+    """The Verdict on the claim that `order` is best-first, given {variant: test-accuracy stats}."""
     if not order:
-        return "n/a", "the report states no ordering"
+        return Verdict("n/a", "the report states no ordering")
     lacking = [v for v in order if not stats.get(v)]
     if lacking:
-        return "no data", f"no completed run of {', '.join(lacking)}"
-    verdicts = [_pair(stats[a], stats[b], a, b) for a, b in zip(order, order[1:])]
-    worst = min((v for v, _ in verdicts), key=RANKS.index)
-    return worst, "; ".join(why for v, why in verdicts if v == worst)
+        return Verdict("no data", f"no completed run of {', '.join(lacking)}")
+    pairs = tuple(judge_pair(stats[a], stats[b], a, b, rule) for a, b in ordered_pairs(order))
+    return Verdict(*_answer(pairs), pairs)
 
 
-def seeds_wanted(order: Sequence[str], stats: dict[str, Any], cap: int) -> int:
-    """The seeds per variant (at most `cap`) that the undecided pairs of `order` call for: 2 where a
-    variant has 1 seed, else the power estimate of each "can't tell" pair; 0 when nothing more is wanted
-    (every pair decided, or no pair that `cap` seeds could resolve)."""
-    wanted = 0
-    for a, b in zip(order, order[1:]):
+def holm(ps: Sequence[float], alpha: float = intervals.ALPHA) -> list[bool]:
+    """Which p-values Holm's step-down procedure rejects at family-wise level `alpha` (Holm 1979): the
+    k-th smallest (k = 0, 1, ...) while each is at most alpha / (m - k), m = len(ps)."""
+    rejected = [False] * len(ps)
+    for k, i in enumerate(sorted(range(len(ps)), key=lambda i: ps[i])):
+        if ps[i] > alpha / (len(ps) - k):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def wants_seed(order: Sequence[str], stats: dict[str, Any], rule: intervals.Rule) -> str | None:
+    """With `--seeds auto` (`rule`), below its cap: the first pair of `order` that one more seed could
+    help, in words (a variant with fewer than 2 completed seeds, or an undecided pair whose planning
+    estimate's low end is within the cap), or None when no pair is."""
+    for a, b in ordered_pairs(order):
         if not (stats.get(a) and stats.get(b)):
             continue
         if min(stats[a]["n"], stats[b]["n"]) < 2:
-            wanted = max(wanted, 2)
-        elif _pair(stats[a], stats[b], a, b)[0] == "can't tell":
-            needed = intervals.seeds_needed(stats[a], stats[b])
-            if needed and needed <= cap:
-                wanted = max(wanted, needed)
-    return min(wanted, cap)
+            return f"{a} or {b} has fewer than 2 completed seeds"
+        if judge_pair(stats[a], stats[b], a, b, rule).verdict == "can't tell" and intervals.could_resolve(
+            stats[a], stats[b], rule.cap, rule
+        ):
+            return f"{a} − {b} is undecided and the planning estimate says {rule.cap} seeds could decide it"
+    return None
 
 
 def by_mean(stats: dict[str, Any]) -> list[str]:
@@ -143,24 +224,26 @@ def by_mean(stats: dict[str, Any]) -> list[str]:
     return sorted((v for v, s in stats.items() if s), key=lambda v: stats[v]["mean"], reverse=True)
 
 
-def relation(a: str, b: str, stats: dict[str, Any]) -> str:
+def relation(a: str, b: str, stats: dict[str, Any], rule: intervals.Rule = intervals.FIXED) -> str:
     """How `a` and `b` compare: 'a > b' (the difference's interval excludes 0), else 'a ≈ b'."""
-    verdict = _pair(stats[a], stats[b], a, b)[0]
+    verdict = judge_pair(stats[a], stats[b], a, b, rule).verdict
     if verdict == "can't tell":
         return f"{a} ≈ {b}" + (" (1 seed)" if min(stats[a]["n"], stats[b]["n"]) < 2 else "")
     better, worse = (a, b) if verdict == "yes" else (b, a)
     return f"{better} > {worse}"
 
 
-def our_ordering(stats: dict[str, Any], order: Sequence[str] = ()) -> str:
-    """Our result in words. With the report's ordering `order`, the relation of each pair it ranks,
-    in its order (the pairs the verdict judges): 'batch128 ≈ batch256; batch64 > batch256'. Without one,
-    the variants by mean test accuracy, best first, '≈' where the difference's interval holds 0."""
+def our_ordering(stats: dict[str, Any], order: Sequence[str] = (), rule: intervals.Rule = intervals.FIXED) -> str:
+    """Our result in words. With the report's ordering `order`, the relation of every pair it implies
+    (the pairs the verdict judges), in its order: 'batch128 ≈ batch256; batch128 ≈ batch64; batch64 >
+    batch256'. Without one, the variants by mean test accuracy, best first, '≈' where the difference's
+    interval holds 0."""
     lacking = "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
     if order and all(stats.get(v) for v in order):
-        return "; ".join(relation(a, b, stats) for a, b in zip(order, order[1:])) + lacking
+        return "; ".join(relation(a, b, stats, rule) for a, b in ordered_pairs(order)) + lacking
     ranked = by_mean(stats)
     text = ranked[0] if ranked else ""
     for better, worse in zip(ranked, ranked[1:]):
-        text += (" ≈ " if _pair(stats[better], stats[worse], better, worse)[0] == "can't tell" else " > ") + worse
+        same = judge_pair(stats[better], stats[worse], better, worse, rule).verdict == "can't tell"
+        text += (" ≈ " if same else " > ") + worse
     return text + lacking

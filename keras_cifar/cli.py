@@ -121,17 +121,18 @@ def main():
 @click.option("--variants", help="Comma-separated variants to run (default: all of the recipe's).")
 @click.option(
     "--seeds",
-    help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1, "
-    "then one more seed at a time while a pair the report ranks (or, without a ranking, "
-    'two neighbours in ours) is "can\'t tell" and the seeds estimate says at most '
-    "--max-seeds could decide it.",
+    help="Comma-separated seeds, e.g. 0,1,2 (overrides train.seeds); or 'auto': seeds 0 and 1 (or "
+    "those already there), then one more seed at a time while a pair of the report's ordering (or, "
+    'without one, of ours) is "can\'t tell" and the planning estimate says --max-seeds could decide it; '
+    "each look is judged at 5 % split over the looks up to --max-seeds, so the verdicts keep their 5 % "
+    "(the plan is recorded in OUT/<recipe>/seeds_auto.json).",
 )
 @click.option(
     "--max-seeds",
     type=click.IntRange(min=2),
     default=5,
     show_default=True,
-    help="With --seeds auto: the most seeds per variant.",
+    help="With --seeds auto: the most seeds per variant (a recipe's plan keeps the cap it started with).",
 )
 @options.sets("Override any recipe key, e.g. --set model.width=16 --set train.mixed_precision=true.")
 @click.option(
@@ -242,6 +243,8 @@ def run(
             "--seeds auto decides each next seed from the finished runs; it does not combine with "
             "--shard, --coordinator or --cluster (give the seeds, e.g. --seeds 0,1,2)"
         )
+    if auto:
+        _check_plans(loaded, out, max_seeds)
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
 
     def sweep_of(seed_list):
@@ -267,7 +270,10 @@ def run(
         lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
         say("\n".join(lines) if runs else f"shard {shard}: no runs")
         if auto:
-            say(f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a ranked pair is undecided")
+            say(
+                f"--seeds auto: then one more seed at a time, up to {max_seeds}, while a pair is undecided and "
+                f"{max_seeds} seeds could decide it"
+            )
         return
 
     @functools.cache
@@ -309,31 +315,68 @@ def run(
 
     try:
         with signals.interruptible():
-            results, n = train(runs), 2
-            while auto and n < max_seeds and _undecided(loaded, out, n, max_seeds):
-                n += 1
-                results += train(sweep_of([n - 1]))
+            if auto:
+                _record_plans(loaded, out, max_seeds)
+            results = train(runs)
+            while auto and (wanted := _seeds_wanted(loaded, out)):
+                results += train([spec for r, seed in wanted for spec in cfg.sweep(r, overrides, chosen, [seed])])
     except KeyboardInterrupt as stop:
         _interrupted(stop, "completed runs are kept")
     if any(m.status == "failed" for _, m in results):
         sys.exit(1)
 
 
-def _undecided(loaded, out, n, cap):
-    """With --seeds auto, at `n` seeds: whether some recipe has a ranked pair (the report's, or else
-    neighbours in our ranking) that is "can't tell" and that at most `cap` seeds could decide; says which."""
-    from keras_cifar.claims import by_mean, seeds_wanted
-    from keras_cifar.report import load_variants, summarize
+def _check_plans(loaded, out, cap):
+    """With --seeds auto: refuse a --max-seeds other than the cap a recipe's recorded plan started with."""
+    from keras_cifar.claims import PLAN, plan_of
+
+    for recipe in loaded:
+        rule = plan_of(Path(out) / recipe.name)
+        if rule.cap and rule.cap != cap:
+            raise UserError(
+                f"{Path(out) / recipe.name / PLAN}: --seeds auto started this recipe with --max-seeds "
+                f"{rule.cap}, and its verdicts keep their 5 % only under that plan; pass --max-seeds "
+                f"{rule.cap}, or another --out"
+            )
+
+
+def _record_plans(loaded, out, cap):
+    """With --seeds auto: record the plan of each recipe that has none: a look at every number of seeds
+    from those it will have after seeds 0 and 1 up to `cap` (none where that is the cap already)."""
+    from keras_cifar.claims import plan_of, record_plan
+    from keras_cifar.runs import recipe_runs
+    from keras_cifar.stats import Rule
 
     for recipe in loaded:
         folder = Path(out) / recipe.name
-        data = {row["variant"]: row["test_accuracy"] for row in summarize(folder, load_variants(folder))["variants"]}
-        order = recipe.claim.order if recipe.claim and recipe.claim.order else by_mean(data)
-        wanted = seeds_wanted(order, data, cap)
-        if wanted > n:
-            say(f"--seeds auto: {recipe.name} has a pair that about {wanted} seeds could decide; adding seed {n}")
-            return True
-    return False
+        if plan_of(folder).cap:
+            continue
+        there = {r.seed for runs in recipe_runs(folder).values() for r in runs} if folder.is_dir() else set()
+        first = len(there | {0, 1})
+        if first < cap:
+            record_plan(folder, Rule(first, cap))
+
+
+def _seeds_wanted(loaded, out):
+    """With --seeds auto, after the seeds so far: [(recipe, its next seed)] for each recipe below its
+    plan's cap that has a pair one more seed could help (claims.wants_seed), saying which."""
+    from keras_cifar.claims import by_mean, plan_of, wants_seed
+    from keras_cifar.report import load_variants, summarize
+
+    wanted = []
+    for recipe in loaded:
+        folder = Path(out) / recipe.name
+        summary = summarize(folder, load_variants(folder))
+        seeds, rule = summary["seeds"], plan_of(folder)
+        if len(seeds) >= rule.cap:  # the cap, or no plan: seeds enough already when it started
+            continue
+        data = {row["variant"]: row["test_accuracy"] for row in summary["variants"]}
+        why = wants_seed(recipe.claim.order if recipe.claim and recipe.claim.order else by_mean(data), data, rule)
+        if why:
+            seed = min(set(range(len(seeds) + 1)) - set(seeds))
+            say(f"--seeds auto: {recipe.name}: {why}; adding seed {seed}")
+            wanted.append((recipe, seed))
+    return wanted
 
 
 def _report_recipe(recipe_dir, out_dir=None, track=None):

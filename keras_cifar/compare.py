@@ -4,15 +4,18 @@ The claims come from the recipes' ``report:`` sections (claims.py says how agree
 the numbers from the run folders under RUN_ROOT. Experiments follow the report's figures.
 """
 
+import json
 import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_cifar import report
-from keras_cifar.claims import judge, our_ordering
+from keras_cifar.claims import Claim, Verdict, holm, judge, our_ordering
 from keras_cifar.config import SHIPPED_RECIPES, load_recipe
 from keras_cifar.errors import ConfigError
 from keras_cifar.files import make_dirs, write_atomic
-from keras_cifar.runs import find_recipes
+from keras_cifar.runs import find_recipes, identity
 
 REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen; Fudan University)"
 REPORT_SCALE = (
@@ -20,11 +23,17 @@ REPORT_SCALE = (
     "one run per variant, original CIFAR-10 images"
 )
 JUDGING = (
-    '**How "agrees?" is judged.** Final-epoch test accuracy over completed seeds, pair by pair along the '
-    "report's ordering, from the 95 % Welch interval of the difference of means (claimed better minus "
-    "worse). *yes* / *no*: the interval lies above / below 0. *can't tell*: it holds 0, or a variant has "
-    "one seed; the reason gives the seeds per variant that would resolve a difference of the observed "
-    "size at the observed spread (Welch's test, α = 0.05, power 0.8). The worst pair decides."
+    '**How "agrees?" is judged.** Final-epoch test accuracy over completed seeds, on every pair the '
+    "report's ordering implies (for a > b > c: a − b, a − c and b − c), from Welch's interval of the "
+    "difference of means (claimed better minus worse) at the level of the rule the seeds were gathered "
+    "under, which each experiment names: 95 % for seeds fixed in advance; for `--seeds auto`, 5 % split "
+    "over the looks its plan allows (Bonferroni), so that stopping when a look decides keeps the 5 %. "
+    "A variant's spread is never taken below one test set's standard error. A pair is *yes* / *no* where "
+    "its interval lies above / below 0, *can't tell* where it holds 0 or a variant has one seed. The "
+    "claim is *no* if any pair is *no*, *yes* if every pair is *yes*, else *can't tell*; the reason names "
+    "the pairs that decide it, and for an undecided pair a planning estimate of the seeds per variant "
+    "that would resolve it (power 0.8 at the observed difference, from the observed spread to its 95 % "
+    "upper bound: a range, never a promise)."
 )
 
 
@@ -84,27 +93,97 @@ def _setup(all_variants, out, command):
     return [f"- {line}" for line in lines]
 
 
-def _section(name, claim, summary, variants, recipe_dir, out_dir):
+@dataclass
+class Experiment:
+    """One experiment of the page: its recipe's claim, its runs' summary and variants (None: not run
+    yet), and the verdict on the claim."""
+
+    name: str
+    claim: Claim | None
+    summary: dict | None = None
+    variants: list = field(default_factory=list)
+    verdict: Verdict = Verdict("n/a", "not in the report")
+    kept: list = field(default_factory=list)  # per pair of the verdict: whether it survives Holm
+
+    @property
+    def rule(self):
+        return report.rule_of(self.summary)
+
+    @property
+    def page_wide(self):
+        """The answer when only the pair decisions that survive the page-wide correction stand."""
+        return self.verdict.standing(self.kept)
+
+
+def _family_text(experiments):
+    """The paragraph on the page as a family: how many pairs, the family-wise rates, which verdicts share runs."""
+    m = sum(len(e.verdict.pairs) for e in experiments)
+    if not m:
+        return []
+    text = (
+        f"**The page as a family.** Its verdicts rest on {m} pairs. Each pair alone shows a false *yes* or "
+        f"*no* with probability at most 5 %; the chance that at least one of the {m} does can reach "
+        f"{min(100, 5 * m)} % (5 % × {m}, the union bound). The column *page-wide* keeps only the pair "
+        f"decisions that survive Holm's step-down correction over those {m} pairs (Holm 1979: the k-th "
+        f"smallest p-value must be at most 5 % / ({m} − k + 1), stopping at the first that is not), which "
+        "holds whatever the dependence between the pairs: the chance that that column shows any false *yes* "
+        "or *no* is at most 5 %."
+    )
+    return [text, ""] + [f"- {line}" for line in _shared_runs(experiments)] + [""]
+
+
+def _config_key(run):
+    """Equal for runs of one configuration and data, whatever their seed."""
+    ident = identity(run.config, run.data_source)
+    ident["train"].pop("seeds", None)
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _shared_runs(experiments):
+    """In words: the variants of different experiments that are one configuration with the same seeds
+    (one training reused, or the same training repeated), and the verdicts that rest on them together."""
+    groups = {}  # configuration -> {experiment: (variant, its completed seeds)}
+    for e in experiments:
+        for v in e.variants:
+            if v.completed:
+                groups.setdefault(_config_key(v.completed[0]), {})[e.name] = (v.name, {r.seed for r in v.completed})
+    lines = []
+    for users in groups.values():
+        seen = Counter(seed for _, seeds in users.values() for seed in seeds)
+        shared = sorted(seed for seed, k in seen.items() if k > 1)
+        judged = [e.name for e in experiments if e.name in users and e.verdict.pairs]
+        if shared and len(judged) > 1:
+            holders = ", ".join(f"{name}'s {variant}" for name, (variant, _) in users.items())
+            lines.append(
+                f"One configuration, seeds {', '.join(map(str, shared))}: the same runs are {holders}. The verdicts "
+                f"of {', '.join(judged)} rest on them together, so one unusual seed among them moves those verdicts together."
+            )
+    return lines or ["No two verdicts share runs."]
+
+
+def _section(e, recipe_dir, out_dir):
     rel = Path(os.path.relpath(recipe_dir, out_dir))
-    answer, reason = judge(claim.order, _stats_by_variant(summary)) if claim else ("n/a", "not in the report")
-    head = f"## {name}: {claim.title} — report {claim.source}: {claim.verdict}" if claim else f"## {name}"
-    diffs = report.variant_differences(variants)
+    head = f"## {e.name}: {e.claim.title} — report {e.claim.source}: {e.claim.verdict}" if e.claim else f"## {e.name}"
+    diffs = report.variant_differences(e.variants)
     lines = [
-        f'<a id="{name}"></a>',
+        f'<a id="{e.name}"></a>',
         "",
         head,
         "",
-        f"![{name}: test accuracy and loss per epoch]({rel / 'test_curves.png'})",
+        f"![{e.name}: test accuracy and loss per epoch]({rel / 'test_curves.png'})",
         "",
     ]
     if diffs:
         lines += ["Variants differ in " + ", ".join(f"`{k}`" for k in diffs) + ".", ""]
-    lines += [report.markdown_table(summary, claim.accuracy if claim and claim.accuracy else None), ""]
-    reused = report.reuse_notes(summary)
+    lines += [report.markdown_table(e.summary, e.claim.accuracy if e.claim and e.claim.accuracy else None), ""]
+    reused = report.reuse_notes(e.summary)
     if reused:
         lines += [f"- {note}" for note in reused] + [""]
-    ours = our_ordering(_stats_by_variant(summary), claim.order if claim else ())
-    lines += [f"Our ordering: {ours}. Agrees with the report: **{answer}** ({reason}).", ""]
+    ours = our_ordering(_stats_by_variant(e.summary), e.claim.order if e.claim else (), e.rule)
+    lines += [f"Intervals: {e.rule}.", ""]
+    lines += [f"Our ordering: {ours}. Agrees with the report: **{e.verdict.answer}** ({e.verdict.reason}).", ""]
+    if e.verdict.pairs:
+        lines += [f"Page-wide (Holm): **{e.page_wide}**.", ""]
     lines += [
         f"More: [table and setup]({rel / 'report.md'}) · [train/validation curves]"
         f"({rel / 'train_val_curves.png'}) · [summary.json]({rel / 'summary.json'})",
@@ -113,24 +192,20 @@ def _section(name, claim, summary, variants, recipe_dir, out_dir):
     return lines
 
 
-def _summary_row(name, claim, summary):
-    stats = _stats_by_variant(summary) if summary else {}
-    answer, _ = judge(claim.order, stats) if claim and summary else ("n/a", "")
+def _summary_row(e):
+    stats = _stats_by_variant(e.summary) if e.summary else {}
+    claim = e.claim
     report_acc = " / ".join(f"{v} {a:.2f}" for v, a in claim.accuracy.items()) if claim and claim.accuracy else "–"
-    return (
-        "| "
-        + " | ".join(
-            [
-                f"[{name}](#{name})" if summary else f"{name} (not run yet)",
-                f"{claim.verdict} ({claim.source})" if claim else "not in the report",
-                report_acc,
-                _ours_cell(summary) if summary else "–",
-                our_ordering(stats, claim.order if claim else ()) if summary else "–",
-                f"**{answer}**",
-            ]
-        )
-        + " |"
-    )
+    cells = [
+        f"[{e.name}](#{e.name})" if e.summary else f"{e.name} (not run yet)",
+        f"{claim.verdict} ({claim.source})" if claim else "not in the report",
+        report_acc,
+        _ours_cell(e.summary) if e.summary else "–",
+        our_ordering(stats, claim.order if claim else (), e.rule) if e.summary else "–",
+        f"**{e.verdict.answer}**",
+        f"**{e.page_wide}**",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _marker(root, out):
@@ -149,21 +224,33 @@ def check_page(root, out):
         )
 
 
+def _experiments(root, recipes_dir):
+    """Every experiment of the page, in the report's order, then the run folders no recipe claims: each
+    recipe's report (re)written, its claim judged, and the pair decisions that survive Holm over the page."""
+    claims = {r.name: r.claim for r in claimed_recipes(recipes_dir)}
+    recipe_dirs = {d.name: d for d in find_recipes([root])}
+    experiments = []
+    for name in list(claims) + [n for n in recipe_dirs if n not in claims]:
+        e = Experiment(name, claims.get(name))
+        if name in recipe_dirs:
+            e.summary, e.variants, _ = report.write_report(recipe_dirs[name])
+            if e.claim:
+                e.verdict = judge(e.claim.order, _stats_by_variant(e.summary), e.rule)
+        experiments.append(e)
+    kept = iter(holm([p.p for e in experiments for p in e.verdict.pairs]))
+    for e in experiments:
+        e.kept = [next(kept) for _ in e.verdict.pairs]
+    return experiments, recipe_dirs
+
+
 def write_page(root, out, command, notes=None, recipes_dir=SHIPPED_RECIPES):
     """Write every recipe's report under `root`, then the comparison page `out`, with the claims of the
     recipes in `recipes_dir`; returns out's path."""
     out = Path(out)
     check_page(root, out)
-    claims = {r.name: r.claim for r in claimed_recipes(recipes_dir)}
-    recipe_dirs = {d.name: d for d in find_recipes([root])}
+    experiments, recipe_dirs = _experiments(root, recipes_dir)
     make_dirs(out.parent)
-    names = list(claims) + [n for n in recipe_dirs if n not in claims]
-    summaries, all_variants, sections = {}, [], []
-    for name in names:
-        if name in recipe_dirs:
-            summaries[name], variants, _ = report.write_report(recipe_dirs[name])
-            all_variants += variants
-            sections += _section(name, claims.get(name), summaries[name], variants, recipe_dirs[name], out.parent)
+    ran = [e for e in experiments if e.summary]
     lines = [
         _marker(root, out),
         "# Reproducing the report's ResNet-18 study on CIFAR-10",
@@ -174,13 +261,16 @@ def write_page(root, out, command, notes=None, recipes_dir=SHIPPED_RECIPES):
         "## Setup",
         "",
     ]
-    lines += _setup(all_variants, out, command) + ["", "## Summary", ""]
+    lines += _setup([v for e in ran for v in e.variants], out, command) + ["", "## Summary", ""]
     lines += [
-        "| experiment | report says | report accuracy (%) | ours: final test accuracy (%) | our ordering | agrees? |",
-        "|---|---|---|---|---|---|",
+        "| experiment | report says | report accuracy (%) | ours: final test accuracy (%) | our ordering | agrees? "
+        "| page-wide (Holm) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [_summary_row(n, claims.get(n), summaries.get(n)) for n in names]
-    lines += ["", JUDGING, "", report.TABLE_NOTE, ""] + sections
+    lines += [_summary_row(e) for e in experiments]
+    lines += ["", JUDGING, ""] + _family_text(ran) + [report.TABLE_NOTE, ""]
+    for e in ran:
+        lines += _section(e, recipe_dirs[e.name], out.parent)
     if notes:
         lines += ["## Discussion", "", Path(notes).read_text().strip(), ""]
     write_atomic(out, "\n".join(lines))

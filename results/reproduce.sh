@@ -2,7 +2,8 @@
 # Reproduces results/: the seven report experiments at a reduced scale that a 2-core CPU finishes
 # in a few hours (ResNet-18 width 16, 10,000 class-balanced training images, 10 epochs, seeds 0, 1 and 2,
 # full 5,000-image validation and test halves), on the CIFAR-10 JPEG copy, TensorFlow backend; then
-# `--seeds auto` per experiment: a seed more at a time, up to 5, where an undecided pair could be decided.
+# `--seeds auto` per experiment: a seed more at a time, up to 5, where an undecided pair could be decided,
+# under a plan of 3 looks (3 to 5 seeds, each judged at 5/3 %) that it records in results/runs/<recipe>/.
 # Safe to rerun: finished runs are skipped, an interrupted one resumes, equal configs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -145,11 +145,13 @@ def test_recipes_version_and_shipped_recipes_by_name(tmp_path):
 
 
 def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
-    """`run --seeds auto` on a recipe whose report ranks a > b. Seeds 0 and 1 are finished already (written
-    as training writes them, with test accuracies chosen so that a − b = +5.5 pt is undecided by Welch's
-    interval and about 3 seeds would decide it: a 0.60, 0.62; b 0.55, 0.56): seed 2 is added and
-    trained, and the cap of 3 ends it; with --track mlflow each finished run is logged. Run again,
-    nothing more is trained."""
+    """`run --seeds auto --max-seeds 3` on a recipe whose report ranks a > b: a plan of 2 looks (at 2 and
+    3 seeds), each at 2.5 %, recorded in the recipe's folder. Seeds 0 and 1 are finished already (written
+    as training writes them, with test accuracies chosen so that a − b = +9 pt is undecided by the look's
+    97.5 % Welch interval and the planning estimate's low end is 3 seeds: a 0.60, 0.63; b 0.52, 0.53):
+    seed 2 is added and trained, and the cap of 3 ends it; the report's intervals are the plan's 97.5 %
+    ones; with --track mlflow each finished run is logged. Run again, nothing more is trained; another
+    cap for the same runs is refused."""
     import mlflow
 
     recipe = tmp_path / "ranked.yaml"
@@ -159,7 +161,7 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
         "train: {epochs: 1, checkpoint_seconds: 0}}\n"
         "variants: {a: {}, b: {model: {activation: tanh}}}\n"
     )
-    accuracies = {("a", 0): 0.60, ("a", 1): 0.62, ("b", 0): 0.55, ("b", 1): 0.56}
+    accuracies = {("a", 0): 0.60, ("a", 1): 0.63, ("b", 0): 0.52, ("b", 1): 0.53}
     for spec in config.sweep(config.load_recipe(recipe), seeds=[0, 1]):
         folder = RunFolder.of(tmp_path / "out", spec)
         folder.write_config(spec, "synthetic:96")
@@ -192,13 +194,18 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
                 best_val_accuracy=acc,
                 train_seconds=1.0,
                 wall_seconds=1.0,
-                data=DataSizes("synthetic:96", 96, 10, 10),
+                data=DataSizes("synthetic:96", 96, 10, 5000),
             )
         )
     args = ["run", recipe, "--data", "synthetic:96", "--out", tmp_path / "out", "--seeds", "auto", "--max-seeds", "3"]
     code, output = keras_cifar(*args, "--track", "mlflow")
     assert code == 0, output
-    assert "--seeds auto: ranked has a pair that about 3 seeds could decide; adding seed 2" in output
+    assert (
+        "--seeds auto: ranked: a − b is undecided and the planning estimate says 3 seeds could decide it; adding seed 2"
+        in output
+    )
+    assert json.loads((tmp_path / "out" / "ranked" / "seeds_auto.json").read_text()) == {"first": 2, "cap": 3}
+    assert "| 97.5 % CI over seeds (%) |" in (tmp_path / "out" / "ranked" / "report.md").read_text()
     assert [line.split()[1] for line in output.splitlines() if "width 8, 1 epoch" in line] == [
         "ranked/a/seed2:",
         "ranked/b/seed2:",
@@ -210,3 +217,5 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
     ]
     code, again = keras_cifar(*args)
     assert code == 0 and "width 8, 1 epoch" not in again, again
+    code, refused = keras_cifar(*args[:-1], "4")
+    assert code == 2 and "--seeds auto started this recipe with --max-seeds 3" in refused, refused

@@ -110,12 +110,16 @@ def test_find_recipes_in_an_out_root_and_a_clear_error_without_runs(tmp_path, cl
 
 
 def test_cli_report_writes_every_recipe_into_out(bn_runs, tmp_path, cli):
+    """Two seeds 35 points apart: 77.50 ± 12.706 * 24.75 / sqrt(2) % reaches far past 0 and 100 %, and
+    the interval shown is clipped to what an accuracy can be."""
     make_run(bn_runs, "loss", "cross_entropy", 0, 0.6)
+    make_run(bn_runs, "loss", "cross_entropy", 1, 0.95)
     result = cli("report", bn_runs, "--out", tmp_path / "figs")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "figs" / "bn" / "test_curves.svg").exists()
     assert (tmp_path / "figs" / "loss" / "report.md").exists()
     assert "| no_bn | 50.00 (n=1 of 3)" in result.output
+    assert "| cross_entropy | **77.50 ± 24.75** (n=2) | [0.00, 100.00] |" in result.output
     assert not (bn_runs / "bn" / "report.md").exists()
 
 
@@ -168,45 +172,99 @@ def _stats(*accs):
     ],
 )
 def test_judge_pairs(bn, no_bn, answer):
-    assert compare.judge(("bn", "no_bn"), {"bn": _stats(*bn), "no_bn": _stats(*no_bn)})[0] == answer
+    assert compare.judge(("bn", "no_bn"), {"bn": _stats(*bn), "no_bn": _stats(*no_bn)}).answer == answer
 
 
-def test_judge_says_why_and_how_many_seeds_would_decide():
+def test_judge_says_why_with_a_planning_range_of_seeds():
     """bn (0.55, 0.62) vs no_bn (0.50, 0.58): +4.5 pt; Welch se = sqrt(0.00245/2 + 0.0032/2) = 5.315 pt at
-    df = 1.965, so the interval holds 0. Seeds: 23 (tests/test_stats.py computes it)."""
+    df = 1.965, so the interval holds 0. Seeds: 23 at the observed spread, more than 100 at its upper
+    bound (tests/test_stats.py computes both): a range, not one exact-looking number."""
     order, data = ("bn", "no_bn"), {"bn": _stats(0.55, 0.62), "no_bn": _stats(0.50, 0.58)}
-    answer, reason = compare.judge(order, data)
-    assert reason.startswith("bn − no_bn = +4.50 pt, 95 % CI [-")
-    assert reason.endswith("; about 23 seeds per variant would resolve it")
-    assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)}) == (
+    verdict = compare.judge(order, data)
+    assert verdict.reason.startswith("bn − no_bn = +4.50 pt, 95 % CI [-")
+    assert verdict.reason.endswith(", p = 0.49; planning estimate: 23 to more than 100 seeds per variant would resolve it")
+    assert compare.judge(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.52)})[:2] == (
         "can't tell",
         "bn has 1 seed: no interval; run 2 seeds or more",
     )
-    assert claims.seeds_wanted(order, data, cap=5) == 0  # 23 > 5: more seeds within the cap would not decide
-    assert claims.seeds_wanted(order, data, cap=30) == 23
-    assert claims.seeds_wanted(order, {"bn": _stats(0.6), "no_bn": _stats(0.5)}, cap=5) == 2
-    assert claims.seeds_wanted(order, {"bn": _stats(0.60, 0.62), "no_bn": _stats(0.50, 0.52)}, cap=5) == 0  # decided
+
+
+def test_seeds_auto_wants_a_seed_only_where_its_cap_could_decide():
+    """Under a plan of 2 to 5 seeds (4 looks at 1.25 %): +4.5 pt at a 5.3 pt spread needs far more than 5
+    seeds (no seed wanted); a variant with one completed seed wants one; a decided pair wants none; 0.60,
+    0.63 against 0.52, 0.53 (+9 pt, undecided at 2 seeds) could be decided by 5: the cap's 5 seeds are
+    within its planning estimate's low end, and the reason says so."""
+    plan, order = stats.Rule(2, 5), ("bn", "no_bn")
+    assert claims.wants_seed(order, {"bn": _stats(0.55, 0.62), "no_bn": _stats(0.50, 0.58)}, plan) is None
+    assert claims.wants_seed(order, {"bn": _stats(0.6), "no_bn": _stats(0.5, 0.6)}, plan) == (
+        "bn or no_bn has fewer than 2 completed seeds"
+    )
+    assert claims.wants_seed(order, {"bn": _stats(0.60, 0.62), "no_bn": _stats(0.40, 0.42)}, plan) is None
+    close = {"bn": _stats(0.60, 0.63), "no_bn": _stats(0.52, 0.53)}
+    assert claims.judge(order, close, plan).answer == "can't tell"
+    assert claims.wants_seed(order, close, plan) == (
+        "bn − no_bn is undecided and the planning estimate says 5 seeds could decide it"
+    )
+    assert "more than the cap of 5" in claims.judge(order, {"bn": _stats(0.55, 0.62), "no_bn": _stats(0.50, 0.58)}, plan).reason
+
+
+def test_judge_every_pair_of_an_ordering():
+    """The issue's A > B > C with A = 60, 61, 62, B = 58, 64, 70, C = 66, 67, 68 (%): the neighbours A − B
+    and B − C are undecided (B spreads 6 pt), but A − C = -6 pt, 95 % CI [-8.27, -3.73]: the claim is
+    contradicted, and that pair is the reason."""
+    data = {"A": _stats(0.60, 0.61, 0.62), "B": _stats(0.58, 0.64, 0.70), "C": _stats(0.66, 0.67, 0.68)}
+    verdict = compare.judge(("A", "B", "C"), data)
+    assert verdict[:2] == ("no", "A − C = -6.00 pt, 95 % CI [-8.27, -3.73], p = 0.0018")
+    assert [(p.better, p.worse, p.verdict) for p in verdict.pairs] == [
+        ("A", "B", "can't tell"),
+        ("A", "C", "no"),
+        ("B", "C", "can't tell"),
+    ]
+    assert compare.our_ordering(data, ("A", "B", "C")) == "A ≈ B; C > A; B ≈ C"
+
+
+def test_a_verdict_from_equal_scores_is_bounded_by_the_test_set():
+    """Two seeds at 55 % against two at 54 % on 5,000 test images: not "yes" (CI [+1.00, +1.00] before),
+    since one test set's SE (0.70 pt) bounds each spread; without a test-set size, refused with a reason."""
+    same = {"a": stats.describe([0.55, 0.55], 5000), "b": stats.describe([0.54, 0.54], 5000)}
+    answer, reason = compare.judge(("a", "b"), same)[:2]
+    assert answer == "can't tell" and reason.startswith("a − b = +1.00 pt, 95 % CI [-2.03, +4.03], p = 0.29;")
+    bare = {"a": _stats(0.55, 0.55), "b": _stats(0.54, 0.54)}
+    assert compare.judge(("a", "b"), bare)[:2] == (
+        "can't tell",
+        "a and b each scored the same on every seed, and no test-set size bounds that measurement's noise: no interval",
+    )
 
 
 def test_judge_three_way_worst_pair_decides_and_missing_data():
     data = {"relu": _stats(0.7, 0.72), "tanh": _stats(0.6, 0.62), "sigmoid": _stats(0.61, 0.65)}
     order = ("relu", "tanh", "sigmoid")
-    answer, reason = compare.judge(order, data)
-    assert answer == "can't tell" and reason.startswith("tanh − sigmoid = -2.00 pt") and reason.count(" − ") == 1
-    assert compare.our_ordering(data) == "relu ≈ sigmoid ≈ tanh"  # relu − sigmoid: +8 pt, df 1.5: CI holds 0
-    assert compare.our_ordering(data, order) == "relu > tanh; tanh ≈ sigmoid"  # the pairs the verdict judged
-    assert compare.judge(order, {**data, "sigmoid": None})[0] == "no data"
-    assert compare.judge((), data)[0] == "n/a"
+    verdict = compare.judge(order, data)
+    assert verdict.answer == "can't tell" and [p.why.split(" = ")[0] for p in verdict.pairs if p.verdict == "can't tell"] == [
+        "relu − sigmoid",  # +8 pt, df 1.5: the interval holds 0
+        "tanh − sigmoid",
+    ]
+    assert verdict.reason.count(" − ") == 2
+    assert compare.our_ordering(data) == "relu ≈ sigmoid ≈ tanh"
+    assert compare.our_ordering(data, order) == "relu > tanh; relu ≈ sigmoid; tanh ≈ sigmoid"  # the pairs judged
+    assert compare.judge(order, {**data, "sigmoid": None}).answer == "no data"
+    assert compare.judge((), data).answer == "n/a"
 
 
 def test_ordering_shows_the_pair_that_decided_a_no():
-    """The report says 128 > 256 > 64. 128 vs 256 is undecided (+6 pt, df 2.25); 256 vs 64 is -9 pt with a
-    Welch interval of ±2.27 pt (se 0.816 pt, df 4, t 2.776): against the report."""
+    """The report says 128 > 256 > 64. 128 vs 256 is undecided (+6 pt, df 2.25), and so is 128 vs 64;
+    256 vs 64 is -9 pt with a Welch interval of ±2.27 pt (se 0.816 pt, df 4, t 2.776): against the report."""
     data = {"batch64": _stats(0.64, 0.65, 0.66), "batch128": _stats(0.58, 0.62, 0.66), "batch256": _stats(0.55, 0.56, 0.57)}
     order = ("batch128", "batch256", "batch64")
-    answer, reason = compare.judge(order, data)
-    assert (answer, reason) == ("no", "batch256 − batch64 = -9.00 pt, 95 % CI [-11.27, -6.73]")
-    assert compare.our_ordering(data, order) == "batch128 ≈ batch256; batch64 > batch256"
+    assert compare.judge(order, data)[:2] == ("no", "batch256 − batch64 = -9.00 pt, 95 % CI [-11.27, -6.73], p = 0.00039")
+    assert compare.our_ordering(data, order) == "batch128 ≈ batch256; batch128 ≈ batch64; batch64 > batch256"
+
+
+def test_holm_steps_down_from_the_smallest_p_value():
+    """m = 4 at 5 %: 0.01 <= 0.05 / 4, then 0.015 <= 0.05 / 3, then 0.03 > 0.05 / 2 stops, so 0.04 is not
+    rejected either, though it is below 5 % on its own."""
+    assert claims.holm([0.03, 0.01, 0.04, 0.015]) == [False, True, False, True]
+    assert claims.holm([0.001, 0.5]) == [True, False] and claims.holm([]) == []
 
 
 def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
@@ -223,10 +281,12 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     summary = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
-    assert summary["| [bn](#bn)"].endswith("| no_bn > bn | **no** |")
-    assert summary["| [activation](#activation)"].endswith("| relu > tanh; tanh > sigmoid | **yes** |")
+    assert summary["| [bn](#bn)"].endswith("| no_bn > bn | **no** | **no** |")
+    assert summary["| [activation](#activation)"].endswith(
+        "| relu > tanh; relu > sigmoid; tanh > sigmoid | **yes** | **yes** |"
+    )
     assert "relu 95.48 / tanh 92.37 / sigmoid 87.63" in summary["| [activation](#activation)"]
-    assert summary["| momentum (not run yet)"].endswith("| **n/a** |")  # claims come from recipes/
+    assert summary["| momentum (not run yet)"].endswith("| **n/a** | **n/a** |")  # claims come from recipes/
     assert "| relu | 95.48 | **70.50 ± 0.71** (n=2) |" in page  # the report's number beside ours
     assert "![bn: test accuracy and loss per epoch](runs/bn/test_curves.png)" in page
     assert (runs / "bn" / "test_curves.png").exists()
@@ -242,6 +302,49 @@ def test_compare_page_flags_disagreement_and_agreement(tmp_path, cli):
     ):
         assert fact in page
     assert cli("compare", runs, "--out", out).exit_code == 0  # its own page: replaced
+
+
+def test_compare_page_judges_the_family_under_each_experiments_rule(tmp_path, cli):
+    """Four experiments, 6 pairs. bn is reversed (p 0.0022). activation was gathered by `--seeds auto`
+    from 2 to 5 seeds (its recorded plan): 4 looks at 1.25 %, so its intervals are 98.75 % ones and its
+    p-values 4 times Welch's: relu − tanh 0.020, relu − sigmoid 0.0022, tanh − sigmoid 0.0050. momentum
+    and loss: +7 pt at 1.41 pt spreads, p 0.038 each. Each verdict alone stands (every p <= 5 %); Holm over
+    the 6 pairs keeps 0.0022 <= 5/6 %, 0.0022 <= 5/5 % and 0.0050 <= 5/4 %, then 0.020 > 5/3 % stops
+    it: the page-wide column keeps bn's *no* and reads *can't tell* for the three others. bn's bn,
+    momentum's momentum, activation's relu and loss's cross_entropy are one configuration: the page says
+    which verdicts rest on those runs together."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(runs, "bn", "bn", seed, 0.40 + seed / 100)
+        make_run(runs, "bn", "no_bn", seed, 0.55 + seed / 100, config={"model": {"batch_norm": False}})
+        for variant, acc in (("relu", 0.7), ("tanh", 0.6), ("sigmoid", 0.4)):
+            make_run(runs, "activation", variant, seed, acc + seed / 100, config={"model": {"activation": variant}})
+        for recipe, better, worse, change in (
+            ("momentum", "momentum", "no_momentum", {"optimizer": {"momentum": 0.0}}),
+            ("loss", "cross_entropy", "multi_margin", {"loss": "multi_margin"}),
+        ):
+            make_run(runs, recipe, better, seed, 0.60 + seed / 50)
+            make_run(runs, recipe, worse, seed, 0.53 + seed / 50, config=change)
+    claims.record_plan(runs / "activation", stats.Rule(2, 5))
+    assert cli("compare", runs).exit_code == 0
+    page = (runs / "comparison.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in page.splitlines() if line.startswith("| [")}
+    assert rows["[bn](#bn)"].endswith("| **no** | **no** |")
+    for name in ("momentum", "activation", "loss"):
+        assert rows[f"[{name}](#{name})"].endswith("| **yes** | **can't tell** |")
+    assert (
+        "Intervals: `--seeds auto`, a look at every number of seeds from 2 to 5: 98.75 % intervals at each of "
+        "its 4 looks, 95 % over all." in page
+    )
+    assert "relu − tanh = +10.00 pt, 98.75 % CI [+3.73, +16.27], p = 0.02;" in page  # t(0.99375, 2) = 8.860
+    assert "| relu | 95.48 | **70.50 ± 0.71** (n=2) | [45.04, 95.96] |" in page  # t(0.99375, 1) = 50.92
+    assert "Intervals: seeds fixed in advance: one look, 95 % intervals." in page
+    assert "Its verdicts rest on 6 pairs." in page and "can reach 30 % (5 % × 6, the union bound)" in page
+    assert (
+        "- One configuration, seeds 0, 1: the same runs are bn's bn, momentum's momentum, activation's relu, "
+        "loss's cross_entropy. The verdicts of bn, momentum, activation, loss rest on them together" in page
+    )
+    assert "Page-wide (Holm): **can't tell**." in page
 
 
 def test_compare_writes_beside_the_runs_and_never_replaces_a_page_it_did_not_write(tmp_path, cli):
@@ -275,7 +378,7 @@ def test_compare_reads_the_claims_of_the_recipes_it_is_given(tmp_path, cli):
     row = next(line for line in (runs / "comparison.md").read_text().splitlines() if line.startswith("| [width]"))
     assert row == (
         "| [width](#width) | narrow is enough (Fig. 2) | – | narrow 50.50 ± 0.71 (n=2)<br>"
-        "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** |"
+        "wide 60.50 ± 0.71 (n=2) | wide > narrow | **no** | **no** |"
     )
 
 
