@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_cifar.data import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
 from keras_cifar.errors import ModelError
+from keras_cifar.formats import rgb
 from keras_cifar.runs import MODEL_FILE, RunFolder
 
 EXPORT_FORMATS = ("saved_model", "keras")
@@ -244,11 +245,12 @@ def image_files(paths):
 
 
 def read_image(path):
-    """An image file of any size as uint8 RGB [32, 32, 3]: centre square crop, then resize."""
+    """An image file of any size as uint8 RGB [32, 32, 3] (read as the image-tree loader reads one,
+    formats.rgb), centre square crop, then resize."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        im = rgb(ImageOps.exif_transpose(im))
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     im = im.crop((left, top, left + side, top + side))
