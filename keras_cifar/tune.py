@@ -69,14 +69,14 @@ class ResNetHyperModel(kt.HyperModel):
             return compile_model(config, math.ceil(self.n_train / config.data.batch_size))
 
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
-        """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
+        """Train on `train` = (x, y) from epoch 0, score on `val`; returns the last epoch's metrics.
+        Hyperband's `initial_epoch` is not used: see HyperbandTuner."""
         config = self.config(hp)
         feeder = Feeder(config.data.batch_size, config.data.pipeline)
         history = model.fit(
-            **feeder.train(*train, config.train.seeds[0], epochs, initial_epoch),
+            **feeder.train(*train, config.train.seeds[0], epochs, 0),
             **feeder.validation(*val),
             epochs=epochs,
-            initial_epoch=initial_epoch,
             verbose=verbose,
             callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
         )
@@ -104,10 +104,10 @@ class _Reporting:
         self.trial_start = time.perf_counter()
         self.trial_epochs = trials.trial_epochs(hp, self.hypermodel.search)
         extra = (
-            f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
+            f", promoted from trial {hp.values['tuner/trial_id']}, trained from the start"
             if "tuner/trial_id" in hp.values
             else ""
-        )  # hyperband's later rounds
+        )  # hyperband's later rounds (see HyperbandTuner)
         values = trials.trial_values(hp.copy(), self.hypermodel.search)
         say(f"{_who()}trial {trial.trial_id}: {trials.describe(values)}, {self.trial_epochs} epoch(s){extra}")
 
@@ -158,7 +158,14 @@ class BayesianTuner(_Reporting, kt.BayesianOptimization):
 
 
 class HyperbandTuner(_Reporting, kt.Hyperband):
-    pass
+    """Hyperband whose promoted trials (its later rounds) train their whole schedule from the start.
+    KerasTuner's would load the earlier trial's weights and train only the remaining epochs, with a
+    fresh optimizer on a schedule compiled for all of them: a learning rate never annealed, a
+    training that best.yaml, which trains the full schedule, does not repeat. Trained from the start,
+    a trial's score is that of the run its best.yaml describes (docs/tuning.md)."""
+
+    def _build_hypermodel(self, hp):
+        return kt.Tuner._build_hypermodel(self, hp)  # not Hyperband's, which loads the earlier trial's weights
 
 
 def make_tuner(search, folder, n_train):

@@ -18,7 +18,7 @@ from keras_cifar.record import RunRecord
 from keras_cifar.registry import Entry
 from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
-from tests.helpers import WIDTH, as_numpy
+from tests.helpers import WIDTH, as_numpy, tiny_network
 
 
 @pytest.fixture(scope="module")
@@ -199,14 +199,8 @@ def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
 def test_a_second_registered_network_exports_predicts_and_evaluates(tmp_path, cli, monkeypatch):
     """Export finds the inference model by role, not by the network's name: a tiny network registered
     as docs/development.md says goes through export, predict and evaluate."""
-
-    def tinynet(model, num_classes):
-        inputs = keras.Input((32, 32, 3))
-        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(model.width, 3, strides=4)(inputs))
-        return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="tinynet")
-
-    monkeypatch.setitem(MODELS.entries, "tinynet", Entry(tinynet, "a tiny test network"))
-    model = compile_model(cfg.Config.from_dict({"model": {"name": "tinynet", "width": WIDTH}}), steps_per_epoch=1)
+    monkeypatch.setitem(MODELS.entries, "tiny", Entry(tiny_network, "a tiny test network"))
+    model = compile_model(cfg.Config.from_dict({"model": {"name": "tiny", "width": WIDTH}}), steps_per_epoch=1)
     model.save(tmp_path / "model.keras")
     assert cli("export", tmp_path / "model.keras", "--out", tmp_path / "exp").exit_code == 0
     x, y = data_lib.split(data_lib.load("synthetic:100")).test

@@ -17,8 +17,11 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import trials, tune
+from keras_cifar.networks import MODELS
+from keras_cifar.registry import Entry
 from keras_cifar.runs import RunFolder
-from tests.helpers import REPO, tiny_compile_model, tiny_recipe
+from keras_cifar.train import run_sweep
+from tests.helpers import REPO, tiny_compile_model, tiny_network, tiny_recipe
 
 TUNE = "tune:\n  max_trials: 3\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n"
 DATA = "synthetic:200"
@@ -308,6 +311,22 @@ def test_bayesian_and_hyperband_searches(tmp_path, tuner, tiny_model):
     assert [r["status"] for r in rows] == ["completed", "completed"]  # hyperband too stops at max_trials
     assert [r["epochs"] for r in rows] == (["1", "1"] if tuner == "hyperband" else ["3", "3"])
     assert best in ("0", "1") and cfg.load_recipe(tmp_path / "out" / "tiny" / "search" / "best.yaml")
+
+
+def test_a_promoted_hyperband_trial_scores_what_its_best_yaml_retrains(tmp_path, monkeypatch):
+    """Hyperband's later round trains a trial's values again for 3 epochs: its score is that of the
+    run its best.yaml trains (same weights, schedule and data order), not of the earlier trial's
+    weights trained on with a fresh optimizer. A tiny registered network keeps both short."""
+    monkeypatch.setitem(MODELS.entries, "tiny", Entry(tiny_network, "a tiny test network"))
+    search = search_of(tmp_path, sets=["model.name=tiny", "tune.tuner=hyperband", "tune.max_trials=4", "tune.epochs=3"])
+    cifar = data_lib.load(DATA)
+    tune.run_search(search, cifar, tmp_path / "out")
+    tuner = tune.make_tuner(search, tmp_path / "out" / "tiny" / "search", 200)
+    (promoted,) = [t for t in tuner.oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values]
+    assert promoted.status == "COMPLETED" and trials.trial_epochs(promoted.hyperparameters, search) == 3
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump(trials.best_recipe(search, promoted)))
+    ((_, metrics),) = run_sweep(cfg.sweep(cfg.load_recipe(tmp_path / "best.yaml")), cifar, tmp_path / "retrain")
+    assert metrics.val_loss == pytest.approx(promoted.metrics.get_last_value("val_loss"), abs=1e-5)
 
 
 def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch, tiny_model):
