@@ -378,8 +378,11 @@ def _free_port():
 
 
 def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
+    """One worker through --worker, one through KerasTuner's own variables; a third, whose recipe
+    differs from the chief's (--set model.width=16), stops at once without running a trial."""
     recipe = tune_recipe(tmp_path)
-    address = f"127.0.0.1:{_free_port()}"
+    host, port = "127.0.0.1", _free_port()
+    address = f"{host}:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
     base = [
         sys.executable,
@@ -390,24 +393,32 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
         "--data",
         DATA,
     ]
-    roles = {
-        "chief": ["--chief", address],
-        "w1": ["--worker", "1", "--chief", address],
-        "w2": ["--worker", "2", "--chief", address],
+    roles = {  # name: (options, environment, exit code)
+        "chief": (["--chief", address], {}, 0),
+        "w1": (["--worker", "1", "--chief", address], {}, 0),
+        "w2": ([], {"KERASTUNER_TUNER_ID": "worker-2", "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port)}, 0),
+        "other": (["--worker", "other", "--chief", address, "--set", "model.width=16"], {}, 2),
     }
     procs = {}
-    for name, extra in roles.items():  # each with its own folder, as on separate machines
+    for name, (extra, variables, _) in roles.items():  # each with its own folder, as on separate machines
         log = open(tmp_path / f"{name}.log", "w")
         procs[name] = subprocess.Popen(
-            base + ["--out", str(tmp_path / name), *extra], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            base + ["--out", str(tmp_path / name), *extra],
+            cwd=REPO,
+            env={**env, **variables},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         for name, proc in procs.items():
-            assert proc.wait(timeout=240) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+            assert proc.wait(timeout=240) == roles[name][2], (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
+    other = (tmp_path / "other.log").read_text()
+    assert f"this worker's search differs from the one the chief at {address} serves" in other
+    assert "[worker-other] trial" not in other
     ran = {}
     for name in ("w1", "w2"):
         log = (tmp_path / f"{name}.log").read_text()
