@@ -26,6 +26,11 @@ from keras_cifar.errors import BackendError, ConfigError
 from keras_cifar.files import read_json, write_json
 
 PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
+GPU_INPUT_NOTE = (
+    "On the GPU the ratios include one difference of input path: the PyTorch reference keeps the training "
+    "set on the device and gathers each batch there; keras-cifar gathers each batch on the host "
+    "(data.pipeline) and copies it to the device."
+)
 
 
 def configurations(backends, precisions, reference):
@@ -188,6 +193,8 @@ def table(record):
             lines.append(f"| PyTorch reference {mode} | {ref['device']} | skipped: {why} |||||||")
         if ref.get("status") == "failed":
             lines.append(f"| PyTorch reference | – | failed: {ref['error']} |||||||")
+        elif ref.get("device", "cpu") != "cpu":
+            lines.append(f"\n{GPU_INPUT_NOTE}")
     return "\n".join(lines)
 
 

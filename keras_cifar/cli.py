@@ -589,8 +589,8 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
             --set model.width=8 --subset 2000 --epochs 2 --set tune.max_trials=4
 
     Several machines: start one chief (`--chief 0.0.0.0:8000`), then on each machine a worker
-    (`--worker 1 --chief CHIEF_HOST:8000`), all with the same recipe and options; the chief writes
-    the results when every trial has ended.
+    (`--worker 1 --chief CHIEF_HOST:8000`), all with the same recipe, options and data (a worker checks
+    them against the chief's and stops otherwise); the chief writes the results when every trial has ended.
     """
     search = cfg.search_of(cfg.load_recipe(recipe), _overrides(sets, {"tune.epochs": epochs, "data.subset": subset}), variant)
     backend.check()
@@ -601,10 +601,11 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 
     try:
         with tune_lib.distributed(chief, worker), signals.interruptible():
+            is_worker = tune_lib.role() == "worker"  # --worker, or KerasTuner's own variables
             best = tune_lib.run_search(search, cifar, out, final=final)
     except KeyboardInterrupt as stop:
         _interrupted(stop, "ended trials are kept (the interrupted trial runs again)")
-    if best is None and not worker:
+    if best is None and not is_worker:
         sys.exit(1)
 
 

@@ -3,16 +3,26 @@
 Sources (``--data``, or the ``KERAS_CIFAR_DATA`` environment variable; the TFDS download otherwise):
 a local copy in any of formats.FORMATS (a folder or a ``.tar(.gz)``), a prepared TFDS data dir, or
 ``synthetic[:N]``. A local copy is decoded once and cached as one uint8 ``.npz`` file, so a second
-run starts in seconds.
+run starts in seconds; the cache is keyed by every file of the copy (name, size, modification and
+change times), so replacing any file makes a new one, and a cache that cannot be read is rebuilt.
+
+Every copy of CIFAR-10 gives its images in one order: class by class (CLASS_NAMES' order), each class
+in the official order (the binary and python batches' order, TFDS's ``id``; an image tree's file
+names, numbers in numeric order). So ``split`` and the class-balanced subsets pick the same images
+from TFDS, the official archives and image trees alike.
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import pickle
+import re
 import socket
 import tarfile
 import threading
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,13 +37,14 @@ SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the trai
 EVAL_BATCH = 1000  # images per evaluation step (5,000 and 10,000 are whole multiples)
 TFDS_DOWNLOAD = "tfds:cifar10"  # the source name of the TFDS download
 TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, should its builder not say
+CACHE_VERSION = 2  # part of every cache's key: 2 since the arrays are stored class by class
 
 
 def accepted():
     """What --data accepts, in words (from the FORMATS registry)."""
     return (
         f"a local CIFAR-10 copy, as a folder or .tar(.gz): {FORMATS.help()}; a prepared TFDS data dir "
-        "holding cifar10/; or synthetic[:N] (a learnable stand-in for tests)"
+        "holding cifar10/<version>/; or synthetic[:N] (a learnable stand-in for tests)"
     )
 
 
@@ -80,11 +91,17 @@ def canonical_source(source=None):
     path = Path(source.removeprefix("tfds:")).expanduser().resolve()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; --data accepts {accepted()}")
-    if path.is_dir() and (path / "cifar10").is_dir():
+    if path.is_dir() and _prepared_tfds(path):
         return f"tfds:{path}"
     if source.startswith("tfds:"):
-        raise DataError(f"{source}: {path} holds no prepared TFDS cifar10/ folder")
+        raise DataError(f"{source}: {path} holds no prepared TFDS cifar10/<version>/ folder")
     return str(path)
+
+
+def _prepared_tfds(path):
+    """Whether `path` is a TFDS data dir holding a prepared cifar10 (cifar10/<version>/dataset_info.json);
+    an image tree under path/cifar10/ is not one."""
+    return any((path / "cifar10").glob("*/dataset_info.json"))
 
 
 def load(source=None, cache_dir=None):
@@ -98,32 +115,95 @@ def load(source=None, cache_dir=None):
         return synthetic(int(name.partition(":")[2]))
     path = Path(name)
     cache = _cache_file(path, cache_dir)
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=name)
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # a corrupt cache is rebuilt from the source
+    cached = _read_cache(cache, name)
+    if cached is not None:
+        return cached
     data = _read_path(path)
     _check(data, path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
     os.replace(tmp, cache)
+    _remove_stale(cache)
     return data
 
 
 def _cache_file(path, cache_dir):
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(cache_dir or backend.cache_root())
-    return root / f"{path.name}-{key}.npz"
+    """``<name>-<path key>-<content key>.npz``: the content key covers CACHE_VERSION and every file of the
+    copy (its name, size, modification and change times: a file replaced or rewritten anywhere in a
+    folder changes it)."""
+    content = hashlib.sha256(f"{CACHE_VERSION}".encode())
+    for name, stat in _file_stats(path):
+        content.update(f"\n{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}".encode())
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    return Path(cache_dir or backend.cache_root()) / f"{path.name}-{where}-{content.hexdigest()[:16]}.npz"
+
+
+def _file_stats(path):
+    """[(name inside the copy, os.stat of it)] of every file of a folder, by name; a file: [("", its stat)].
+    (os.walk: a third of Path.rglob's time on the 60,000 files of the JPEG copy.)"""
+    if not path.is_dir():
+        return [("", path.stat())]
+    found = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with contextlib.suppress(OSError):  # a broken link, as the decoder skips it
+                found.append((os.path.relpath(full, path), os.stat(full)))
+    return sorted(found, key=lambda entry: entry[0])
+
+
+def _remove_stale(cache):
+    """Delete the other caches of the same copy (same name and path key, another content key)."""
+    prefix = cache.name[: -len("0123456789abcdef.npz")]
+    for old in cache.parent.glob("*.npz"):
+        if old != cache and old.name.startswith(prefix) and re.fullmatch(r"[0-9a-f]{16}\.npz", old.name[len(prefix) :]):
+            old.unlink(missing_ok=True)
+
+
+def _read_cache(cache, name):
+    """The cached copy, or None when there is none or it cannot be read whole (then it is deleted)."""
+    if not cache.exists():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            data = Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=name)
+        _check(data, cache)
+        return data
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, DataError):
+        cache.unlink(missing_ok=True)  # rebuilt from the source, never trusted
+        return None
+
+
+def fingerprint(cifar):
+    """A hash of the images and labels, not of where they came from: every source of the same pixels
+    gives the same one (they are in one order)."""
+    digest = hashlib.sha256()
+    for array in (cifar.x_train, cifar.y_train, cifar.x_test, cifar.y_test):
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:16]
 
 
 def _check(data, path):
-    for name, x, y, n in (("train", data.x_train, data.y_train, 1), ("test", data.x_test, data.y_test, 1)):
-        if len(x) < n or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
+    for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if (
+            not len(x)
+            or x.shape[1:] != (32, 32, 3)
+            or x.dtype != np.uint8
+            or y.shape != (len(x),)
+            or not np.isin(y, np.arange(len(CLASS_NAMES))).all()
+        ):
             raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {accepted()}")
+
+
+def class_major(x_train, y_train, x_test, y_test, source, official=(None, None)):
+    """A Cifar in the one order of every source: class by class, each class in the official order
+    (`official`: per split, keys that sort into it, such as TFDS's ids; None: the order given)."""
+    arrays = []
+    for x, y, key in ((x_train, y_train, official[0]), (x_test, y_test, official[1])):
+        order = np.lexsort((np.arange(len(y)) if key is None else key, y))
+        arrays += [x[order], np.asarray(y, np.int32)[order]]
+    return Cifar(*arrays, source=source)
 
 
 # ------------------------------------------------------------------------------------------- TFDS
@@ -152,9 +232,7 @@ def _load_tfds(data_dir):
     where = "the TFDS download of CIFAR-10" if download else f"TFDS data dir {data_dir}"
     try:
         train, test = tfds.as_numpy(
-            tfds.load(
-                "cifar10", split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=str(data_dir), download=download
-            )
+            tfds.load("cifar10", split=["train", "test"], batch_size=-1, data_dir=str(data_dir), download=download)
         )
     except ImportError as e:  # a library TFDS needs but did not declare
         raise DataError(
@@ -163,12 +241,13 @@ def _load_tfds(data_dir):
     except Exception as e:  # network, missing files, corrupt records: all end here
         _remove_new_empty_folders(data_dir, before)
         raise DataError(f"{where} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. {offline}") from None
-    return Cifar(
-        train[0],
-        train[1].astype(np.int32),
-        test[0],
-        test[1].astype(np.int32),
+    return class_major(  # TFDS stores its records shuffled; their ids (train_00000, ...) give the official order
+        train["image"],
+        train["label"],
+        test["image"],
+        test["label"],
         source=TFDS_DOWNLOAD if download else f"tfds:{data_dir}",
+        official=(train["id"], test["id"]),
     )
 
 
@@ -238,7 +317,7 @@ def _decode(path, files):
     for read in (entry.factory for entry in FORMATS.entries.values()):
         arrays = read(path, files)
         if arrays is not None:
-            return Cifar(*arrays, source=str(path))
+            return class_major(*arrays, source=str(path))
     raise DataError(f"{path}: no CIFAR-10 copy found in it; --data accepts {accepted()}")
 
 

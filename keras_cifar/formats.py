@@ -2,10 +2,16 @@
 ``(path, files) -> (x_train, y_train, x_test, y_test)`` that returns None when the file names are not
 its layout (`files` maps each name inside the copy to a function returning its bytes). The first
 format, in the order registered, that recognises a copy reads it; adding a format is one decorated
-function here. Images are uint8 [N, 32, 32, 3], labels int32 [N]."""
+function here. Images are uint8 [N, 32, 32, 3], labels int32 [N]; data.load puts them in its one
+order (class by class, the official order within a class), so a format returns them in the
+official order, or class by class in it.
+
+An image tree is labelled by the names of its class folders, which must be CIFAR-10's (CLASS_NAMES)
+or one of CLASS_ALIASES; every image file, there and in ``predict``, is read through ``rgb``."""
 
 import io
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,8 @@ CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (RGB, in [0, 1]) over the training set
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CLASS_ALIASES = {"plane": "airplane", "aeroplane": "airplane", "car": "automobile"}  # other common folder names
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composited over: white, as browsers show them
 
 FORMATS = Registry("local CIFAR-10 format")
 
@@ -25,25 +33,35 @@ def _by_base(files):
     return {Path(n).name: n for n in files}
 
 
+def _batches(path, files, kind, suffix=""):
+    """The contents of an official copy's six batch files (data_batch_1..5, test_batch), or None when
+    `files` has no data_batch_1; a DataError names the files a copy lacks."""
+    by_base = _by_base(files)
+    names = [f"data_batch_{i}{suffix}" for i in range(1, 6)] + [f"test_batch{suffix}"]
+    if names[0] not in by_base:
+        return None
+    missing = [n for n in names if n not in by_base]
+    if missing:
+        raise DataError(f"{path}: an incomplete CIFAR-10 {kind} copy: {', '.join(missing)} missing")
+    return [files[by_base[n]]() for n in names]
+
+
 @FORMATS.add("binary", "the official binary version, cifar-10-binary.tar.gz or its folder")
 def binary(path, files):
-    by_base = _by_base(files)
-    if "data_batch_1.bin" not in by_base:
-        return None
-    train = [_read_binary(files[by_base[f"data_batch_{i}.bin"]]()) for i in range(1, 6)]
-    return _concat(train, [_read_binary(files[by_base["test_batch.bin"]]())])
+    raw = _batches(path, files, "binary", ".bin")
+    return None if raw is None else _concat([_read_binary(b) for b in raw[:5]], [_read_binary(raw[5])])
 
 
 @FORMATS.add("python", "the official python version, cifar-10-python.tar.gz or its folder (numpy arrays only are unpickled)")
 def python(path, files):
-    by_base = _by_base(files)
-    if "data_batch_1" not in by_base or "test_batch" not in by_base:
-        return None
-    train = [_read_python(files[by_base[f"data_batch_{i}"]]()) for i in range(1, 6)]
-    return _concat(train, [_read_python(files[by_base["test_batch"]]())])
+    raw = _batches(path, files, "python")
+    return None if raw is None else _concat([_read_python(b) for b in raw[:5]], [_read_python(raw[5])])
 
 
-@FORMATS.add("images", "image files in train/<class>/* and test/<class>/* (class = folder name)")
+@FORMATS.add(
+    "images",
+    f"image files in train/<class>/* and test/<class>/*, <class> one of CIFAR-10's class names (or {', '.join(CLASS_ALIASES)})",
+)
 def images(path, files):
     entries = {"train": [], "test": []}
     for name in files:
@@ -97,27 +115,53 @@ def _read_python(raw):
 
 
 def _read_image_tree(path, files, entries):
-    """`entries`: {split: [(class, name)]}; classes are CLASS_NAMES when the folders use those names."""
+    """`entries`: {split: [(class folder, name)]}. Labels come from the folders' names; each class is
+    read in file-name order (numbers in numeric order: 2.png before 10.png)."""
     from PIL import Image, UnidentifiedImageError
 
-    classes = sorted({c for c, _ in entries["train"]})
-    if set(classes) <= set(CLASS_NAMES):
-        classes = list(CLASS_NAMES)
-    index = {c: i for i, c in enumerate(classes)}
+    labels = {folder: _label(folder) for folder in {f for split in entries.values() for f, _ in split}}
+    unknown = sorted(folder for folder, label in labels.items() if label is None)
+    if unknown:
+        raise DataError(
+            f"{path}: class folders {', '.join(unknown)} are not CIFAR-10 class names; name them "
+            f"{', '.join(CLASS_NAMES)} (or {', '.join(f'{a} for {n}' for a, n in CLASS_ALIASES.items())})"
+        )
     out = []
     for split in ("train", "test"):
-        images, labels = [], []
-        for cls, name in sorted(entries[split]):
-            if cls not in index:
-                raise DataError(f"{path}: {name}: class '{cls}' is not among the training classes")
+        images = []
+        ordered = sorted(entries[split], key=lambda e: (labels[e[0]], _natural(e[1])))
+        for _, name in ordered:
             try:
                 with Image.open(io.BytesIO(files[name]())) as im:
-                    arr = np.asarray(im.convert("RGB"), np.uint8)
+                    arr = np.asarray(rgb(im), np.uint8)
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"{path}: {name}: not a readable image ({e})") from None
             if arr.shape != (32, 32, 3):
                 raise DataError(f"{path}: {name}: expected a 32x32 image, got {arr.shape[1]}x{arr.shape[0]}")
             images.append(arr)
-            labels.append(index[cls])
-        out += [np.stack(images), np.asarray(labels, np.int32)]
+        out += [np.stack(images), np.asarray([labels[folder] for folder, _ in ordered], np.int32)]
     return tuple(out)
+
+
+def _label(folder):
+    """The label a class folder's name gives (CLASS_NAMES or CLASS_ALIASES, any case), or None."""
+    name = CLASS_ALIASES.get(folder.lower(), folder.lower())
+    return CLASS_NAMES.index(name) if name in CLASS_NAMES else None
+
+
+def _natural(name):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def rgb(image):
+    """A PIL image as 8-bit RGB, as both the image-tree loader and ``predict`` read images: 16-bit
+    values scaled to 8 bits (PIL's ``convert`` clips them at 255), transparency composited over
+    BACKGROUND (``convert`` drops it, showing whatever colour the transparent pixels hold)."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):  # 16-bit greyscale PNGs open as I;16 (or I)
+        image = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).clip(0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba)
+    return image.convert("RGB")

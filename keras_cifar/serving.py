@@ -1,11 +1,14 @@
 """Export a trained classifier for serving, load any saved form of it, predict image files, evaluate.
 
 A MODEL is one of: a run folder (holding ``model.keras``), a ``.keras`` file, or an export folder
-(``DIR/<version>/`` as ``export`` writes it, or ``DIR`` itself, whose highest version is used).
+(``DIR/<version>/`` as ``export`` writes it, or ``DIR`` itself, whose highest version holding a model
+is used: an empty or unfinished version folder is passed over).
 
 ``export`` writes ``DIR/<version>/`` atomically, the layout TensorFlow Serving polls:
 ``saved_model.pb`` + ``variables/`` (or ``model.keras`` with ``--format keras``) and ``labels.txt``.
-The exported model is the inference model: normalization inside, training augmentation out.
+The exported model is the inference model: normalization inside, training augmentation out. It is
+found by role, whatever network (networks.MODELS) the classifier holds: the classifier's layers in
+order, its augmentation layer (augment.RandomCropFlip) left out.
 SavedModel signatures, all returning ``probabilities`` (softmax) and ``logits`` [N, 10]:
 ``serving_default`` / ``serve`` take float32 images [N, 32, 32, 3] with pixel values 0..255,
 ``serve_uint8`` takes uint8 images; ``class_names`` takes nothing and returns the 10 names.
@@ -26,6 +29,7 @@ import numpy as np
 
 from keras_cifar.data import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
 from keras_cifar.errors import ModelError
+from keras_cifar.formats import rgb
 from keras_cifar.runs import MODEL_FILE, RunFolder
 
 EXPORT_FORMATS = ("saved_model", "keras")
@@ -49,20 +53,23 @@ def load_keras(path):
 
 
 def inference_model(model):
-    """float32 images (0..255) -> normalize -> ResNet-18 logits: the trained classifier without its
-    augmentation layer, sharing its weights. An inference model passes through unchanged."""
+    """float32 images (0..255) -> normalize -> the network's logits: the trained classifier (a chain,
+    models.build_classifier) without its augmentation layer, sharing its weights, whatever the
+    network. The layers are told apart by class, not by name. An inference model passes through
+    unchanged."""
     import keras
+
+    from keras_cifar.augment import Normalize, RandomCropFlip
 
     if model.name == INFERENCE_NAME:
         return model
-    try:
-        normalize, net = model.get_layer("normalize"), model.get_layer("resnet18")
-    except ValueError:
-        raise ModelError(
-            f"model {model.name!r} is not a keras-cifar classifier (no 'normalize' and 'resnet18' layers)"
-        ) from None
-    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
-    return keras.Model(images, net(normalize(images)), name=INFERENCE_NAME)
+    layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, RandomCropFlip))]
+    if not layers or not isinstance(layers[0], Normalize):
+        raise ModelError(f"model {model.name!r} is not a keras-cifar classifier (no Normalize layer after its input)")
+    x = images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(images, x, name=INFERENCE_NAME)
 
 
 def model_path(path):
@@ -76,8 +83,9 @@ def model_path(path):
         if (path / MODEL_FILE).is_file():
             return "keras", path / MODEL_FILE
         versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-        if versions:
-            return model_path(versions[-1][1])
+        for _, version in reversed(versions):  # the highest that holds a model
+            if (version / "saved_model.pb").is_file() or (version / MODEL_FILE).is_file():
+                return model_path(version)
     status = _run_status(path)
     raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or saved_model.pb{status})")
 
@@ -244,11 +252,12 @@ def image_files(paths):
 
 
 def read_image(path):
-    """An image file of any size as uint8 RGB [32, 32, 3]: centre square crop, then resize."""
+    """An image file of any size as uint8 RGB [32, 32, 3] (read as the image-tree loader reads one,
+    formats.rgb), centre square crop, then resize."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        im = rgb(ImageOps.exif_transpose(im))
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     im = im.crop((left, top, left + side, top + side))

@@ -4,12 +4,15 @@ trains with it, and only ``bench`` imports it (it needs PyTorch, not Keras).
 
 Same as ``run``: the CIFAR ResNet-18 at the recipe's width, BN, shortcuts and activation (PyTorch's
 default initialization, which keras-cifar copies), pad-4 random crop and horizontal flip on the
-device, per-channel normalization, SGD with momentum and coupled weight decay, the learning rate
-annealed per step (cosine or constant), cross-entropy or multi-margin loss, the training images in
-keras-cifar's epoch order (full batches, pipelines.epoch_order), validation and test scored every
-epoch at 1,000 images a step. Modes: fp32 (TensorFloat-32 on GPUs that have it, as
-keras-cifar's three backends compute float32 there) and bf16 (autocast); channels-last memory (as
-Keras on PyTorch's convolutions use) and cudnn.benchmark, as keras-cifar sets it for Keras on PyTorch.
+device where ``data.augment`` asks for them (as keras-cifar's model does), per-channel
+normalization, SGD with momentum and coupled weight decay, the learning rate annealed per step
+(cosine or constant), cross-entropy or multi-margin loss, the training images in keras-cifar's epoch
+order (full batches, pipelines.epoch_order), validation and test scored every epoch at 1,000 images
+a step. One difference is left, and bench's table says so on a GPU: the reference keeps the training
+set on the device and gathers each batch there, where keras-cifar's pipelines gather it on the host
+and copy it over. Modes: fp32 (TensorFloat-32 on GPUs that have it, as keras-cifar's three backends
+compute float32 there) and bf16 (autocast); channels-last memory (as Keras on PyTorch's convolutions
+use) and cudnn.benchmark, as keras-cifar sets it for Keras on PyTorch.
 
 Run as ``python -m keras_cifar.torch_reference SETTINGS.json RESULT.json`` (bench does this); SETTINGS
 may name the ``modes`` to train (default: fp32, and bf16 where it is faster).
@@ -86,9 +89,14 @@ def check(config):
         raise ConfigError("the PyTorch reference has no learning-rate warm-up")
 
 
+def _nchw(images):
+    """uint8 NHWC -> float NCHW."""
+    return images.permute(0, 3, 1, 2).float()
+
+
 def _augment(images, generator):
     """uint8 NHWC -> float NCHW, zero-padded by 4, cropped at a random offset per image, half flipped."""
-    x = images.permute(0, 3, 1, 2).float()
+    x = _nchw(images)
     n, c, h, w = x.shape
     x = nn.functional.pad(x, (4, 4, 4, 4))
     offsets = torch.randint(0, 9, (n, 2), device=x.device, generator=generator)
@@ -127,6 +135,7 @@ class Reference:
         self.mean = torch.tensor([255 * v for v in CIFAR_MEAN], device=device)[None, :, None, None]
         self.std = torch.tensor([255 * v for v in CIFAR_STD], device=device)[None, :, None, None]
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.augment = config.data.augment
         self.seed = seed
 
     def _autocast(self):
@@ -140,7 +149,8 @@ class Reference:
         """One training step; returns its loss, on the device (reading it would wait for the step)."""
         self.model.train()
         with self._autocast():
-            logits = self.model(self._input(_augment(images, self.generator)))
+            x = _augment(images, self.generator) if self.augment else _nchw(images)
+            logits = self.model(self._input(x))
             loss = self.loss(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,8 +164,8 @@ class Reference:
         correct = 0
         for i in range(0, len(labels), batch):
             with self._autocast():
-                x = images[i : i + batch].permute(0, 3, 1, 2).float()
-                correct += (self.model(self._input(x)).argmax(1) == labels[i : i + batch]).sum().item()
+                x = self._input(_nchw(images[i : i + batch]))
+                correct += (self.model(x).argmax(1) == labels[i : i + batch]).sum().item()
         return correct / len(labels)
 
 

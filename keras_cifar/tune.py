@@ -13,11 +13,14 @@ writes about the trials: ``trials.csv``, ``trials.md``, ``objective.png`` and ``
 
 Distributed (KerasTuner's chief/worker mode): ``distributed(chief, worker)`` sets
 KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT; the chief only serves the oracle
-and writes the results, workers run trials.
+and writes the results, workers run trials. The chief's search space holds the search's identity
+(``search_id``: its recipe, config, tune section and images) as a fixed hyperparameter, and a worker
+whose own differs stops before it takes a trial.
 """
 
 import collections
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -39,6 +42,7 @@ from keras_cifar.runs import diff_keys
 from keras_cifar.train import Stop, compile_model, run_sweep
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
+SEARCH_ID = "search_id"  # the fixed hyperparameter that carries search_id from the chief to its workers
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -49,12 +53,14 @@ class ResNetHyperModel(kt.HyperModel):
     the trial's batch size, so batch size is a real hyperparameter (the schedule's steps follow it).
 
     Execution k of a trial (``executions_per_trial``) is seeded ``train.seeds[0] + k``, initial
-    weights and shuffling alike, the way ``run`` seeds a run."""
+    weights and shuffling alike, the way ``run`` seeds a run. With `identity` (a distributed search's
+    search_id) the space holds it as the fixed hyperparameter SEARCH_ID."""
 
-    def __init__(self, search, n_train):
+    def __init__(self, search, n_train, identity=None):
         super().__init__(name="resnet18")
         self.search = search
         self.n_train = n_train
+        self.identity = identity
         self.executions = collections.Counter()  # finished executions per trial
 
     def config(self, hp):
@@ -63,6 +69,8 @@ class ResNetHyperModel(kt.HyperModel):
         return trials.trial_config(self.search, values, epochs, [seed])
 
     def build(self, hp):
+        if self.identity:
+            hp.Fixed(SEARCH_ID, self.identity)
         config = self.config(hp)
         keras.utils.set_random_seed(config.train.seeds[0])
         backend.make_deterministic(config.train.deterministic)
@@ -70,15 +78,15 @@ class ResNetHyperModel(kt.HyperModel):
             return compile_model(config, math.ceil(self.n_train / config.data.batch_size))
 
     def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
-        """Train on `train` = (x, y), score on `val`; returns the last epoch's metrics."""
+        """Train on `train` = (x, y) from epoch 0, score on `val`; returns the last epoch's metrics.
+        Hyperband's `initial_epoch` is not used: see HyperbandTuner."""
         config = self.config(hp)
         feeder = Feeder(config.data.batch_size, config.data.pipeline)
-        stream = feeder.train(*train, config.train.seeds[0], epochs, initial_epoch)
+        stream = feeder.train(*train, config.train.seeds[0], epochs)
         history = model.fit(
             **stream.fit_arguments(),
             **feeder.validation(*val),
             epochs=epochs,
-            initial_epoch=initial_epoch,
             verbose=verbose,
             callbacks=[stream.callback(), Stop(), *callbacks, keras.callbacks.TerminateOnNaN()],
         )
@@ -106,10 +114,10 @@ class _Reporting:
         self.trial_start = time.perf_counter()
         self.trial_epochs = trials.trial_epochs(hp, self.hypermodel.search)
         extra = (
-            f", continuing trial {hp.values['tuner/trial_id']} after epoch {hp.values['tuner/initial_epoch']}"
+            f", promoted from trial {hp.values['tuner/trial_id']}, trained from the start"
             if "tuner/trial_id" in hp.values
             else ""
-        )  # hyperband's later rounds
+        )  # hyperband's later rounds (see HyperbandTuner)
         values = trials.trial_values(hp.copy(), self.hypermodel.search)
         say(f"{_who()}trial {trial.trial_id}: {trials.describe(values)}, {self.trial_epochs} epoch(s){extra}")
 
@@ -160,14 +168,22 @@ class BayesianTuner(_Reporting, kt.BayesianOptimization):
 
 
 class HyperbandTuner(_Reporting, kt.Hyperband):
-    pass
+    """Hyperband whose promoted trials (its later rounds) train their whole schedule from the start.
+    KerasTuner's would load the earlier trial's weights and train only the remaining epochs, with a
+    fresh optimizer on a schedule compiled for all of them: a learning rate never annealed, a
+    training that best.yaml, which trains the full schedule, does not repeat. Trained from the start,
+    a trial's score is that of the run its best.yaml describes (docs/tuning.md)."""
+
+    def _build_hypermodel(self, hp):
+        return kt.Tuner._build_hypermodel(self, hp)  # not Hyperband's, which loads the earlier trial's weights
 
 
-def make_tuner(search, folder, n_train):
-    """The KerasTuner tuner for `search`, keeping its state in `folder` (reloaded when present)."""
+def make_tuner(search, folder, n_train, identity=None):
+    """The KerasTuner tuner for `search`, keeping its state in `folder` (reloaded when present);
+    `identity`: see ResNetHyperModel."""
     t = search.tune
     common = dict(
-        hypermodel=ResNetHyperModel(search, n_train),
+        hypermodel=ResNetHyperModel(search, n_train, identity),
         objective=kt.Objective(t["objective"], OBJECTIVES[t["objective"]]),
         seed=t["seed"],
         executions_per_trial=t["executions_per_trial"],
@@ -220,16 +236,40 @@ def search_folder(out_root, search):
     return Path(out_root) / search.recipe / "search"
 
 
-def check_folder(folder, search, data_source):
-    """Record what `folder` searches in search.yaml; refuse a folder holding a different search
-    (only tune.max_trials may change, to extend a search)."""
-    record = {
+def _record(search, data_source):
+    """What search.yaml records: only tune.max_trials may change within a search, to extend it."""
+    return {
         "recipe": search.recipe,
         "variant": search.variant,
         "data_source": data_source,
         "tune": {k: v for k, v in search.tune.items() if k != "max_trials"},
         **search.config.to_dict(),
     }
+
+
+def search_id(search, cifar):
+    """A hash of what makes a search one: search.yaml's record with the images themselves
+    (data.fingerprint) in place of their path, which differs from machine to machine."""
+    record = {**_record(search, None), "data_source": data_lib.fingerprint(cifar)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_chief(oracle, identity):
+    """Stop a worker whose search (`identity`, its search_id) is not its chief's, before it runs a trial."""
+    chief = oracle.get_space().values.get(SEARCH_ID)
+    if chief != identity:
+        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        raise ConfigError(
+            f"this worker's search differs from the one the chief at {address} serves (the recipe, its variant, "
+            "a --set/--subset/--epochs option or the images of --data); start every worker with the chief's "
+            "recipe, options and data (the chief's search.yaml records them)"
+        )
+
+
+def check_folder(folder, search, data_source):
+    """Record what `folder` searches in search.yaml; refuse a folder holding a different search
+    (only tune.max_trials may change, to extend a search)."""
+    record = _record(search, data_source)
     path = Path(folder) / "search.yaml"
     if path.exists():
         diffs = diff_keys(yaml.safe_load(path.read_text()) or {}, record)
@@ -250,10 +290,14 @@ def run_search(search, cifar, out_root="runs", final=False):
     if final and who == "worker":
         raise ConfigError("--final retrains on the chief (or without --chief); a worker only runs trials")
     folder = search_folder(out_root, search)
-    check_folder(folder, search, cifar.source)
+    if who != "worker":  # a worker's folder holds KerasTuner's state of its trials; its search is the chief's
+        check_folder(folder, search, cifar.source)
     d, t = search.config.data, search.tune
     splits = data_lib.split(cifar, d.subset, d.eval_subset)
-    tuner = make_tuner(search, folder, len(splits.train[1]))
+    identity = search_id(search, cifar) if who != "local" else None
+    tuner = make_tuner(search, folder, len(splits.train[1]), identity)
+    if who == "worker":
+        check_chief(tuner.oracle, identity)
     say(
         f"{_who()}{t['tuner']} search of {', '.join(trials.range_text(n, e) for n, e in t['space'].items())}: "
         f"{t['max_trials']} trials x {t['epochs']} epoch(s) x {t['executions_per_trial']} execution(s), "

@@ -149,6 +149,14 @@ def tiny_compile_model(config, steps_per_epoch):
     return model
 
 
+def tiny_network(model, num_classes):
+    """A second network for networks.MODELS (tests add it as "tiny" with `monkeypatch.setitem(
+    MODELS.entries, ...)`): one strided convolution, pooling and logits, a few hundred weights."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(model.width, 3, strides=4)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="tiny")
+
+
 def tune_with_tiny_model(args):
     """`keras-cifar ARGS` with trials on tiny_compile_model, for tests that run the CLI in a subprocess
     (the distributed search: a chief and workers). Returns the exit code."""

@@ -1,10 +1,15 @@
 """keras-cifar bench: its options, its timing summary and its table. (The whole bench, reference
 included, runs at toy size in CI: `SMOKE=1 bash benchmarks/gpu.sh`.)"""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from keras_cifar import bench
 from keras_cifar.errors import BackendError, ConfigError
+from tests.helpers import REPO
 
 
 def test_backends_and_precisions_expand_and_are_checked_before_training():
@@ -61,3 +66,26 @@ def test_table_gives_each_configuration_its_ratio_to_the_fastest_reference():
     assert "keras-cifar torch bf16" in torch and "failed: exit code 1" in torch
     assert "| PyTorch reference tf32 |" in ref32 and "| 250 | 0.25x |" in ref32
     assert "| 1000 | 1.00x |" in ref16
+    assert lines[-1] == bench.GPU_INPUT_NOTE and "keeps the training set on the device" in lines[-1]  # on the GPU
+    record["reference"]["device"] = "cpu"
+    assert bench.GPU_INPUT_NOTE not in bench.table(record)
+
+
+def test_the_pytorch_reference_crops_and_flips_only_where_data_augment_asks():
+    """One training step of the reference with data.augment true and false, counting its crop-and-flip
+    calls (in a process of its own, as bench runs it: PyTorch and TensorFlow do not share one)."""
+    code = (
+        "import torch\n"
+        "from keras_cifar import torch_reference as ref\n"
+        "from keras_cifar.config import Config\n"
+        "calls, original = [], ref._augment\n"
+        "ref._augment = lambda *args: calls.append(1) or original(*args)\n"
+        "for augment in (True, False):\n"
+        "    config = Config.from_dict({'model': {'width': 8}, 'data': {'augment': augment}})\n"
+        "    r = ref.Reference(config, 1, torch.device('cpu'), 'fp32', seed=0)\n"
+        "    r.step(torch.zeros((4, 32, 32, 3), dtype=torch.uint8), torch.zeros(4, dtype=torch.long))\n"
+        "    print(augment, len(calls))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "1", "False", "1"]  # the second step did not augment

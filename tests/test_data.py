@@ -46,6 +46,25 @@ def _write_python(folder, x_tr, y_tr, x_te, y_te):
     (folder / "test_batch").write_bytes(dump(x_te, y_te))
 
 
+def _write_tree(folder, x_tr, y_tr, x_te, y_te, names=data.CLASS_NAMES):
+    """PNG files in train/<class>/NNNN.png and test/<class>/NNNN.png, numbered within each class in
+    the arrays' order (as CIFAR-10's image trees are), `names` naming the class folders."""
+    for split, xs, ys in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        for label in np.unique(ys):
+            (folder / split / names[label]).mkdir(parents=True)
+            for i, img in enumerate(xs[ys == label]):
+                Image.fromarray(img).save(folder / split / names[label] / f"{i:04d}.png")
+
+
+def _class_major(x_tr, y_tr, x_te, y_te):
+    """The arrays in data.load's one order: class by class, the given order within a class."""
+    out = []
+    for x, y in ((x_tr, y_tr), (x_te, y_te)):
+        order = np.argsort(y, kind="stable")
+        out += [x[order], y[order]]
+    return tuple(out)
+
+
 def _tar(folder, out):
     with tarfile.open(out, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
@@ -59,8 +78,19 @@ def test_official_archives_round_trip(tmp_path, writer, name, as_tar):
     writer(tmp_path / name, *arrays)
     source = _tar(tmp_path / name, tmp_path / f"{name}.tar.gz") if as_tar else tmp_path / name
     got = data.load(source)
-    for want, have in zip(arrays, (got.x_train, got.y_train, got.x_test, got.y_test)):
+    for want, have in zip(_class_major(*arrays), (got.x_train, got.y_train, got.x_test, got.y_test)):
         np.testing.assert_array_equal(want, have)
+
+
+@pytest.mark.parametrize(
+    "writer, name, gone", [(_write_binary, "bin", "data_batch_2.bin"), (_write_python, "py", "test_batch")]
+)
+def test_an_incomplete_official_archive_names_what_it_lacks(tmp_path, writer, name, gone):
+    writer(tmp_path / name, *_fake_cifar())
+    (tmp_path / name / gone).unlink()
+    source = _tar(tmp_path / name, tmp_path / f"{name}.tar.gz") if name == "bin" else tmp_path / name
+    with pytest.raises(DataError, match=f"^{source}: an incomplete CIFAR-10 .* copy: {gone} missing$"):
+        data.load(source)
 
 
 def test_python_archive_refuses_foreign_pickles(tmp_path):
@@ -83,6 +113,46 @@ def test_class_folder_tree_png_and_jpeg(tmp_path):
     np.testing.assert_array_equal(got.x_train, x_tr[order])  # PNG is lossless
     np.testing.assert_array_equal(got.y_train, y_tr[order])
     assert got.x_test.shape == (10, 32, 32, 3) and sorted(got.y_test) == sorted(y_te)
+
+
+def test_image_tree_is_labelled_by_class_name_not_folder_order(tmp_path):
+    """Folders with the common short names (plane, car) get CIFAR-10's labels, in any case; unknown
+    names are one error naming them, not labels in sorted-folder order."""
+    arrays = _fake_cifar(20, 10)
+    aliased = ("plane", "car", *data.CLASS_NAMES[2:7], "HORSE", *data.CLASS_NAMES[8:])
+    _write_tree(tmp_path / "aliased", *arrays, names=aliased)
+    got = data.load(tmp_path / "aliased")
+    for want, have in zip(_class_major(*arrays), (got.x_train, got.y_train, got.x_test, got.y_test)):
+        np.testing.assert_array_equal(want, have)
+    _write_tree(tmp_path / "other", *arrays, names=("boat", *data.CLASS_NAMES[1:9], "lorry"))
+    with pytest.raises(DataError, match=r"other: class folders boat, lorry are not CIFAR-10 class names; name them airplane, "):
+        data.load(tmp_path / "other")
+
+
+def test_image_tree_under_a_cifar10_folder_is_not_a_tfds_data_dir(tmp_path):
+    """The layout of the JPEG copy's archive, extracted: X/cifar10/train/<class>/..."""
+    arrays = _fake_cifar(20, 10)
+    _write_tree(tmp_path / "x" / "cifar10", *arrays)
+    assert data.canonical_source(tmp_path / "x") == str(tmp_path / "x")
+    np.testing.assert_array_equal(data.load(tmp_path / "x").x_train, _class_major(*arrays)[0])
+
+
+def test_16_bit_and_transparent_images_are_scaled_and_composited_alike_in_trees_and_predict(tmp_path):
+    from keras_cifar import serving
+
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
+    half_red = np.zeros((32, 32, 4), np.uint8)
+    half_red[..., 0], half_red[..., 3] = 255, 128  # red at half opacity
+    _write_tree(tmp_path / "t", *_fake_cifar(10, 10))
+    Image.fromarray(ramp).save(tmp_path / "t" / "train" / "airplane" / "0000.png")  # a 16-bit greyscale PNG
+    Image.fromarray(half_red).save(tmp_path / "t" / "test" / "airplane" / "0000.png")
+    got = data.load(tmp_path / "t")
+    want_ramp = np.round(ramp / 257).astype(np.uint8)[..., None].repeat(3, -1)
+    want_red = np.broadcast_to(np.array([255, 127, 127], np.uint8), (32, 32, 3))  # over white
+    np.testing.assert_allclose(got.x_train[0], want_ramp, atol=0)
+    np.testing.assert_allclose(got.x_test[0], want_red, atol=1)
+    np.testing.assert_array_equal(serving.read_image(tmp_path / "t" / "train" / "airplane" / "0000.png"), got.x_train[0])
+    np.testing.assert_array_equal(serving.read_image(tmp_path / "t" / "test" / "airplane" / "0000.png"), got.x_test[0])
 
 
 def test_jpeg_tree_laid_out_like_the_cifar10_jpeg_copy(jpeg_tree):
@@ -108,10 +178,23 @@ def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path):
     first = data.load(jpeg_slice, cache_dir=tmp_path)
     cached = list(tmp_path.glob("*.npz"))
     assert len(cached) == 1
-    cached[0].write_bytes(b"garbage")  # a corrupt cache is rebuilt, not trusted
-    again = data.load(jpeg_slice, cache_dir=tmp_path)
-    np.testing.assert_array_equal(first.x_train, again.x_train)
-    np.testing.assert_array_equal(np.load(cached[0])["x_train"], first.x_train)
+    whole = cached[0].read_bytes()
+    for broken in (b"garbage", whole[: len(whole) // 2]):  # a corrupt or truncated cache is rebuilt, not trusted
+        cached[0].write_bytes(broken)
+        again = data.load(jpeg_slice, cache_dir=tmp_path)
+        np.testing.assert_array_equal(first.x_train, again.x_train)
+        np.testing.assert_array_equal(np.load(cached[0])["x_train"], first.x_train)
+
+
+def test_a_folders_cache_follows_a_file_replaced_deep_inside(tmp_path):
+    x_tr, y_tr, x_te, y_te = _fake_cifar(20, 10)
+    _write_tree(tmp_path / "tree", x_tr, y_tr, x_te, y_te)
+    first = data.load(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(tmp_path / "tree" / "train" / "bird" / "0000.png")
+    again = data.load(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    bird = np.flatnonzero(again.y_train == 2)[0]
+    assert (again.x_train[bird] == 7).all() and not (first.x_train[bird] == 7).all()
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # the stale cache is gone
 
 
 @pytest.mark.parametrize(
@@ -161,7 +244,8 @@ def test_split_is_10_1_1_stratified_disjoint_and_fixed():
 def test_source_names_are_checked_without_reading(tmp_path):
     assert data.canonical_source() == "tfds:cifar10" and data.canonical_source("synthetic") == "synthetic:2000"
     assert data.canonical_source(tmp_path) == str(tmp_path.resolve())
-    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
+    (tmp_path / "cifar10" / "3.0.2" / "dataset_info.json").write_text("{}")
     for name in ("tfds:cifar10", "synthetic:300", str(tmp_path), f"tfds:{tmp_path.resolve()}"):
         assert data.canonical_source(data.canonical_source(name)) == data.canonical_source(name)  # a fixed point
     with pytest.raises(DataError, match="synthetic:N needs a whole number"):
@@ -205,19 +289,26 @@ def tfds_cifar10(tmp_path, monkeypatch):
     server.shutdown()
 
 
-def _pairs(x, y):
-    return sorted((img.tobytes(), int(label)) for img, label in zip(x, y))
-
-
-def test_tfds_downloads_and_prepares_cifar10(tfds_cifar10, tmp_path):
-    """The default source goes through TFDS's own download and preparation (which needs the
-    importlib_resources that TFDS 4.9 does not declare)."""
-    (x_train, y_train, x_test, y_test), _ = tfds_cifar10
-    got = data.load(data.canonical_source())  # as the command line does
-    assert got.source == "tfds:cifar10"
-    assert _pairs(got.x_train, got.y_train) == _pairs(x_train, y_train)  # TFDS shuffles the order
-    assert _pairs(got.x_test, got.y_test) == _pairs(x_test, y_test)
-    assert (tmp_path / "tfds" / "cifar10" / "3.0.2").is_dir()
+def test_every_source_gives_the_same_images_in_the_same_order_and_split(tfds_cifar10, tmp_path):
+    """One archive through TFDS's own download and preparation (which needs the importlib_resources
+    that TFDS 4.9 does not declare), the binary and python archives and a PNG tree, each as a folder
+    and as a .tar.gz: the same arrays, so the same validation and test halves and subsets, image by
+    image. (TFDS stores its records shuffled.)"""
+    arrays, _ = tfds_cifar10
+    tfds = data.load(data.canonical_source())  # as the command line does
+    assert tfds.source == "tfds:cifar10" and (tmp_path / "tfds" / "cifar10" / "3.0.2").is_dir()
+    sources = [tfds]
+    for writer, name in ((_write_binary, "bin"), (_write_python, "py"), (_write_tree, "tree")):
+        writer(tmp_path / name / "copy", *arrays)
+        sources += [data.load(tmp_path / name / "copy"), data.load(_tar(tmp_path / name / "copy", tmp_path / f"{name}.tar.gz"))]
+    for got in sources:
+        for want, have in zip(_class_major(*arrays), (got.x_train, got.y_train, got.x_test, got.y_test)):
+            np.testing.assert_array_equal(want, have)
+    for subset, eval_subset in ((None, None), (20, 10)):
+        a, b = data.split(tfds, subset, eval_subset), data.split(sources[-1], subset, eval_subset)
+        for part in ("train", "val", "test"):
+            np.testing.assert_array_equal(getattr(a, part)[0], getattr(b, part)[0])
+            np.testing.assert_array_equal(getattr(a, part)[1], getattr(b, part)[1])
 
 
 def test_tfds_offline_fails_at_once_naming_data_and_leaves_no_folders(tfds_cifar10, tmp_path):

@@ -13,10 +13,12 @@ from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import serving
 from keras_cifar.errors import ModelError
+from keras_cifar.networks import MODELS
 from keras_cifar.record import RunRecord
+from keras_cifar.registry import Entry
 from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
-from tests.helpers import WIDTH, as_numpy
+from tests.helpers import WIDTH, as_numpy, tiny_network
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +194,29 @@ def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
     with pytest.raises(ModelError, match=f"^{bad}: cannot load the Keras model"):
         serving._write_in_tensorflow(bad, tmp_path / "out" / "1")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_registered_network_exports_predicts_and_evaluates(tmp_path, cli, monkeypatch):
+    """Export finds the inference model by role, not by the network's name: a tiny network registered
+    as docs/development.md says goes through export, predict and evaluate."""
+    monkeypatch.setitem(MODELS.entries, "tiny", Entry(tiny_network, "a tiny test network"))
+    model = compile_model(cfg.Config.from_dict({"model": {"name": "tiny", "width": WIDTH}}), steps_per_epoch=1)
+    model.save(tmp_path / "model.keras")
+    assert cli("export", tmp_path / "model.keras", "--out", tmp_path / "exp").exit_code == 0
+    x, y = data_lib.split(data_lib.load("synthetic:100")).test
+    Image.fromarray(x[0]).save(tmp_path / "a.png")
+    predicted = cli("predict", tmp_path / "exp", tmp_path / "a.png", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    logits = as_numpy(model.predict(x, verbose=0))
+    assert json.loads(predicted.stdout)["predictions"][0]["top"][0]["class"] == data_lib.CLASS_NAMES[logits[0].argmax()]
+    evaluated = cli("evaluate", tmp_path / "exp", "--data", "synthetic:100", "--figure", tmp_path / "cm.png", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx((logits.argmax(-1) == y).mean())
+
+
+def test_an_empty_or_unfinished_version_folder_is_passed_over(tmp_path):
+    for version, content in (("1", "saved_model.pb"), ("3", "model.keras"), ("4", None), ("10", "notes.txt")):
+        (tmp_path / "exp" / version).mkdir(parents=True)
+        if content:
+            (tmp_path / "exp" / version / content).write_bytes(b"")
+    assert serving.model_path(tmp_path / "exp") == ("keras", tmp_path / "exp" / "3" / "model.keras")

@@ -17,8 +17,11 @@ import yaml
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar import trials, tune
+from keras_cifar.networks import MODELS
+from keras_cifar.registry import Entry
 from keras_cifar.runs import RunFolder
-from tests.helpers import REPO, tiny_compile_model, tiny_recipe
+from keras_cifar.train import run_sweep
+from tests.helpers import REPO, tiny_compile_model, tiny_network, tiny_recipe
 
 TUNE = "tune:\n  max_trials: 3\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n"
 DATA = "synthetic:200"
@@ -310,6 +313,22 @@ def test_bayesian_and_hyperband_searches(tmp_path, tuner, tiny_model):
     assert best in ("0", "1") and cfg.load_recipe(tmp_path / "out" / "tiny" / "search" / "best.yaml")
 
 
+def test_a_promoted_hyperband_trial_scores_what_its_best_yaml_retrains(tmp_path, monkeypatch):
+    """Hyperband's later round trains a trial's values again for 3 epochs: its score is that of the
+    run its best.yaml trains (same weights, schedule and data order), not of the earlier trial's
+    weights trained on with a fresh optimizer. A tiny registered network keeps both short."""
+    monkeypatch.setitem(MODELS.entries, "tiny", Entry(tiny_network, "a tiny test network"))
+    search = search_of(tmp_path, sets=["model.name=tiny", "tune.tuner=hyperband", "tune.max_trials=4", "tune.epochs=3"])
+    cifar = data_lib.load(DATA)
+    tune.run_search(search, cifar, tmp_path / "out")
+    tuner = tune.make_tuner(search, tmp_path / "out" / "tiny" / "search", 200)
+    (promoted,) = [t for t in tuner.oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values]
+    assert promoted.status == "COMPLETED" and trials.trial_epochs(promoted.hyperparameters, search) == 3
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump(trials.best_recipe(search, promoted)))
+    ((_, metrics),) = run_sweep(cfg.sweep(cfg.load_recipe(tmp_path / "best.yaml")), cifar, tmp_path / "retrain")
+    assert metrics.val_loss == pytest.approx(promoted.metrics.get_last_value("val_loss"), abs=1e-5)
+
+
 def test_resume_retries_the_interrupted_trial_only(tmp_path, cli, monkeypatch, tiny_model):
     fits = []
     fit = tune.ResNetHyperModel.fit
@@ -359,8 +378,11 @@ def _free_port():
 
 
 def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
+    """One worker through --worker, one through KerasTuner's own variables; a third, whose recipe
+    differs from the chief's (--set model.width=16), stops at once without running a trial."""
     recipe = tune_recipe(tmp_path)
-    address = f"127.0.0.1:{_free_port()}"
+    host, port = "127.0.0.1", _free_port()
+    address = f"{host}:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow"}
     base = [
         sys.executable,
@@ -371,24 +393,32 @@ def test_distributed_chief_and_two_workers_on_loopback(tmp_path):
         "--data",
         DATA,
     ]
-    roles = {
-        "chief": ["--chief", address],
-        "w1": ["--worker", "1", "--chief", address],
-        "w2": ["--worker", "2", "--chief", address],
+    roles = {  # name: (options, environment, exit code)
+        "chief": (["--chief", address], {}, 0),
+        "w1": (["--worker", "1", "--chief", address], {}, 0),
+        "w2": ([], {"KERASTUNER_TUNER_ID": "worker-2", "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port)}, 0),
+        "other": (["--worker", "other", "--chief", address, "--set", "model.width=16"], {}, 2),
     }
     procs = {}
-    for name, extra in roles.items():  # each with its own folder, as on separate machines
+    for name, (extra, variables, _) in roles.items():  # each with its own folder, as on separate machines
         log = open(tmp_path / f"{name}.log", "w")
         procs[name] = subprocess.Popen(
-            base + ["--out", str(tmp_path / name), *extra], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            base + ["--out", str(tmp_path / name), *extra],
+            cwd=REPO,
+            env={**env, **variables},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         for name, proc in procs.items():
-            assert proc.wait(timeout=240) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+            assert proc.wait(timeout=240) == roles[name][2], (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
+    other = (tmp_path / "other.log").read_text()
+    assert f"this worker's search differs from the one the chief at {address} serves" in other
+    assert "[worker-other] trial" not in other
     ran = {}
     for name in ("w1", "w2"):
         log = (tmp_path / f"{name}.log").read_text()
