@@ -19,6 +19,23 @@ def test_precedence_defaults_base_variant_command_line(tmp_path):
     assert runs[1].config.train.seeds == (2,)  # each run names its own seed
 
 
+def test_activations_are_the_keras_activations_a_network_can_use():
+    """config.ACTIVATIONS, which model.activation is checked against without importing Keras, is exactly
+    the set of names keras.activations.get accepts whose function takes a tensor alone and keeps its
+    shape: a Keras that adds or drops one fails here, so the list cannot go stale."""
+    import keras
+
+    x = keras.ops.ones((2, 4))
+    usable = set()
+    for name in dir(keras.activations):
+        try:
+            if keras.activations.get(name)(x).shape == x.shape:
+                usable.add(name)
+        except (ValueError, TypeError):  # not an activation (get, serialize), or one that needs more arguments
+            pass
+    assert usable == set(cfg.ACTIVATIONS) and len(cfg.ACTIVATIONS) == len(usable)
+
+
 def test_every_shipped_recipe_is_valid_and_matches_the_report_variants():
     expected = {
         "baseline": ["baseline"],
