@@ -279,7 +279,7 @@ def run(
     @functools.cache
     def started():
         """The data, loaded once, with the backend started (and this process joined to its run's others)."""
-        cifar = data_lib.load(source)
+        cifar = data_lib.load(data_source)  # as given, so that an error about KERAS_CIFAR_DATA names it
         backend.start(deterministic=any(spec.config.train.deterministic for spec in runs))
         if processes:
             cluster_lib.join(processes, coordinator_timeout)
@@ -502,9 +502,7 @@ def compare(run_root, out, notes, recipes_dir):
     show_default=True,
     help="The run's training set or the test half of the project's split.",
 )
-@options.data(
-    "Read the images from PATH (same formats as `run --data`) instead of each run's recorded data_source.", envvar=None
-)
+@options.data("Read the images from PATH (same formats as `run --data`) instead of each run's recorded data_source.")
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Output folder. Default: the run folder; required with several RUN_DIRs."
 )
