@@ -611,8 +611,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--backends",
-    default="tensorflow,jax,torch",
-    show_default=True,
+    show_default="the installed ones of tensorflow,jax,torch",
     help="Comma-separated Keras backends, each trained in a process of its own; BACKEND:PRECISION "
     "(torch:fp32) pins the precision of that one.",
 )
@@ -647,13 +646,14 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     help="Also write the results as JSON to FILE, rewritten after each configuration.",
 )
 def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
-    """How fast `run` trains RECIPE (default: recipes/baseline.yaml) on each backend and precision.
+    """How fast `run` trains a recipe on each backend and precision.
 
-    Each configuration trains the recipe's first variant through `run`'s own code in a temporary
-    folder, in a process of its own, and the table gives: the first epoch (with compilation), the
-    median later epoch, its training part, the overhead (the rest: evaluation, TensorBoard,
-    checkpoint), training images/s, the ratio to the fastest PyTorch reference and the final test
-    accuracy. Exit code 1 if a configuration failed. Example, on a CPU:
+    RECIPE defaults to recipes/baseline.yaml. Each configuration trains the recipe's first variant
+    through `run`'s own code in a temporary folder, in a process of its own, and the table gives: the
+    first epoch (with compilation), the median later epoch, its training part, the overhead (the rest:
+    evaluation, TensorBoard, checkpoint), training images/s, the ratio to the fastest PyTorch
+    reference and the final test accuracy. Without --backends it compares the installed backends and
+    says which it skipped. Exit code 1 if a configuration failed. Example, on a CPU:
 
     \b
         keras-cifar bench recipes/baseline.yaml --backends tensorflow,jax,torch \\
