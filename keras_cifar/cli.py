@@ -4,7 +4,10 @@ without Keras (so a mistake is reported in a second), then starts the backend an
 that does the work. A KerasCifarError from anywhere is caught once, in the group: one line on
 stderr, exit code 2."""
 
+import contextlib
 import functools
+import itertools
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from keras_cifar import __version__, backend, cli_models, options, signals
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
-from keras_cifar.errors import KerasCifarError
+from keras_cifar.errors import KerasCifarError, OtherConfigError
 from keras_cifar.files import write_atomic, write_json
 from keras_cifar.losses import LOSSES
 from keras_cifar.networks import MODELS
@@ -33,7 +36,16 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+ARGV = "keras_cifar.argv"  # ctx.meta: the arguments as typed
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)  # before parsing consumes them: for an error that gives the command back, changed
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[ARGV] = argv
+        return ctx
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -267,7 +279,8 @@ def run(
     if dry_run:
         from keras_cifar.runs import decide_all, plan
 
-        lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
+        with _free_out_offered(out):
+            lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
         say("\n".join(lines) if runs else f"shard {shard}: no runs")
         if auto:
             say(
@@ -314,7 +327,7 @@ def run(
         return results
 
     try:
-        with signals.interruptible():
+        with signals.interruptible(), _free_out_offered(out):
             if auto:
                 _record_plans(loaded, out, max_seeds)
             results = train(runs)
@@ -324,6 +337,24 @@ def run(
         _interrupted(stop, "completed runs are kept")
     if any(m.status == "failed" for _, m in results):
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _free_out_offered(out):
+    """A run folder under `out` that holds another config stops `run`; its error then also gives the
+    command as typed with an --out that is free (OUT-2, OUT-3, ...), so both runs are kept."""
+    try:
+        yield
+    except OtherConfigError as e:
+        base = Path(out).resolve() if Path(out).name in ("", "..") else Path(out)
+        free = next(f"{base}-{n}" for n in itertools.count(2) if not Path(f"{base}-{n}").exists())
+        args, kept = iter(click.get_current_context().meta[ARGV]), []
+        for arg in args:
+            if arg == "--out":
+                next(args, None)
+            elif not arg.startswith("--out="):
+                kept.append(arg)
+        raise UserError(f"{e}. Another --out keeps both: {shlex.join(['keras-cifar', *kept, '--out', free])}") from None
 
 
 def _check_plans(loaded, out, cap):

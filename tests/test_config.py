@@ -140,7 +140,7 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
         "estimated total",
     ]
     assert "tiny/a/seed0: new, width 8, 1 epoch, batch 32, no timing yet at this scale" in result.output
-    assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
+    assert "estimated total: unknown until the first epoch (nothing timed yet at this scale)" in result.output
     assert not (tmp_path / "out").exists()
 
 
