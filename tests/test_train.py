@@ -28,6 +28,9 @@ def _metrics(run_dir):
 def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
     assert trained.exit_code == 0, trained.output
     assert "ETA" in trained.output and "test acc" in trained.output and "3 runs, 12 epochs" in trained.output
+    lines = trained.output.splitlines()  # the sweep's table and the report's name their times apart
+    assert next(line for line in lines if line.startswith("variant ")).split()[-3:] == ["training", "wall", "time"]
+    assert "| status | training time per run | images/s |" in trained.output
     for variant, epochs in (("a", 8), ("bf16", 2)):
         folder = RunFolder(trained.out / "tiny" / variant / "seed0")
         ident, source, config = folder.read_config()
