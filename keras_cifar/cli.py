@@ -232,8 +232,10 @@ def run(
     cluster,
     coordinator_timeout,
 ):
-    """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
-    the other: `keras-cifar run recipes/*.yaml` runs the whole study.
+    """Train each RECIPE's variants and seeds, then write its report.
+
+    Each run's config is the defaults < the recipe < the command line; recipes run one after the
+    other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
     command again continues a sweep. Ctrl-C (SIGINT) or SIGTERM stops it after writing the checkpoint
@@ -431,7 +433,7 @@ def _report_recipe(recipe_dir, out_dir=None, track=None):
 )
 @click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
 def report(run_roots, out, track):
-    """Figures, a Markdown table and summary.json for the runs of one or more recipes.
+    """A recipe's figures, table and summary.json, from its runs.
 
     RUN_ROOT is a recipe's run folder, OUT/<recipe>/ as `run` writes it (`run` makes this report itself
     when it ends), or an OUT root holding several recipes. For each recipe it writes report.md (setup and
@@ -471,7 +473,7 @@ def report(run_roots, out, track):
     "recipes, `keras-cifar recipes`]",
 )
 def compare(run_root, out, notes, recipes_dir):
-    """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
+    """Every experiment beside the report's numbers and verdicts.
 
     RUN_ROOT holds one folder per recipe (bn, shortcut, momentum, activation, loss, lr, batch_size), as
     `run --out RUN_ROOT` writes them; the report's claims come from the recipes' `report:` sections.
@@ -547,13 +549,14 @@ def compare(run_root, out, notes, recipes_dir):
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Images per evaluation batch.")
 @click.option("--surface", is_flag=True, help="With --dims 2, also draw a 3D loss surface image.")
 def landscape(run_dirs, dims, points, span, images, split, data_source, out, seed, batch_size, surface):
-    """Loss and accuracy landscapes around a run's trained weights (Li et al. 2018).
+    """Loss and accuracy landscapes around a run's trained weights.
 
-    Evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with random Gaussian directions
-    that are filter-normalized: every conv filter / dense unit of d is scaled to the norm of the same
-    filter of theta*. Biases and BatchNorm gamma/beta do not move; BatchNorm moving statistics stay as
-    trained (inference mode, no augmentation), so a = 0 reproduces model.evaluate. Several RUN_DIRs
-    share the grid, the seed and the colour scale and are drawn on one figure.
+    As in Li et al. 2018, evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with
+    random Gaussian directions that are filter-normalized: every conv filter / dense unit of d is
+    scaled to the norm of the same filter of theta*. Biases and BatchNorm gamma/beta do not move;
+    BatchNorm moving statistics stay as trained (inference mode, no augmentation), so a = 0 reproduces
+    model.evaluate. Several RUN_DIRs share the grid, the seed and the colour scale and are drawn on
+    one figure.
 
     Writes landscape_1d.{npz,json,png} or landscape_2d.{npz,json,png} (+ landscape_2d_surface.png).
     Example, BN against no BN:
@@ -603,8 +606,10 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
     help="Distributed: run trials for the chief at --chief, as worker ID (a name unique among the workers).",
 )
 def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, worker):
-    """Search RECIPE's learning rate and batch size (and optionally momentum and weight decay) with
-    KerasTuner, picking by validation accuracy; the test split is never used to choose.
+    """Search a recipe's hyperparameters with KerasTuner.
+
+    Searches RECIPE's learning rate and batch size (and optionally momentum and weight decay), picking
+    by validation accuracy; the test split is never used to choose.
 
     The recipe's `tune:` section sets tuner (random, bayesian, hyperband), objective, max_trials,
     epochs per trial, executions_per_trial and the search space; everything else comes from the
@@ -723,9 +728,10 @@ MARKERS = ("<!-- recipes: made by `keras-cifar recipes --into` -->", "<!-- /reci
 )
 @click.pass_context
 def recipes(ctx, names, into):
-    """The recipes that come with keras-cifar: one per experiment of the report, with what the report
-    found, and any others. Give one to `run`, `tune` or `bench` by name (`keras-cifar run bn`); `keras-cifar
-    recipes show NAME` prints one to copy and edit. Example:
+    """List the shipped recipes and what the report found.
+
+    One recipe per experiment of the report, and any others. Give one to `run`, `tune` or `bench` by
+    name (`keras-cifar run bn`); `keras-cifar recipes show NAME` prints one to copy and edit. Example:
 
     \b
         keras-cifar recipes show bn > my_bn.yaml
@@ -754,7 +760,7 @@ def recipes(ctx, names, into):
 @recipes.command("show")
 @click.argument("name")
 def recipes_show(name):
-    """Print the shipped recipe NAME (e.g. bn): a starting point for your own."""
+    """Print the shipped recipe NAME, a starting point for your own."""
     say(cfg.recipe_file(name).read_text().rstrip("\n"))
 
 
