@@ -30,19 +30,25 @@ def selected():
         return "tensorflow"
 
 
-def check():
-    """The selected backend's name, or a BackendError saying how to fix it."""
-    name = selected()
+def check(name=None, setting="KERAS_BACKEND"):
+    """The selected backend's name (or `name`, given by `setting`), or a BackendError that names the
+    setting and how to fix it."""
+    name = name or selected()
     if name not in BACKENDS:
         raise BackendError(
-            f"KERAS_BACKEND={name} is not a backend keras-cifar runs on; "
-            f"set KERAS_BACKEND to {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
+            f"{setting}={name} is not a backend keras-cifar runs on; "
+            f"set {setting} to {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
         )
-    if importlib.util.find_spec(name) is None:
+    if not installed(name):
         raise BackendError(
-            f"KERAS_BACKEND={name}, but {name} is not installed: {INSTALL[name]} (or choose another backend with KERAS_BACKEND)"
+            f"{setting}={name}, but {name} is not installed: {INSTALL[name]} (or choose another backend with {setting})"
         )
     return name
+
+
+def installed(name):
+    """Whether backend `name`'s library can be imported (checked without importing it)."""
+    return importlib.util.find_spec(name) is not None
 
 
 # What train.deterministic needs before the libraries start: XLA's deterministic GPU kernels (JAX) and a

@@ -10,7 +10,6 @@ trains the same network, recipe and data in plain PyTorch (torch_reference.py) i
 that the ratios compare like with like on one machine.
 """
 
-import importlib.util
 import json
 import os
 import platform
@@ -35,7 +34,13 @@ GPU_INPUT_NOTE = (
 
 def configurations(backends, precisions, reference):
     """``--backends jax,torch:fp32 --precision fp32,bf16`` -> [(backend, precision), ...], each backend
-    checked (installed, spelled right) and PyTorch present for ``--reference``, before anything trains."""
+    checked (installed, spelled right) and PyTorch present for ``--reference``, before anything trains.
+    `backends` None (no --backends): the installed backends, saying which are skipped."""
+    if backends is None:
+        skipped = [name for name in backend.BACKENDS if not backend.installed(name)]
+        if skipped:
+            say(f"bench: {' and '.join(skipped)} not installed, skipped (--backends chooses the backends)")
+        backends = ",".join(name for name in backend.BACKENDS if name not in skipped)
     default = [p.strip() for p in precisions.split(",") if p.strip()]
     configs = [
         (name, p)
@@ -47,10 +52,9 @@ def configurations(backends, precisions, reference):
     unknown = sorted({p for _, p in configs if p not in PRECISIONS})
     if unknown or not configs:
         raise ConfigError(f"--precision: {', '.join(unknown) or 'nothing'} given; use fp32 and/or bf16")
-    for name in {name for name, _ in configs}:
-        with backend.environ(KERAS_BACKEND=name):  # checked here, run in a process of its own
-            backend.check()
-    if reference and importlib.util.find_spec("torch") is None:
+    for name in {name for name, _ in configs}:  # checked here, run in a process of its own
+        backend.check(name, "--backends")
+    if reference and not backend.installed("torch"):
         raise BackendError('--reference trains in plain PyTorch, which is not installed: pip install -e ".[torch]"')
     return configs
 

@@ -4,7 +4,10 @@ without Keras (so a mistake is reported in a second), then starts the backend an
 that does the work. A KerasCifarError from anywhere is caught once, in the group: one line on
 stderr, exit code 2."""
 
+import contextlib
 import functools
+import itertools
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from keras_cifar import __version__, backend, cli_models, options, signals
 from keras_cifar import config as cfg
 from keras_cifar import data as data_lib
 from keras_cifar.console import say
-from keras_cifar.errors import KerasCifarError
+from keras_cifar.errors import KerasCifarError, OtherConfigError
 from keras_cifar.files import write_atomic, write_json
 from keras_cifar.losses import LOSSES
 from keras_cifar.networks import MODELS
@@ -33,7 +36,16 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+ARGV = "keras_cifar.argv"  # ctx.meta: the arguments as typed
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)  # before parsing consumes them: for an error that gives the command back, changed
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[ARGV] = argv
+        return ctx
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -220,8 +232,10 @@ def run(
     cluster,
     coordinator_timeout,
 ):
-    """Train every variant and seed of each RECIPE (defaults < recipe < command line), one recipe after
-    the other: `keras-cifar run recipes/*.yaml` runs the whole study.
+    """Train each RECIPE's variants and seeds, then write its report.
+
+    Each run's config is the defaults < the recipe < the command line; recipes run one after the
+    other: `keras-cifar run recipes/*.yaml` runs the whole study.
 
     Finished runs are skipped and an interrupted one resumes where it stopped, so running the same
     command again continues a sweep. Ctrl-C (SIGINT) or SIGTERM stops it after writing the checkpoint
@@ -267,7 +281,8 @@ def run(
     if dry_run:
         from keras_cifar.runs import decide_all, plan
 
-        lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
+        with _free_out_offered(out):
+            lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
         say("\n".join(lines) if runs else f"shard {shard}: no runs")
         if auto:
             say(
@@ -279,7 +294,7 @@ def run(
     @functools.cache
     def started():
         """The data, loaded once, with the backend started (and this process joined to its run's others)."""
-        cifar = data_lib.load(source)
+        cifar = data_lib.load(data_source)  # as given, so that an error about KERAS_CIFAR_DATA names it
         backend.start(deterministic=any(spec.config.train.deterministic for spec in runs))
         if processes:
             cluster_lib.join(processes, coordinator_timeout)
@@ -314,7 +329,7 @@ def run(
         return results
 
     try:
-        with signals.interruptible():
+        with signals.interruptible(), _free_out_offered(out):
             if auto:
                 _record_plans(loaded, out, max_seeds)
             results = train(runs)
@@ -324,6 +339,24 @@ def run(
         _interrupted(stop, "completed runs are kept")
     if any(m.status == "failed" for _, m in results):
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _free_out_offered(out):
+    """A run folder under `out` that holds another config stops `run`; its error then also gives the
+    command as typed with an --out that is free (OUT-2, OUT-3, ...), so both runs are kept."""
+    try:
+        yield
+    except OtherConfigError as e:
+        base = Path(out).resolve() if Path(out).name in ("", "..") else Path(out)
+        free = next(f"{base}-{n}" for n in itertools.count(2) if not Path(f"{base}-{n}").exists())
+        args, kept = iter(click.get_current_context().meta[ARGV]), []
+        for arg in args:
+            if arg == "--out":
+                next(args, None)
+            elif not arg.startswith("--out="):
+                kept.append(arg)
+        raise UserError(f"{e}. Another --out keeps both: {shlex.join(['keras-cifar', *kept, '--out', free])}") from None
 
 
 def _check_plans(loaded, out, cap):
@@ -400,7 +433,7 @@ def _report_recipe(recipe_dir, out_dir=None, track=None):
 )
 @click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
 def report(run_roots, out, track):
-    """Figures, a Markdown table and summary.json for the runs of one or more recipes.
+    """A recipe's figures, table and summary.json, from its runs.
 
     RUN_ROOT is a recipe's run folder, OUT/<recipe>/ as `run` writes it (`run` makes this report itself
     when it ends), or an OUT root holding several recipes. For each recipe it writes report.md (setup and
@@ -440,7 +473,7 @@ def report(run_roots, out, track):
     "recipes, `keras-cifar recipes`]",
 )
 def compare(run_root, out, notes, recipes_dir):
-    """The side-by-side page: every experiment under RUN_ROOT against the report's numbers and verdicts.
+    """Every experiment beside the report's numbers and verdicts.
 
     RUN_ROOT holds one folder per recipe (bn, shortcut, momentum, activation, loss, lr, batch_size), as
     `run --out RUN_ROOT` writes them; the report's claims come from the recipes' `report:` sections.
@@ -502,9 +535,7 @@ def compare(run_root, out, notes, recipes_dir):
     show_default=True,
     help="The run's training set or the test half of the project's split.",
 )
-@options.data(
-    "Read the images from PATH (same formats as `run --data`) instead of each run's recorded data_source.", envvar=None
-)
+@options.data("Read the images from PATH (same formats as `run --data`) instead of each run's recorded data_source.")
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Output folder. Default: the run folder; required with several RUN_DIRs."
 )
@@ -518,13 +549,14 @@ def compare(run_root, out, notes, recipes_dir):
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Images per evaluation batch.")
 @click.option("--surface", is_flag=True, help="With --dims 2, also draw a 3D loss surface image.")
 def landscape(run_dirs, dims, points, span, images, split, data_source, out, seed, batch_size, surface):
-    """Loss and accuracy landscapes around a run's trained weights (Li et al. 2018).
+    """Loss and accuracy landscapes around a run's trained weights.
 
-    Evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with random Gaussian directions
-    that are filter-normalized: every conv filter / dense unit of d is scaled to the norm of the same
-    filter of theta*. Biases and BatchNorm gamma/beta do not move; BatchNorm moving statistics stay as
-    trained (inference mode, no augmentation), so a = 0 reproduces model.evaluate. Several RUN_DIRs
-    share the grid, the seed and the colour scale and are drawn on one figure.
+    As in Li et al. 2018, evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with
+    random Gaussian directions that are filter-normalized: every conv filter / dense unit of d is
+    scaled to the norm of the same filter of theta*. Biases and BatchNorm gamma/beta do not move;
+    BatchNorm moving statistics stay as trained (inference mode, no augmentation), so a = 0 reproduces
+    model.evaluate. Several RUN_DIRs share the grid, the seed and the colour scale and are drawn on
+    one figure.
 
     Writes landscape_1d.{npz,json,png} or landscape_2d.{npz,json,png} (+ landscape_2d_surface.png).
     Example, BN against no BN:
@@ -574,8 +606,10 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
     help="Distributed: run trials for the chief at --chief, as worker ID (a name unique among the workers).",
 )
 def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, worker):
-    """Search RECIPE's learning rate and batch size (and optionally momentum and weight decay) with
-    KerasTuner, picking by validation accuracy; the test split is never used to choose.
+    """Search a recipe's hyperparameters with KerasTuner.
+
+    Searches RECIPE's learning rate and batch size (and optionally momentum and weight decay), picking
+    by validation accuracy; the test split is never used to choose.
 
     The recipe's `tune:` section sets tuner (random, bayesian, hyperband), objective, max_trials,
     epochs per trial, executions_per_trial and the search space; everything else comes from the
@@ -613,8 +647,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--backends",
-    default="tensorflow,jax,torch",
-    show_default=True,
+    show_default="the installed ones of tensorflow,jax,torch",
     help="Comma-separated Keras backends, each trained in a process of its own; BACKEND:PRECISION "
     "(torch:fp32) pins the precision of that one.",
 )
@@ -649,13 +682,14 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     help="Also write the results as JSON to FILE, rewritten after each configuration.",
 )
 def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
-    """How fast `run` trains RECIPE (default: recipes/baseline.yaml) on each backend and precision.
+    """How fast `run` trains a recipe on each backend and precision.
 
-    Each configuration trains the recipe's first variant through `run`'s own code in a temporary
-    folder, in a process of its own, and the table gives: the first epoch (with compilation), the
-    median later epoch, its training part, the overhead (the rest: evaluation, TensorBoard,
-    checkpoint), training images/s, the ratio to the fastest PyTorch reference and the final test
-    accuracy. Exit code 1 if a configuration failed. Example, on a CPU:
+    RECIPE defaults to recipes/baseline.yaml. Each configuration trains the recipe's first variant
+    through `run`'s own code in a temporary folder, in a process of its own, and the table gives: the
+    first epoch (with compilation), the median later epoch, its training part, the overhead (the rest:
+    evaluation, TensorBoard, checkpoint), training images/s, the ratio to the fastest PyTorch
+    reference and the final test accuracy. Without --backends it compares the installed backends and
+    says which it skipped. Exit code 1 if a configuration failed. Example, on a CPU:
 
     \b
         keras-cifar bench recipes/baseline.yaml --backends tensorflow,jax,torch \\
@@ -694,9 +728,10 @@ MARKERS = ("<!-- recipes: made by `keras-cifar recipes --into` -->", "<!-- /reci
 )
 @click.pass_context
 def recipes(ctx, names, into):
-    """The recipes that come with keras-cifar: one per experiment of the report, with what the report
-    found, and any others. Give one to `run`, `tune` or `bench` by name (`keras-cifar run bn`); `keras-cifar
-    recipes show NAME` prints one to copy and edit. Example:
+    """List the shipped recipes and what the report found.
+
+    One recipe per experiment of the report, and any others. Give one to `run`, `tune` or `bench` by
+    name (`keras-cifar run bn`); `keras-cifar recipes show NAME` prints one to copy and edit. Example:
 
     \b
         keras-cifar recipes show bn > my_bn.yaml
@@ -725,7 +760,7 @@ def recipes(ctx, names, into):
 @recipes.command("show")
 @click.argument("name")
 def recipes_show(name):
-    """Print the shipped recipe NAME (e.g. bn): a starting point for your own."""
+    """Print the shipped recipe NAME, a starting point for your own."""
     say(cfg.recipe_file(name).read_text().rstrip("\n"))
 
 

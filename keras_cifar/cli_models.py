@@ -7,8 +7,9 @@ import click
 
 from keras_cifar import backend, options
 from keras_cifar import data as data_lib
-from keras_cifar.console import say
+from keras_cifar.console import count, say
 from keras_cifar.errors import DataError
+from keras_cifar.runs import RunFolder
 
 
 @click.command("export")
@@ -28,8 +29,9 @@ from keras_cifar.errors import DataError
     ".keras file (no optimizer state).",
 )
 def export_cmd(run_dir, out, fmt):
-    """Export the trained model of RUN_DIR (a run folder or a .keras file) for serving.
+    """Export a trained model for serving (SavedModel or .keras).
 
+    RUN_DIR is a run folder or a .keras file.
     Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras) and labels.txt, the layout
     TensorFlow Serving watches. The exported model has normalization inside and no augmentation. Its
     signatures return `probabilities` and `logits` for images [N, 32, 32, 3] with pixel values 0..255:
@@ -49,18 +51,22 @@ def export_cmd(run_dir, out, fmt):
     say(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
 
 
+IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
+
+
 @click.command("predict")
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes shown per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions and errors.")
 def predict_cmd(model, images, top_k, as_json):
-    """Classify image files with MODEL (an export folder, a .keras file or a run folder).
+    """Classify image files with a trained model.
 
+    MODEL is an export folder, a .keras file or a run folder.
     IMAGES are PNG/JPEG files of any size (centre-cropped to a square, resized to 32x32 RGB) or folders,
     searched recursively for image files. A file that cannot be read is reported by name and skipped.
     Exit code: 0 if every file was predicted, 1 if any failed, 2 for a MODEL that cannot be loaded or
-    no image files at all. Example:
+    no readable image at all (both found before Keras starts). Example:
 
         keras-cifar predict models/cifar photos/ cat.png
     """
@@ -70,11 +76,17 @@ def predict_cmd(model, images, top_k, as_json):
 
     files = serving.image_files(images)
     if not files:
-        raise DataError(f"no image files in {', '.join(images)}; give PNG, JPEG, BMP, GIF or WebP files or folders")
+        raise DataError(f"no image files in {', '.join(images)}; {IMAGES_WANTED}")
     serving.model_path(model)
+    pixels, readable, unreadable = serving.read_images(files)
+    if not readable:
+        (file, why), *others = unreadable
+        also = f" and {count(len(others), 'other file')}" if others else ""
+        raise DataError(f"{file}{also}: {why}; {IMAGES_WANTED}")
     backend.start()
     classifier = serving.load_classifier(model)
-    results, errors = serving.predict(classifier, files, top_k)
+    results = serving.predict(classifier, pixels, readable, top_k)
+    errors = [{"file": str(f), "error": why} for f, why in unreadable]
     if as_json:
         say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
     elif results:
@@ -87,7 +99,7 @@ def predict_cmd(model, images, top_k, as_json):
 
 @click.command("evaluate")
 @click.argument("model", type=click.Path(exists=True))
-@options.data()
+@options.data(data_lib.source_help("the data the run was trained on (its config.yaml), else $KERAS_CIFAR_DATA, else TFDS"))
 @click.option(
     "--eval-subset",
     type=click.IntRange(min=1),
@@ -95,15 +107,14 @@ def predict_cmd(model, images, top_k, as_json):
 )
 @click.option(
     "--figure",
-    default="confusion_matrix.png",
-    show_default=True,
     type=click.Path(dir_okay=False),
-    help="Where to save the confusion-matrix figure.",
+    help="Where to save the confusion-matrix figure.  [default: confusion_matrix.png in the model's folder]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
 def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
-    """Test-split accuracy and cross-entropy of MODEL (an export folder, a .keras file or a run folder).
+    """Test-split accuracy and cross-entropy of a trained model.
 
+    MODEL is an export folder, a .keras file or a run folder.
     The test split is the project's: the fixed half of the official test set that `run` reports on.
     The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Example:
 
@@ -113,8 +124,10 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
 
     from keras_cifar import plots, serving
 
-    serving.model_path(model)
-    cifar = data_lib.load(data_source)
+    kind, where = serving.model_path(model)
+    folder = where.parent if kind == "keras" else where  # the run folder, the .keras file's, or the export's
+    cifar = _test_data(data_source, folder)
+    figure = figure or str(folder / "confusion_matrix.png")
     backend.start()
     classifier = serving.load_classifier(model)
     x, y = data_lib.split(cifar, eval_subset=eval_subset).test
@@ -139,3 +152,15 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
         f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
         f"confusion matrix: {figure}"
     )
+
+
+def _test_data(data_source, folder):
+    """CIFAR-10 from --data, else from the data_source the run in `folder` recorded (its config.yaml), else
+    from KERAS_CIFAR_DATA or TFDS; a recorded source that cannot be read says where it came from."""
+    recorded = None if data_source else RunFolder(folder).read_config()[1]
+    try:
+        return data_lib.load(data_source or recorded)
+    except DataError as e:
+        if not recorded:
+            raise
+        raise DataError(f"{e} (the data {folder}/config.yaml records; pass --data PATH)") from None

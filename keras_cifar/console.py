@@ -32,12 +32,14 @@ def duration(seconds: float | None) -> str:
 
 
 def run_table(rows: Iterable[tuple[Any, Any]]) -> str:
-    """The table a sweep ends with: one line per (RunSpec, RunRecord) of `rows`."""
-    lines = [f"{'variant':<16} {'seed':>4}  {'status':<9} {'test acc':>9} {'val acc':>9} {'time':>8}"]
+    """The table a sweep ends with: one line per (RunSpec, RunRecord) of `rows`. Two times, named apart:
+    training (the fit part of every epoch, as the report's table gives it) and wall time (the whole run:
+    evaluation, checkpoints and start-up too)."""
+    lines = [f"{'variant':<16} {'seed':>4}  {'status':<9} {'test acc':>9} {'val acc':>9}  {'training':>8}  {'wall time':>9}"]
     for spec, m in rows:
         lines.append(
             f"{spec.variant:<16} {spec.seed:>4}  {m.status:<9} {pct(m.test_accuracy):>9} "
-            f"{pct(m.val_accuracy):>9} {duration(m.wall_seconds):>8}"
+            f"{pct(m.val_accuracy):>9}  {duration(m.train_seconds):>8}  {duration(m.wall_seconds):>9}"
         )
     return "\n".join(lines)
 

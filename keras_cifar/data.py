@@ -13,6 +13,7 @@ from TFDS, the official archives and image trees alike.
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from keras_cifar import backend
+from keras_cifar.console import say
 from keras_cifar.errors import DataError
 from keras_cifar.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
 
@@ -40,17 +42,18 @@ TFDS_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"  # TFDS's, 
 CACHE_VERSION = 2  # part of every cache's key: 2 since the arrays are stored class by class
 
 
+DATA_ENV = "KERAS_CIFAR_DATA"  # the source when --data is not given
+
+
 def accepted():
-    """What --data accepts, in words (from the FORMATS registry)."""
-    return (
-        f"a local CIFAR-10 copy, as a folder or .tar(.gz): {FORMATS.help()}; a prepared TFDS data dir "
-        "holding cifar10/<version>/; or synthetic[:N] (a learnable stand-in for tests)"
-    )
+    """What --data accepts, in a few words (the format names from the FORMATS registry) and where the
+    docs describe each."""
+    return f"a CIFAR-10 copy ({FORMATS}), a TFDS data dir or synthetic[:N] (docs/recipes.md#data)"
 
 
-def source_help():
-    """The help of a command's --data option."""
-    return f"CIFAR-10 source: {accepted()}. Default: $KERAS_CIFAR_DATA, else the TFDS download (needs internet)."
+def source_help(default=f"${DATA_ENV}, else the TFDS download (needs internet)"):
+    """The help of a command's --data option, whose `default` is said in words."""
+    return f"CIFAR-10 source: {accepted()}. Default: {default}."
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,9 @@ def canonical_source(source=None):
     """The name of a ``--data`` value: what ``load`` records as ``Cifar.source`` and a run folder as
     its data_source. A local path must exist; nothing else is read. ``None`` means
     $KERAS_CIFAR_DATA, else the TFDS download."""
-    source = str(source or os.environ.get("KERAS_CIFAR_DATA") or "tfds")
+    if not source and os.environ.get(DATA_ENV):
+        return _from_env(canonical_source)
+    source = str(source or "tfds")
     if source in ("tfds", TFDS_DOWNLOAD):
         return TFDS_DOWNLOAD
     if source == "synthetic" or source.startswith("synthetic:"):
@@ -106,6 +111,8 @@ def _prepared_tfds(path):
 
 def load(source=None, cache_dir=None):
     """Load CIFAR-10 from `source` (see module doc and ``canonical_source``)."""
+    if not source and os.environ.get(DATA_ENV):
+        return _from_env(load, cache_dir)
     name = canonical_source(source)
     if name == TFDS_DOWNLOAD:
         return _load_tfds(None)
@@ -118,7 +125,8 @@ def load(source=None, cache_dir=None):
     cached = _read_cache(cache, name)
     if cached is not None:
         return cached
-    data = _read_path(path)
+    said = f"decoding {path} once into {cache.parent}/ (all of CIFAR-10: seconds, 185 MB); later loads take a second"
+    data = _read_path(path, lambda: say(said, err=True))
     _check(data, path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
@@ -126,6 +134,16 @@ def load(source=None, cache_dir=None):
     os.replace(tmp, cache)
     _remove_stale(cache)
     return data
+
+
+def _from_env(function, *args):
+    """`function` of $KERAS_CIFAR_DATA's value; an error about that value names the variable, which the
+    user may have set long ago."""
+    value = os.environ[DATA_ENV]
+    try:
+        return function(value, *args)
+    except DataError as e:
+        raise DataError(f"{DATA_ENV}={value}: {e}") from None
 
 
 def _cache_file(path, cache_dir):
@@ -213,7 +231,7 @@ def _load_tfds(data_dir):
     """CIFAR-10 from a prepared TFDS data dir, or (`data_dir` None) downloaded and prepared by TFDS
     in $TFDS_DATA_DIR or ~/tensorflow_datasets. Offline, the download fails at once, before TFDS
     creates any folder; a download that fails later leaves no empty folders behind."""
-    offline = f"Without internet pass --data PATH (or set KERAS_CIFAR_DATA) to a local copy: {accepted()}"
+    offline = f"Without internet pass --data PATH (or set {DATA_ENV}) to a local copy: {accepted()}"
     backend.start()  # TFDS reads with TensorFlow, which must come after the backend's library
     try:
         import tensorflow_datasets as tfds
@@ -294,26 +312,35 @@ def _remove_new_empty_folders(root, before):
             folder.rmdir()
 
 
-def _read_path(path):
-    """Decode a local copy: a tar archive or a folder, in any of the accepted layouts."""
+def _read_path(path, starting=lambda: None):
+    """Decode a local copy: a tar archive or a folder, in any of the accepted layouts. `starting()` is
+    called once, when a format has recognised the copy and reads its first file."""
     try:
         if path.is_dir():
             files = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
-            return _decode(path, {k: (lambda p=p: p.read_bytes()) for k, p in files.items()})
+            return _decode(path, {k: (lambda p=p: p.read_bytes()) for k, p in files.items()}, starting)
         try:
             tar = tarfile.open(path, "r:*")
         except tarfile.ReadError:
             raise DataError(f"{path}: not a folder or a .tar(.gz) archive; --data accepts {accepted()}") from None
         with tar:
             members = [m for m in tar.getmembers() if m.isfile()]
-            return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members})
+            return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members}, starting)
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "no message"
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {first}); --data accepts {accepted()}") from None
 
 
-def _decode(path, files):
-    """Read the copy with the first registered format that recognises its file names."""
+def _decode(path, files, starting):
+    """Read the copy with the first registered format that recognises its file names (`starting()` before
+    the first file is read)."""
+    announce = functools.cache(starting)  # takes no argument: called once
+
+    def reading(read):
+        announce()
+        return read()
+
+    files = {name: functools.partial(reading, read) for name, read in files.items()}
     for read in (entry.factory for entry in FORMATS.entries.values()):
         arrays = read(path, files)
         if arrays is not None:

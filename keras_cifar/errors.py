@@ -22,6 +22,10 @@ class RunFolderError(KerasCifarError):
     """A run folder (or a folder of runs) that cannot be used for what was asked."""
 
 
+class OtherConfigError(RunFolderError):
+    """A run folder that holds a run of another config: the command needs another --out."""
+
+
 class ModelError(KerasCifarError):
     """A model file or export folder that cannot be loaded or written."""
 

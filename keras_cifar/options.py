@@ -14,9 +14,10 @@ DATA_HELP = data_lib.source_help()
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def data(help: str = DATA_HELP, envvar: str | None = "KERAS_CIFAR_DATA") -> Decorator:
-    """``--data PATH`` -> `data_source` (read from KERAS_CIFAR_DATA when not given)."""
-    return click.option("--data", "data_source", metavar="PATH", envvar=envvar, help=help)
+def data(help: str = DATA_HELP) -> Decorator:
+    """``--data PATH`` -> `data_source`, None when not given: data.py then reads KERAS_CIFAR_DATA itself, so
+    that an error about its value can name the variable."""
+    return click.option("--data", "data_source", metavar="PATH", help=help)
 
 
 def out(help: str) -> Decorator:

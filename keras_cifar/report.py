@@ -159,7 +159,7 @@ def markdown_table(summary, reference=None):
         "best val accuracy (%)",
         "epochs",
         "status",
-        "train time per run",
+        "training time per run",
         "images/s",
     ]
     if reference is not None:
@@ -203,7 +203,7 @@ TABLE_NOTE = (
     "for seeds fixed in advance), from a spread never taken below one test set's SE, clipped to the "
     "possible 0–100 % (– with one seed). One test set's SE: the binomial "
     "standard error sqrt(p(1 - p) / n_test) that a single run's test set alone implies, at the mean p. "
-    "Best val accuracy: each run's best epoch, averaged over seeds. Train time per run: the training part "
+    "Best val accuracy: each run's best epoch, averaged over seeds. Training time per run: the training part "
     "of every epoch, first-epoch compilation included, evaluation excluded; images/s leaves out the first "
     "epoch, which compiles (– for a 1-epoch run)."
 )

@@ -32,7 +32,7 @@ import yaml
 
 from keras_cifar.config import Config, RunSpec
 from keras_cifar.console import count, duration
-from keras_cifar.errors import RunFolderError
+from keras_cifar.errors import OtherConfigError, RunFolderError
 from keras_cifar.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json
 from keras_cifar.locks import Lock
 from keras_cifar.record import FINISHED, HISTORY_COLUMNS, Epoch, RunRecord
@@ -334,7 +334,7 @@ def decide(out_root: Path | str, spec: RunSpec, data_source: str, restart: bool 
     if (folder.path / "config.yaml").exists():
         diffs = diff_keys(folder.identity(), identity(spec.config, data_source))
         if diffs:
-            raise RunFolderError(
+            raise OtherConfigError(
                 f"{folder.path} already holds a run with a different config (differs in "
                 f"{', '.join(diffs)}); use another --out or delete that folder"
             )
@@ -403,8 +403,18 @@ def plan(runs: list[RunSpec], decisions: list[Decision], out_root: Path | str, d
             f"{count(epochs, 'epoch')}, batch {c.data.batch_size}, "
             + (f"about {duration(estimate)}" if known else "no timing yet at this scale")
         )
-    lines.append(f"estimated total: {duration(total)}" + (f" + {count(unknown, 'run')} not yet timed" if unknown else ""))
+    lines.append(f"estimated total: {_total(total, unknown)}")
     return lines
+
+
+def _total(seconds: float, untimed: int) -> str:
+    """The plan's total: runs at a scale nothing has been timed at yet make it unknown (or a lower bound)
+    until their first epoch, after which the sweep's ETA says."""
+    if not untimed:
+        return duration(seconds)
+    if not seconds:
+        return "unknown until the first epoch (nothing timed yet at this scale)"
+    return f"at least {duration(seconds)}, plus {count(untimed, 'run')} at a scale not timed yet (known after the first epoch)"
 
 
 def _scale(config: Config) -> tuple[int, int | None]:

@@ -281,18 +281,17 @@ def read_images(files):
     return stacked, ok, errors
 
 
-def predict(classifier, files, top_k=3):
-    """([{"file", "top": [{"class", "probability"}]}], [{"file", "error"}]) for image files."""
-    images, ok, errors = read_images(files)
+def predict(classifier, images, files, top_k=3):
+    """[{"file", "top": [{"class", "probability"}]}] for `images` as read_images read them from `files`."""
     probs = np.exp(_log_softmax(classifier.logits(images)))
     top_k = min(top_k, probs.shape[1])
     results = []
-    for f, p in zip(ok, probs):
+    for f, p in zip(files, probs):
         best = np.argsort(-p)[:top_k]
         results.append(
             {"file": str(f), "top": [{"class": classifier.class_names[i], "probability": float(p[i])} for i in best]}
         )
-    return results, [{"file": str(f), "error": msg} for f, msg in errors]
+    return results
 
 
 def prediction_table(results):

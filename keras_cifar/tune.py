@@ -326,8 +326,9 @@ def run_search(search, cifar, out_root="runs", final=False):
     best = trials.write_results(folder, search, tuner.oracle.trials)
     say((folder / "trials.md").read_text())
     if best is None:
-        say("no trial completed; see the messages in trials.md")
+        say(f"no trial completed; see the messages in {folder / 'trials.md'}")
         return None
+    say(f"wrote {folder}/: trials.csv, trials.md, objective.png, best.yaml (trial {best}, a recipe `keras-cifar run` trains)")
     if final:
         say(f"final: retraining trial {best} from best.yaml, with test evaluation")
         results = run_sweep(cfg.sweep(cfg.load_recipe(folder / "best.yaml")), cifar, out_root)

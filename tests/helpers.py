@@ -242,14 +242,24 @@ class Command:
         return self.finish(60)
 
 
+def lacking(tmp_path, *modules):
+    """The environment of a subprocess in which `modules` cannot be imported, as in a venv without them: a
+    sitecustomize.py on PYTHONPATH sets them to None in sys.modules (importlib.util.find_spec then finds
+    nothing, and `import` fails)."""
+    folder = tmp_path / "lacking"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
 def keras_cifar(*args, timeout=540, cwd=None):
     """Run the installed `keras-cifar ARGS` to its end; returns (exit code, output)."""
     command = Command(*args, cwd=cwd)
     return command.finish(timeout), command.output
 
 
-def keras_cifar_each(commands, lanes=2):
-    """Run several `keras-cifar` commands, `lanes` at a time (each is mostly single-threaded compilation
-    on a 2-core machine); returns [(exit code, output)] in order."""
+def keras_cifar_each(commands, lanes=2, cwd=None):
+    """Run several `keras-cifar` commands in `cwd`, `lanes` at a time (each is mostly single-threaded
+    compilation on a 2-core machine); returns [(exit code, output)] in order."""
     with ThreadPoolExecutor(lanes) as pool:
-        return list(pool.map(lambda args: keras_cifar(*args), commands))
+        return list(pool.map(lambda args: keras_cifar(*args, cwd=cwd), commands))

@@ -1,6 +1,6 @@
 """The command line's contract: mistakes are one-line errors with exit code 2, found before Keras is
-imported; a wrong backend is named with its fix. (That TensorFlow starts without its log lines is
-checked in test_cluster.py, on commands run as a user runs them.)"""
+imported; a wrong backend is named with its fix; the command list of --help is whole. (That TensorFlow
+starts without its log lines is checked in test_cluster.py, on commands run as a user runs them.)"""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import pytest
 from keras_cifar import backend
 from keras_cifar.config import Config
 from keras_cifar.errors import BackendError
-from tests.helpers import REPO, tiny_recipe
+from tests.helpers import REPO, Command, lacking, tiny_recipe
 
 
 def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
@@ -49,6 +49,55 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
     for (args, message), result, imported in zip(cases, lines[::2], lines[1::2]):
         assert result.startswith("2 ") and message in result, (args, result)
         assert imported == "imported: []", (args, imported)
+
+
+def test_mistakes_as_users_make_them_are_one_line_before_keras_is_imported(tmp_path):
+    """The installed `keras-cifar`, with Python's import log on (PYTHONPROFILEIMPORTTIME): each mistake is
+    one line on stderr with exit code 2 while no module of Keras or a backend has been imported."""
+    recipe = tiny_recipe(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")  # a model folder, as far as can be told before loading
+    cases = [
+        ([recipe, "--set", "model.activation=rleu"], {}, "model.activation: 'rleu' is not allowed; use relu, tanh"),
+        (["predict", tmp_path / "run", tmp_path / "notes.txt"], {}, "notes.txt: not a readable image"),
+        (
+            [recipe, "--dry-run"],
+            {"KERAS_CIFAR_DATA": "missing.tar.gz"},
+            f"KERAS_CIFAR_DATA=missing.tar.gz: {tmp_path / 'missing.tar.gz'}: no such file or folder",
+        ),
+        (
+            [recipe, "--data", tmp_path / "notes.txt"],
+            {},
+            f"{tmp_path / 'notes.txt'}: not a folder or a .tar(.gz) archive; --data accepts a CIFAR-10 copy "
+            "(binary / python / images), a TFDS data dir or synthetic[:N] (docs/recipes.md#data)",
+        ),
+        (["bench", "--backends", "jax"], lacking(tmp_path, "jax"), "--backends=jax, but jax is not installed"),
+    ]
+    for args, env, message in cases:
+        args = ["run", "--out", tmp_path / "out", *args] if args[0] == recipe else args
+        command = Command(*args, env={"PYTHONPROFILEIMPORTTIME": "1", **env}, cwd=tmp_path)
+        code = command.finish(120)
+        imported = [line.rpartition("|")[2].strip() for line in command.lines if line.startswith("import time:")]
+        said = [line for line in command.lines if not line.startswith("import time:")]
+        assert code == 2 and len(said) == 1 and said[0].startswith("Error: ") and message in said[0], (args, said)
+        assert not {m.split(".")[0] for m in imported} & {"keras", "tensorflow", "jax", "torch"}, args
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_command_has_a_first_line_that_fits_the_command_list():
+    """`keras-cifar --help` in an 80-column terminal lists each command with its whole first line (click
+    cuts a longer one to '...'), and so does `keras-cifar recipes --help` for its subcommand."""
+    from keras_cifar.cli import main
+
+    for args, group in (([], main), (["recipes"], main.commands["recipes"])):
+        command = Command(*args, "--help", env={"COLUMNS": "80"})
+        assert command.finish(60) == 0, command.output
+        listed = command.lines[command.lines.index("Commands:") + 1 :]
+        shown = dict(line.split(maxsplit=1) for line in listed if line.strip())
+        assert shown == {name: " ".join(cmd.help.partition("\n\n")[0].split()) for name, cmd in group.commands.items()}, (
+            command.output
+        )
 
 
 def test_unknown_or_missing_backend_is_one_line_with_the_fix(tmp_path, cli, monkeypatch):

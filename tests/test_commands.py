@@ -4,6 +4,9 @@ commands' work on each backend is tested in-process (test_serving.py, test_lands
 and bench starts a process per backend itself."""
 
 import json
+import shlex
+import shutil
+import signal
 import tarfile
 
 import keras
@@ -16,7 +19,7 @@ from keras_cifar.config import SHIPPED_RECIPES
 from keras_cifar.record import DataSizes, Epoch, RunRecord
 from keras_cifar.runs import RunFolder
 from keras_cifar.train import compile_model
-from tests.helpers import WIDTH, keras_cifar, keras_cifar_each, make_run
+from tests.helpers import WIDTH, Command, keras_cifar, keras_cifar_each, lacking, make_run, write_jpeg_tree
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def test_export_predict_evaluate_and_landscape(untrained_run, tmp_path, jpeg_tre
     (p_code, predicted), (e_code, evaluated), (l_code, landscape) = keras_cifar_each(
         [
             ["predict", tmp_path / "export", *images, "--json"],
-            ["evaluate", tmp_path / "export", "--data", jpeg_tree[0], "--json", "--figure", tmp_path / "cm.png"],
+            ["evaluate", untrained_run, "--json"],  # on the data the run recorded, its figure beside it
             [
                 "landscape",
                 untrained_run,
@@ -55,7 +58,8 @@ def test_export_predict_evaluate_and_landscape(untrained_run, tmp_path, jpeg_tre
                 "--out",
                 tmp_path / "landscape",
             ],
-        ]
+        ],
+        cwd=tmp_path,
     )
     assert p_code == 1, predicted  # one file could not be read: named, the others predicted
     result = json.loads(predicted[predicted.index("{") : predicted.rindex("}") + 1])
@@ -64,8 +68,9 @@ def test_export_predict_evaluate_and_landscape(untrained_run, tmp_path, jpeg_tre
     assert f"error: {images[2]}: not a readable image" in predicted
     assert e_code == 0, evaluated
     scores = json.loads(evaluated.splitlines()[-1])
-    assert scores["images"] == 80 and 0 <= scores["accuracy"] <= 1 and len(scores["confusion"]) == 10
-    assert (tmp_path / "cm.png").stat().st_size > 10_000
+    assert scores["data"] == "synthetic:100" and scores["images"] == 10 and len(scores["confusion"]) == 10
+    assert scores["figure"] == str(untrained_run / "confusion_matrix.png") and not (tmp_path / "confusion_matrix.png").exists()
+    assert (untrained_run / "confusion_matrix.png").stat().st_size > 10_000
     assert l_code == 0, landscape
     (landscape_run,) = json.loads((tmp_path / "landscape" / "landscape_1d.json").read_text())["runs"]
     assert landscape_run["non_finite_points"] == 0
@@ -98,7 +103,9 @@ def test_tune(tmp_path, jpeg_tree):
     code, output = keras_cifar("tune", recipe, "--data", jpeg_tree[0], "--subset", "64", "--out", tmp_path / "out")
     assert code == 0, output
     assert "trial 1 completed: val_accuracy" in output
-    assert (tmp_path / "out" / "search" / "search" / "best.yaml").is_file()
+    folder = tmp_path / "out" / "search" / "search"
+    assert f"wrote {folder}/: trials.csv, trials.md, objective.png, best.yaml (trial " in output  # where it is
+    assert (folder / "best.yaml").is_file()
 
 
 def test_bench(tmp_path):
@@ -125,6 +132,37 @@ def test_bench(tmp_path):
     assert all(r["status"] == "completed" and r["epoch_seconds"] > 0 for r in record["results"])
     assert record["reference"]["modes"]["fp32"]["epoch_seconds"] > 0
     assert "| keras-cifar torch fp32 | cpu (" in output and "| PyTorch reference fp32 | cpu |" in output
+
+
+def test_bench_by_default_compares_the_installed_backends(tmp_path):
+    """In a venv without JAX, `bench` skips it and says so (and that --backends chooses), then benches the
+    others; the first decode of the data says that it takes a while, once. Stopped once that is seen."""
+    data, _ = write_jpeg_tree(tmp_path / "tree.tar.gz", 2, 2)
+    env = {**lacking(tmp_path, "jax"), "KERAS_CIFAR_CACHE": str(tmp_path / "cache")}
+    command = Command("bench", "--data", data, "--epochs", "2", env=env, program=[shutil.which("keras-cifar")])
+    command.wait_for(rf"^decoding {data} once into {tmp_path / 'cache'}/")
+    assert command.signal_all(signal.SIGKILL) == -signal.SIGKILL
+    assert command.lines[:3] == [
+        "bench: jax not installed, skipped (--backends chooses the backends)",
+        "",
+        "bench 1/2: tensorflow fp32",
+    ], command.output
+
+
+def test_a_folder_of_another_config_is_refused_with_the_command_that_keeps_both(tmp_path):
+    """A tiny run, then the README's `--quick` into the same OUT: refused (the folder keeps its results), with
+    the same command and a free --out; that command plans its runs, whose time is unknown until an epoch."""
+    make_run(tmp_path / "runs", "bn", "bn", 0, 0.5)
+    code, refused = keras_cifar("run", "bn", "--quick", "--dry-run", "--data", "synthetic:100", "--out", tmp_path / "runs")
+    assert code == 2 and "bn/bn/seed0 already holds a run with a different config" in refused, refused
+    suggested = refused.rpartition("Another --out keeps both: ")[2]
+    assert suggested == f"keras-cifar run bn --quick --dry-run --data synthetic:100 --out {tmp_path / 'runs'}-2"
+    code, planned = keras_cifar(*shlex.split(suggested)[1:])
+    assert code == 0 and planned.splitlines() == [
+        "bn/bn/seed0: new, width 16, 10 epochs, batch 128, no timing yet at this scale",
+        "bn/no_bn/seed0: new, width 16, 10 epochs, batch 128, no timing yet at this scale",
+        "estimated total: unknown until the first epoch (nothing timed yet at this scale)",
+    ], planned
 
 
 def test_recipes_version_and_shipped_recipes_by_name(tmp_path):

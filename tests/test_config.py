@@ -19,6 +19,23 @@ def test_precedence_defaults_base_variant_command_line(tmp_path):
     assert runs[1].config.train.seeds == (2,)  # each run names its own seed
 
 
+def test_activations_are_the_keras_activations_a_network_can_use():
+    """config.ACTIVATIONS, which model.activation is checked against without importing Keras, is exactly
+    the set of names keras.activations.get accepts whose function takes a tensor alone and keeps its
+    shape: a Keras that adds or drops one fails here, so the list cannot go stale."""
+    import keras
+
+    x = keras.ops.ones((2, 4))
+    usable = set()
+    for name in dir(keras.activations):
+        try:
+            if keras.activations.get(name)(x).shape == x.shape:
+                usable.add(name)
+        except (ValueError, TypeError):  # not an activation (get, serialize), or one that needs more arguments
+            pass
+    assert usable == set(cfg.ACTIVATIONS) and len(cfg.ACTIVATIONS) == len(usable)
+
+
 def test_every_shipped_recipe_is_valid_and_matches_the_report_variants():
     expected = {
         "baseline": ["baseline"],
@@ -123,7 +140,7 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
         "estimated total",
     ]
     assert "tiny/a/seed0: new, width 8, 1 epoch, batch 32, no timing yet at this scale" in result.output
-    assert "estimated total: 0m00s + 4 runs not yet timed" in result.output
+    assert "estimated total: unknown until the first epoch (nothing timed yet at this scale)" in result.output
     assert not (tmp_path / "out").exists()
 
 

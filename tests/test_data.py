@@ -173,9 +173,12 @@ def test_real_cifar10_copy():
     assert 100 < got.x_train.mean() < 140  # natural pictures (CIFAR-10's mean is about 121), not blank
 
 
-def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path):
+def test_second_load_comes_from_the_cache(jpeg_tree, tmp_path, capsys):
     jpeg_slice = jpeg_tree[0]
     first = data.load(jpeg_slice, cache_dir=tmp_path)
+    assert capsys.readouterr().err.startswith(f"decoding {jpeg_slice} once into {tmp_path}/")  # the wait is said
+    data.load(jpeg_slice, cache_dir=tmp_path)
+    assert capsys.readouterr().err == ""  # once
     cached = list(tmp_path.glob("*.npz"))
     assert len(cached) == 1
     whole = cached[0].read_bytes()
@@ -200,7 +203,7 @@ def test_a_folders_cache_follows_a_file_replaced_deep_inside(tmp_path):
 @pytest.mark.parametrize(
     "content, message", [(b"not a tar at all", "not a folder or a .tar(.gz) archive"), (None, "no CIFAR-10 copy found in it")]
 )
-def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message):
+def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message, capsys):
     path = tmp_path / "data.tar.gz"
     if content is None:
         with tarfile.open(path, "w:gz") as tar:
@@ -212,6 +215,7 @@ def test_corrupt_or_unrecognised_data_is_named(tmp_path, content, message):
     with pytest.raises(data.DataError) as err:
         data.load(path)
     assert str(path) in str(err.value) and message in str(err.value) and "--data accepts" in str(err.value)
+    assert capsys.readouterr().err == ""  # no decoding was started: the error is the one line
 
 
 def test_missing_path_and_broken_image(tmp_path):

@@ -28,6 +28,9 @@ def _metrics(run_dir):
 def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
     assert trained.exit_code == 0, trained.output
     assert "ETA" in trained.output and "test acc" in trained.output and "3 runs, 12 epochs" in trained.output
+    lines = trained.output.splitlines()  # the sweep's table and the report's name their times apart
+    assert next(line for line in lines if line.startswith("variant ")).split()[-3:] == ["training", "wall", "time"]
+    assert "| status | training time per run | images/s |" in trained.output
     for variant, epochs in (("a", 8), ("bf16", 2)):
         folder = RunFolder(trained.out / "tiny" / variant / "seed0")
         ident, source, config = folder.read_config()
@@ -203,7 +206,7 @@ def test_dry_run_says_what_is_done_and_estimates_the_rest(trained, tmp_path, cli
     assert lines[0] == "tiny/a/seed0: already completed"
     assert re.fullmatch(r"tiny/a/seed1: new, width 8, 8 epochs, batch 32, about \d+m\d\ds", lines[1])  # timed by seed 0
     assert lines[2] == "tiny/boom/seed0: already diverged"
-    assert re.match(r"estimated total: \d+m\d\ds", lines[4])
+    assert re.fullmatch(r"estimated total: at least \d+m\d\ds, plus 1 run at a scale not timed yet \(.*\)", lines[4])
     result = cli(*args, "--data", tmp_path / "missing.tar.gz")  # refused as the real run would
     assert result.exit_code == 2 and "missing.tar.gz: no such file or folder" in result.output
 
