@@ -95,7 +95,7 @@ kill "$watcher" 2>/dev/null
 # 2. the same with train.deterministic
 bench "$(within 150)" bench-deterministic.json --set train.deterministic=true || failed "deterministic bench"
 for f in bench bench-deterministic; do
-  [ -f "$OUT/$f.json" ] && python3 -c "import json, sys; from keras_cifar.bench import table; \
+  [ -f "$OUT/$f.json" ] && python3 -c "import json, sys; from keras_cifar.tools.bench import table; \
 print(sys.argv[2]); print(); print(table(json.load(open(sys.argv[1])))); print()" "$OUT/$f.json" "$f.json" >> "$OUT/bench.md"
 done
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
@@ -121,8 +121,9 @@ cli "$(within 25)" run recipes/baseline.yaml --data "$DATA" --out "$OUT/runs" --
   --set train.mixed_precision=auto --set data.pipeline=numpy "${SCALE[@]}" || failed run
 timeout 20 python3 - "$OUT/runs/baseline/baseline/seed0" <<'PY' || failed "the count of steps"
 import json, pathlib, sys
-from keras_cifar import backend, custom_objects
-from keras_cifar.runs import RunFolder
+from keras_cifar.core import backend
+from keras_cifar.nn import custom_objects
+from keras_cifar.training.runs import RunFolder
 backend.start()
 folder = RunFolder(sys.argv[1])
 file = folder.model_file if folder.model_file.is_file() else folder.checkpoint()[0]

@@ -11,9 +11,10 @@ import sys
 
 FIT_ONE_BATCH = """
 import numpy as np
-from keras_cifar import backend, config
+from keras_cifar.core import backend
+from keras_cifar import config as config
 keras = backend.start()
-from keras_cifar.train import compile_model
+from keras_cifar.training.train import compile_model
 cfg = config.Config.from_dict({"model": {"width": 8}})
 model = compile_model(cfg, steps_per_epoch=1)
 x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)

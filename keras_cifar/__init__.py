@@ -11,11 +11,11 @@ __version__ = "0.2.0"
 def __getattr__(name):
     """Import Keras only when the model builder or loader is used, so that `--help`, config and reports start fast."""
     if name == "build_resnet18":
-        from keras_cifar.models import build_resnet18
+        from keras_cifar.nn.resnet import build_resnet18
 
         return build_resnet18
     if name == "load_model":  # a .keras file of ours, with the custom objects registered, safe_mode on
-        from keras_cifar.serving import load_keras
+        from keras_cifar.tools.serving import load_keras
 
         return load_keras
     raise AttributeError(f"module 'keras_cifar' has no attribute {name!r}")

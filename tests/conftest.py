@@ -76,7 +76,7 @@ def trained(tmp_path_factory, jpeg_tree):
     `stops` holds, per stop, the signal, exit code and output, and the history rows and newest
     checkpoint of `a` right after it; `output` and `exit_code` are the last command's. `straight` is
     the folder of `a` trained again by the same command without a stop, into another OUT."""
-    from keras_cifar.runs import RunFolder
+    from keras_cifar.training.runs import RunFolder
 
     tmp = tmp_path_factory.mktemp("trained")
     spe = ", steps_per_execution: 8, jit_compile: true" if keras.backend.backend() != "torch" else ""
@@ -138,7 +138,7 @@ def full_disk(tmp_path, monkeypatch):
         yield folder, lambda: subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
         subprocess.run(["umount", "-l", str(folder)], check=False)
         return
-    from keras_cifar import files
+    from keras_cifar.core import files
 
     replace = files.os.replace
 

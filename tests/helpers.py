@@ -17,10 +17,10 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_cifar import data
 from keras_cifar.config import Config, RunSpec
-from keras_cifar.record import DataSizes, Epoch, RunRecord
-from keras_cifar.runs import RunFolder
+from keras_cifar.core.record import DataSizes, Epoch, RunRecord
+from keras_cifar.data import sources as data
+from keras_cifar.training.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 8  # the narrowest test model: PyTorch's CPU convolution hangs on AVX2-only CPUs with 4 channels
@@ -133,8 +133,8 @@ def make_run(
 def tiny_compile_model(config, steps_per_epoch):
     """A stand-in for train.compile_model in tests of orchestration (tuner bookkeeping, resume,
     distribution): the config's optimizer, schedule and loss on a model of a few hundred weights."""
-    from keras_cifar.losses import get_loss
-    from keras_cifar.optim import make_optimizer
+    from keras_cifar.nn.losses import get_loss
+    from keras_cifar.nn.optim import make_optimizer
 
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -162,8 +162,8 @@ def tune_with_tiny_model(args):
     (the distributed search: a chief and workers). Returns the exit code."""
     from keras_tuner.src.distribute import oracle_chief
 
-    from keras_cifar import tune
     from keras_cifar.cli import main
+    from keras_cifar.tools import tune
 
     tune.compile_model = tiny_compile_model
     # A chief polls every 20 s for trials still running when the search ends; 0.5 s keeps a test short.

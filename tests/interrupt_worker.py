@@ -26,7 +26,7 @@ import threading
 def _register_tiny_network():
     import keras
 
-    from keras_cifar.networks import MODELS
+    from keras_cifar.nn.networks import MODELS
 
     @MODELS.add("tiny_cnn", "two convolutions: the signal test's network")
     def tiny_cnn(model, num_classes):
@@ -47,7 +47,7 @@ class Windows:
     def __init__(self, rng):
         import keras
 
-        from keras_cifar import runs, train
+        from keras_cifar.training import runs, train
 
         self.rng, self.signum, self.window, self.timers = rng, None, None, []
         self.patch(train.Recorder, "on_train_begin", self._compile)  # a timer that fires while the first step compiles
@@ -135,7 +135,7 @@ def main():
         signal.signal(s, signal.SIG_IGN)
     import jax  # noqa: F401  (installed, as the test extra has it: its garbage-collection callback is there too)
 
-    from keras_cifar import backend
+    from keras_cifar.core import backend
 
     backend.start()
     _register_tiny_network()

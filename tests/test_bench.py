@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from keras_cifar import bench
-from keras_cifar.errors import BackendError, ConfigError
+from keras_cifar.core.errors import BackendError, ConfigError
+from keras_cifar.tools import bench
 from tests.helpers import REPO
 
 

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from keras_cifar import backend
 from keras_cifar.config import Config
-from keras_cifar.errors import BackendError
+from keras_cifar.core import backend
+from keras_cifar.core.errors import BackendError
 from tests.helpers import REPO, Command, lacking, tiny_recipe
 
 

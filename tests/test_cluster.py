@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from keras_cifar import locks
-from keras_cifar.cluster import parse_shard, task_identity
-from keras_cifar.errors import ConfigError
-from keras_cifar.runs import RunFolder
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.training import locks
+from keras_cifar.training.cluster import parse_shard, task_identity
+from keras_cifar.training.runs import RunFolder
 from tests.helpers import REPO, Command, tiny_recipe
 
 pytestmark = pytest.mark.cluster
@@ -27,8 +27,10 @@ pytestmark = pytest.mark.cluster
 # What both data-parallel tests' scripts start with: the width-8 model in float64, 64 images, two steps' data.
 TWO_STEPS = textwrap.dedent("""
     import keras, numpy as np
-    from keras_cifar import backend, cluster, config
-    from keras_cifar.train import compile_model
+    from keras_cifar.core import backend
+    from keras_cifar.training import cluster
+    from keras_cifar import config as config
+    from keras_cifar.training.train import compile_model
     backend.precision = lambda config: "float64"  # the model's dtype policy (float32 rounds to ~1e-4 here)
     width8 = config.Config.from_dict({"model": {"width": 8}})
     rng = np.random.default_rng(0)
@@ -411,7 +413,7 @@ def test_an_unreachable_coordinator_fails_in_bounded_time(tmp_path, cli):
 def test_auto_distribution_splits_a_batch_only_when_each_device_gets_enough(
     wanted, devices, platform, batch, processes, parallel
 ):
-    from keras_cifar.cluster import data_parallel
+    from keras_cifar.training.cluster import data_parallel
 
     assert data_parallel(wanted, devices, platform, batch, processes) is parallel
 

@@ -13,12 +13,14 @@ import keras
 import pytest
 import yaml
 
-from keras_cifar import __version__, config, tracking
-from keras_cifar.compare import claims_table
+from keras_cifar import __version__
+from keras_cifar import config as config
 from keras_cifar.config import SHIPPED_RECIPES
-from keras_cifar.record import DataSizes, Epoch, RunRecord
-from keras_cifar.runs import RunFolder
-from keras_cifar.train import compile_model
+from keras_cifar.core.record import DataSizes, Epoch, RunRecord
+from keras_cifar.study.compare import claims_table
+from keras_cifar.training import tracking
+from keras_cifar.training.runs import RunFolder
+from keras_cifar.training.train import compile_model
 from tests.helpers import WIDTH, Command, keras_cifar, keras_cifar_each, lacking, make_run, write_jpeg_tree
 
 

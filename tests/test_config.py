@@ -3,6 +3,7 @@
 import pytest
 
 from keras_cifar import config as cfg
+from keras_cifar.core.errors import ConfigError
 from tests.helpers import REPO, tiny_recipe
 
 
@@ -83,7 +84,7 @@ def test_yaml_float_written_without_dot_is_read_as_a_number(tmp_path):
 def test_bad_values_name_file_key_and_allowed(tmp_path, base, variants, message):
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nbase:\n" + (base or "  {}\n") + "variants:\n" + variants)
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         cfg.load_recipe(path)
     assert str(path) in str(err.value) and message in str(err.value)
 
@@ -91,22 +92,22 @@ def test_bad_values_name_file_key_and_allowed(tmp_path, base, variants, message)
 def test_malformed_yaml_names_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: broken\nbase:\n  model: {width: 4\nvariants: {a: {}}\n")
-    with pytest.raises(cfg.ConfigError, match=r"broken.yaml: malformed YAML at line \d+"):
+    with pytest.raises(ConfigError, match=r"broken.yaml: malformed YAML at line \d+"):
         cfg.load_recipe(path)
 
 
 def test_unknown_top_level_key_and_missing_file(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: r\nvariant: {a: {}}\n")
-    with pytest.raises(cfg.ConfigError, match="unknown top-level key 'variant'; allowed: name, description"):
+    with pytest.raises(ConfigError, match="unknown top-level key 'variant'; allowed: name, description"):
         cfg.load_recipe(path)
-    with pytest.raises(cfg.ConfigError, match="nope.yaml: cannot read recipe"):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read recipe"):
         cfg.load_recipe(tmp_path / "nope.yaml")
 
 
 def test_unknown_variant_lists_the_recipe_variants(tmp_path):
     recipe = cfg.load_recipe(tiny_recipe(tmp_path, "  a: {}\n  b: {}\n"))
-    with pytest.raises(cfg.ConfigError, match="unknown variant c; this recipe has a, b"):
+    with pytest.raises(ConfigError, match="unknown variant c; this recipe has a, b"):
         cfg.sweep(recipe, variants=["c"])
 
 
@@ -115,9 +116,9 @@ def test_set_values_are_typed_and_validated():
         "model": {"width": 16, "batch_norm": False},
         "train": {"seeds": [0, 1]},
     }
-    with pytest.raises(cfg.ConfigError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
         cfg.parse_sets(["model.width"])
-    with pytest.raises(cfg.ConfigError, match="command line: unknown key 'optimizer.lr'"):
+    with pytest.raises(ConfigError, match="command line: unknown key 'optimizer.lr'"):
         cfg.merge(cfg.defaults(), cfg.parse_sets(["optimizer.lr=0.1"]), "command line")
 
 
@@ -157,13 +158,13 @@ def test_dry_run_lists_runs_without_training(tmp_path, cli):
 def test_bad_report_sections_name_file_and_key(tmp_path, section, message):
     path = tmp_path / "r.yaml"
     path.write_text(f"name: r\n{section}\nvariants: {{a: {{}}, b: {{}}}}\n")
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         cfg.load_recipe(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
 def test_shipped_recipes_carry_the_reports_claims_and_the_readme_shows_them():
-    from keras_cifar.compare import claims_table
+    from keras_cifar.study.compare import claims_table
 
     claim = cfg.load_recipe(REPO / "recipes" / "activation.yaml").claim
     assert claim.order == ("relu", "tanh", "sigmoid") and claim.accuracy["tanh"] == 92.37 and claim.figure == 6

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_cifar import data
-from keras_cifar.errors import DataError
+from keras_cifar.core.errors import DataError
+from keras_cifar.data import sources as data
 from tests.conftest import REAL_DATA
 
 
@@ -138,7 +138,7 @@ def test_image_tree_under_a_cifar10_folder_is_not_a_tfds_data_dir(tmp_path):
 
 
 def test_16_bit_and_transparent_images_are_scaled_and_composited_alike_in_trees_and_predict(tmp_path):
-    from keras_cifar import serving
+    from keras_cifar.tools import serving
 
     ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
     half_red = np.zeros((32, 32, 4), np.uint8)

@@ -6,14 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar import data as data_lib
-from keras_cifar import landscape as ls
 from keras_cifar.config import load_recipe, sweep
-from keras_cifar.losses import get_loss
-from keras_cifar.models import build_classifier, build_resnet18
-from keras_cifar.record import RunRecord
-from keras_cifar.runs import RunFolder, completed_run
-from keras_cifar.train import compile_model
+from keras_cifar.core.record import RunRecord
+from keras_cifar.data import sources as data_lib
+from keras_cifar.nn.losses import get_loss
+from keras_cifar.nn.resnet import build_classifier, build_resnet18
+from keras_cifar.tools import landscape as ls
+from keras_cifar.training.runs import RunFolder, completed_run
+from keras_cifar.training.train import compile_model
 from tests.helpers import WIDTH, tiny_recipe
 
 
@@ -188,7 +188,7 @@ def test_figures_say_what_is_compared_with_labelled_log_scales(runs, tmp_path):
     """Figure text, read back from SVGs that keep their text as text."""
     import matplotlib
 
-    from keras_cifar import plots
+    from keras_cifar.study import plots
 
     coords = np.linspace(-1, 1, 5)
     loss = np.array([[3.0, 1.5, 1.0, 1.4, 2.9], [1.9, 1.6, 1.5, 1.6, 1.8]])

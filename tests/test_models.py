@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from keras_cifar import build_resnet18
-from keras_cifar.augment import CIFAR_MEAN, CIFAR_STD, Normalize, RandomCropFlip
-from keras_cifar.losses import MultiMarginLoss, get_loss
+from keras_cifar.data.augment import CIFAR_MEAN, CIFAR_STD, Normalize, RandomCropFlip
+from keras_cifar.nn.losses import MultiMarginLoss, get_loss
 from tests.helpers import WIDTH, as_numpy
 
 pytestmark = pytest.mark.backend

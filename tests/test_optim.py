@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from keras_cifar.config import Config
-from keras_cifar.custom_objects import SGD
-from keras_cifar.optim import make_optimizer, make_schedule
+from keras_cifar.nn.custom_objects import SGD
+from keras_cifar.nn.optim import make_optimizer, make_schedule
 from tests.helpers import as_numpy
 
 pytestmark = pytest.mark.backend

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar.pipelines import Feeder, epoch_order
+from keras_cifar.data.pipelines import Feeder, epoch_order
 from tests.helpers import as_numpy
 
 N, BATCH = 20, 8  # 3 training steps an epoch

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from keras_cifar import config as cfg
-from keras_cifar import data
-from keras_cifar.errors import ConfigError
-from keras_cifar.formats import FORMATS
-from keras_cifar.losses import LOSSES, get_loss
-from keras_cifar.optim import OPTIMIZERS, SCHEDULES, make_schedule
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.data import sources as data
+from keras_cifar.data.formats import FORMATS
+from keras_cifar.nn.losses import LOSSES, get_loss
+from keras_cifar.nn.optim import OPTIMIZERS, make_schedule
+from keras_cifar.nn.schedules import SCHEDULES
 from tests.helpers import REPO, as_numpy, tiny_recipe
 
 

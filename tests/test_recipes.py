@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from keras_cifar import config
-from keras_cifar.losses import LOSSES
-from keras_cifar.optim import OPTIMIZERS, SCHEDULES
+from keras_cifar import config as config
+from keras_cifar.nn.losses import LOSSES
+from keras_cifar.nn.optim import OPTIMIZERS
+from keras_cifar.nn.schedules import SCHEDULES
 from tests.helpers import REPO, WIDTH, keras_cifar_each
 
 pytestmark = pytest.mark.backend

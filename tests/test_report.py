@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from keras_cifar import claims, compare, plots, report, stats, tracking
-from keras_cifar.runs import RunFolder, find_recipes
+from keras_cifar.study import claims, compare, plots, report, stats
+from keras_cifar.training import tracking
+from keras_cifar.training.runs import RunFolder, find_recipes
 from tests.helpers import REPO, make_run, tiny_recipe
 
 
@@ -124,7 +125,7 @@ def test_cli_report_writes_every_recipe_into_out(bn_runs, tmp_path, cli):
 
 
 def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
-    from keras_cifar import train
+    from keras_cifar.training import train
 
     def fake_sweep(runs, cifar, out_root, restart):  # stands in for training
         for spec in runs:

@@ -10,7 +10,7 @@ widens intervals and stops sooner, so this is the procedure at its least careful
 
 import numpy as np
 
-from keras_cifar import stats
+from keras_cifar.study import stats
 
 SEED = 27
 TRIALS = 20_000

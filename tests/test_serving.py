@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from keras_cifar import config as cfg
-from keras_cifar import data as data_lib
-from keras_cifar import serving
-from keras_cifar.errors import ModelError
-from keras_cifar.networks import MODELS
-from keras_cifar.record import RunRecord
-from keras_cifar.registry import Entry
-from keras_cifar.runs import RunFolder
-from keras_cifar.train import compile_model
+from keras_cifar.core.errors import ModelError
+from keras_cifar.core.record import RunRecord
+from keras_cifar.core.registry import Entry
+from keras_cifar.data import sources as data_lib
+from keras_cifar.nn.networks import MODELS
+from keras_cifar.tools import serving
+from keras_cifar.training.runs import RunFolder
+from keras_cifar.training.train import compile_model
 from tests.helpers import WIDTH, as_numpy, tiny_network
 
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from keras_cifar import custom_objects
-from keras_cifar.record import HISTORY_COLUMNS
-from keras_cifar.runs import RunFolder
+from keras_cifar.core.record import HISTORY_COLUMNS
+from keras_cifar.nn import custom_objects
+from keras_cifar.training.runs import RunFolder
 from tests.helpers import REPO, Command, as_numpy, tiny_recipe
 
 SCORES = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]

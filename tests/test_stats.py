@@ -6,7 +6,7 @@ import math
 import pytest
 from scipy.stats import ttest_ind
 
-from keras_cifar import stats
+from keras_cifar.study import stats
 
 
 def test_describe_gives_the_t_interval_and_one_test_sets_binomial_error():

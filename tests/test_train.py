@@ -14,9 +14,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar import config, custom_objects, runs, train
-from keras_cifar.record import HISTORY_COLUMNS, DataSizes
-from keras_cifar.runs import RunFolder
+from keras_cifar import config as config
+from keras_cifar.core.record import HISTORY_COLUMNS, DataSizes
+from keras_cifar.nn import custom_objects
+from keras_cifar.training import runs, train
+from keras_cifar.training.runs import RunFolder
 from tests.helpers import as_numpy, make_run, tiny_compile_model, tiny_recipe
 
 
@@ -301,7 +303,7 @@ def test_a_run_is_decided_again_once_its_lock_is_taken(trained, tmp_path, capsys
     """The sweep decided to start bf16 anew; before it came to the run, another process trained its first
     epoch and was preempted. Once it holds the lock, the run reads its folder again and resumes from that
     checkpoint (the previous main deleted it and trained from epoch 0)."""
-    from keras_cifar import data as data_lib
+    from keras_cifar.data import sources as data_lib
 
     out = tmp_path / "out"
     source = data_lib.canonical_source(str(trained.data))

@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from keras_cifar import config as cfg
-from keras_cifar import data as data_lib
-from keras_cifar import trials, tune
-from keras_cifar.networks import MODELS
-from keras_cifar.registry import Entry
-from keras_cifar.runs import RunFolder
-from keras_cifar.train import run_sweep
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.core.registry import Entry
+from keras_cifar.data import sources as data_lib
+from keras_cifar.nn.networks import MODELS
+from keras_cifar.tools import trials, tune
+from keras_cifar.training.runs import RunFolder
+from keras_cifar.training.train import run_sweep
 from tests.helpers import REPO, tiny_compile_model, tiny_network, tiny_recipe
 
 TUNE = "tune:\n  max_trials: 3\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n"
@@ -115,7 +116,7 @@ def test_shipped_tune_recipe_searches_the_baseline():
 )
 def test_bad_tune_sections_name_file_and_key(tmp_path, section, message):
     path = tune_recipe(tmp_path, section + "\n")
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         cfg.load_recipe(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
@@ -136,7 +137,7 @@ def test_bad_command_line_and_options_are_one_line_errors(tmp_path, cli):
 
 def test_tune_needs_a_variant_when_the_recipe_has_several(tmp_path):
     path = tiny_recipe(tmp_path, variants="  a: {}\n  b: {model: {width: 16}}\n")
-    with pytest.raises(cfg.ConfigError, match="choose the one to tune with --variant"):
+    with pytest.raises(ConfigError, match="choose the one to tune with --variant"):
         cfg.search_of(cfg.load_recipe(path))
     assert cfg.search_of(cfg.load_recipe(path), variant="b").config.model.width == 16
 
@@ -175,12 +176,12 @@ def test_search_folder_refuses_a_different_search(tmp_path):
     tune.check_folder(folder, search_of(tmp_path), DATA)
     tune.check_folder(folder, search_of(tmp_path, sets=["tune.max_trials=9"]), DATA)  # extending is fine
     with pytest.raises(
-        cfg.ConfigError,
+        ConfigError,
         match=r"already holds a different search \(differs in model.width, "
         r"tune.space.batch_size\)",
     ):
         tune.check_folder(folder, search_of(tmp_path, sets=["model.width=16", "tune.space.batch_size=[8]"]), DATA)
-    with pytest.raises(cfg.ConfigError, match="differs in data_source"):
+    with pytest.raises(ConfigError, match="differs in data_source"):
         tune.check_folder(folder, search_of(tmp_path), "synthetic:300")
 
 

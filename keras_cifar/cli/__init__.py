@@ -14,15 +14,20 @@ from pathlib import Path
 
 import click
 
-from keras_cifar import __version__, backend, cli_models, options, signals
+from keras_cifar import __version__
 from keras_cifar import config as cfg
-from keras_cifar import data as data_lib
-from keras_cifar.console import say
-from keras_cifar.errors import KerasCifarError, OtherConfigError
-from keras_cifar.files import write_atomic, write_json
-from keras_cifar.losses import LOSSES
-from keras_cifar.networks import MODELS
-from keras_cifar.optim import OPTIMIZERS, SCHEDULES
+from keras_cifar.cli import models as cli_models
+from keras_cifar.cli import options
+from keras_cifar.core import backend
+from keras_cifar.core.console import say
+from keras_cifar.core.errors import KerasCifarError, OtherConfigError
+from keras_cifar.core.files import write_atomic, write_json
+from keras_cifar.data import sources as data_lib
+from keras_cifar.nn.losses import LOSSES
+from keras_cifar.nn.networks import MODELS
+from keras_cifar.nn.optim import OPTIMIZERS
+from keras_cifar.nn.schedules import SCHEDULES
+from keras_cifar.training import signals
 
 PLUGINS_HELP = (
     f"Plug-ins a recipe can name. model.name: {MODELS.help()}. loss: {LOSSES.help()}. "
@@ -245,8 +250,8 @@ def run(
     \b
         keras-cifar run recipes/bn.yaml --data cifar10-jpeg.tar.gz --set model.width=16 --epochs 10
     """
-    from keras_cifar import cluster as cluster_lib
-    from keras_cifar import tracking
+    from keras_cifar.training import cluster as cluster_lib
+    from keras_cifar.training import tracking
 
     tracking.check(track)
     loaded = cfg.load_recipes(recipes)
@@ -279,7 +284,7 @@ def run(
         for spec in runs:
             backend.check_settings(spec.config, spec.key)
     if dry_run:
-        from keras_cifar.runs import decide_all, plan
+        from keras_cifar.training.runs import decide_all, plan
 
         with _free_out_offered(out):
             lines = plan(runs, decide_all(runs, out, source, restart), out, source)  # refuses what the real run refuses
@@ -303,7 +308,7 @@ def run(
     def train(runs):
         """Train `runs` (here, in several processes for one run, or --parallel) and write the reports."""
         if parallel:
-            from keras_cifar import parallel as parallel_lib
+            from keras_cifar.training import parallel as parallel_lib
 
             common = [
                 "--data",
@@ -320,7 +325,7 @@ def run(
             results = parallel_lib.run_sweep(runs, parallel_lib.slots_of(parallel), out, source, command, restart)
         else:
             cifar = started()  # first: a bad --data or coordinator is reported before Keras is imported
-            from keras_cifar.train import run_sweep
+            from keras_cifar.training.train import run_sweep
 
             results = run_sweep(runs, cifar, out, restart)
         if not no_report and (parallel or cluster_lib.process()[0] == 0):
@@ -361,7 +366,7 @@ def _free_out_offered(out):
 
 def _check_plans(loaded, out, cap):
     """With --seeds auto: refuse a --max-seeds other than the cap a recipe's recorded plan started with."""
-    from keras_cifar.claims import PLAN, plan_of
+    from keras_cifar.study.claims import PLAN, plan_of
 
     for recipe in loaded:
         rule = plan_of(Path(out) / recipe.name)
@@ -376,9 +381,9 @@ def _check_plans(loaded, out, cap):
 def _record_plans(loaded, out, cap):
     """With --seeds auto: record the plan of each recipe that has none: a look at every number of seeds
     from those it will have after seeds 0 and 1 up to `cap` (none where that is the cap already)."""
-    from keras_cifar.claims import plan_of, record_plan
-    from keras_cifar.runs import recipe_runs
-    from keras_cifar.stats import Rule
+    from keras_cifar.study.claims import plan_of, record_plan
+    from keras_cifar.study.stats import Rule
+    from keras_cifar.training.runs import recipe_runs
 
     for recipe in loaded:
         folder = Path(out) / recipe.name
@@ -393,8 +398,8 @@ def _record_plans(loaded, out, cap):
 def _seeds_wanted(loaded, out):
     """With --seeds auto, after the seeds so far: [(recipe, its next seed)] for each recipe below its
     plan's cap that has a pair one more seed could help (claims.wants_seed), saying which."""
-    from keras_cifar.claims import by_mean, plan_of, wants_seed
-    from keras_cifar.report import load_variants, summarize
+    from keras_cifar.study.claims import by_mean, plan_of, wants_seed
+    from keras_cifar.study.report import load_variants, summarize
 
     wanted = []
     for recipe in loaded:
@@ -414,12 +419,12 @@ def _seeds_wanted(loaded, out):
 
 def _report_recipe(recipe_dir, out_dir=None, track=None):
     """Write one recipe's report and echo where it is and its table; log its runs where `track` says."""
-    from keras_cifar.report import markdown_table, write_report
+    from keras_cifar.study.report import markdown_table, write_report
 
     summary, _, paths = write_report(recipe_dir, out_dir)
     say(f"\n{summary['recipe']}: {paths[0]} (figures and summary.json beside it)\n{markdown_table(summary)}")
     if track:
-        from keras_cifar import tracking
+        from keras_cifar.training import tracking
 
         uri = tracking.store(Path(recipe_dir).parent)
         logged = tracking.log_recipe(recipe_dir, uri, Path(out_dir or recipe_dir))
@@ -444,8 +449,8 @@ def report(run_roots, out, track):
 
         keras-cifar report runs/bn
     """
-    from keras_cifar import tracking
-    from keras_cifar.runs import find_recipes
+    from keras_cifar.training import tracking
+    from keras_cifar.training.runs import find_recipes
 
     tracking.check(track)
     for recipe_dir in find_recipes(run_roots):
@@ -484,7 +489,7 @@ def compare(run_root, out, notes, recipes_dir):
 
         keras-cifar compare results/runs --out results/README.md --notes results/notes.md
     """
-    from keras_cifar.compare import write_page
+    from keras_cifar.study.compare import write_page
 
     out = out or str(Path(run_root) / "comparison.md")
     command = (
@@ -565,8 +570,8 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
         keras-cifar landscape results/runs/bn/bn/seed0 results/runs/bn/no_bn/seed0 \\
             --out results/landscapes/bn
     """
-    from keras_cifar.landscape import Settings
-    from keras_cifar.runs import completed_run
+    from keras_cifar.tools.landscape import Settings
+    from keras_cifar.training.runs import completed_run
 
     settings = Settings(dims, points, span, images, split, seed, batch_size, surface)
     settings.check(len(run_dirs), out)
@@ -574,7 +579,7 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
     if data_source:
         data_lib.canonical_source(data_source)
     backend.start()
-    from keras_cifar.landscape import run_landscape
+    from keras_cifar.tools.landscape import run_landscape
 
     for path in run_landscape(runs, settings, data_source=data_source, out=out):
         say(f"wrote {path}")
@@ -631,7 +636,7 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     backend.check_settings(search.config, f"{search.recipe}/{search.variant}")
     cifar = data_lib.load(data_source)
     backend.start(deterministic=search.config.train.deterministic)
-    from keras_cifar import tune as tune_lib
+    from keras_cifar.tools import tune as tune_lib
 
     try:
         with tune_lib.distributed(chief, worker), signals.interruptible():
@@ -695,7 +700,7 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
         keras-cifar bench recipes/baseline.yaml --backends tensorflow,jax,torch \\
             --set model.width=16 --subset 5000 --epochs 3 --reference
     """
-    from keras_cifar import bench as bench_lib
+    from keras_cifar.tools import bench as bench_lib
 
     recipe_obj = cfg.load_recipe(recipe or "baseline")
     spec = cfg.sweep(recipe_obj, _overrides(sets, {"data.subset": subset}), variants=[next(iter(recipe_obj.variants))])[0]
@@ -736,7 +741,7 @@ def recipes(ctx, names, into):
     \b
         keras-cifar recipes show bn > my_bn.yaml
     """
-    from keras_cifar.compare import claimed_recipes, claims_table
+    from keras_cifar.study.compare import claimed_recipes, claims_table
 
     if ctx.invoked_subcommand:
         return

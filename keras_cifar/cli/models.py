@@ -5,11 +5,12 @@ import sys
 
 import click
 
-from keras_cifar import backend, options
-from keras_cifar import data as data_lib
-from keras_cifar.console import count, say
-from keras_cifar.errors import DataError
-from keras_cifar.runs import RunFolder
+from keras_cifar.cli import options
+from keras_cifar.core import backend
+from keras_cifar.core.console import count, say
+from keras_cifar.core.errors import DataError
+from keras_cifar.data import sources as data_lib
+from keras_cifar.training.runs import RunFolder
 
 
 @click.command("export")
@@ -43,7 +44,7 @@ def export_cmd(run_dir, out, fmt):
 
         keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
     """
-    from keras_cifar import serving
+    from keras_cifar.tools import serving
 
     serving.exportable(run_dir)
     backend.start()
@@ -72,7 +73,7 @@ def predict_cmd(model, images, top_k, as_json):
     """
     import json
 
-    from keras_cifar import serving
+    from keras_cifar.tools import serving
 
     files = serving.image_files(images)
     if not files:
@@ -122,7 +123,8 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
     """
     import json
 
-    from keras_cifar import plots, serving
+    from keras_cifar.study import plots
+    from keras_cifar.tools import serving
 
     kind, where = serving.model_path(model)
     folder = where.parent if kind == "keras" else where  # the run folder, the .keras file's, or the export's

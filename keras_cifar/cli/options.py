@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from keras_cifar import data as data_lib
+from keras_cifar.data import sources as data_lib
 
 DATA_HELP = data_lib.source_help()
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]

@@ -1,14 +1,13 @@
-"""The typed config, recipe loading, overrides and sweeps.
+"""The typed config: the recipe schema.
 
 A run's resolved config is a ``Config``: frozen dataclasses, one per section, whose fields are the
 recipe schema (each field's Field says its kind, default and what is allowed). Code reads it as
 attributes (``config.model.width``); ``Config.from_dict`` validates a nested dict (a recipe's sections,
 a config.yaml) and ``to_dict`` gives one back for YAML.
 
-Precedence: built-in defaults < recipe ``base`` < recipe ``variants.<name>`` < command line.
-A recipe's optional ``tune`` section (TUNE_SCHEMA, SPACE) configures ``keras-cifar tune`` the same way;
-its optional ``report`` section is the report's claim about the experiment (claims.py).
-Every key is validated; an unknown key, a wrong type or a bad value raises ``ConfigError`` with a
+The values a key allows by name are the plug-ins that nn/ registers (networks, losses, optimizers,
+schedules), so the config stands above nn/ and below what trains and reports. Every key is validated;
+an unknown key, a wrong type or a bad value raises ``ConfigError`` with a
 one-line message that names the file and the key and says what is allowed.
 """
 
@@ -17,20 +16,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.nn.losses import LOSSES
+from keras_cifar.nn.networks import MODELS
+from keras_cifar.nn.optim import OPTIMIZERS
+from keras_cifar.nn.schedules import SCHEDULES
 
-from keras_cifar import claims
-from keras_cifar.claims import Claim
-from keras_cifar.cluster import DISTRIBUTIONS
-from keras_cifar.errors import ConfigError
-from keras_cifar.losses import LOSSES
-from keras_cifar.networks import MODELS
-from keras_cifar.optim import OPTIMIZERS, SCHEDULES
+DISTRIBUTIONS = ("auto", "none", "data_parallel")  # train.distribution (training/cluster.py)
 
 
 def _anything(v: Any) -> bool:
@@ -46,7 +43,7 @@ class Field:
     nullable: bool = False
 
 
-def _positive(v: Any) -> bool:
+def positive(v: Any) -> bool:
     return v > 0
 
 
@@ -86,7 +83,7 @@ def section(cls: type) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("str", "resnet18", lambda v: v in MODELS, MODELS)
-    width: int = setting("int", 64, _positive, "a positive integer (the report's Channel1; 64 is ResNet-18)")
+    width: int = setting("int", 64, positive, "a positive integer (the report's Channel1; 64 is ResNet-18)")
     batch_norm: bool = setting("bool", True)
     shortcut: bool = setting("bool", True)
     activation: str = setting(
@@ -99,11 +96,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    batch_size: int = setting("int", 128, _positive, "a positive integer")
+    batch_size: int = setting("int", 128, positive, "a positive integer")
     augment: bool = setting("bool", True)
-    subset: int | None = setting("int", None, _positive, "a positive number of training images, or null for all", True)
+    subset: int | None = setting("int", None, positive, "a positive number of training images, or null for all", True)
     eval_subset: int | None = setting(
-        "int", None, _positive, "a positive number of validation/test images each, or null for all", True
+        "int", None, positive, "a positive number of validation/test images each, or null for all", True
     )
     pipeline: str = setting("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES))
 
@@ -111,7 +108,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = setting("str", "sgd", lambda v: v in OPTIMIZERS, OPTIMIZERS)
-    learning_rate: float = setting("float", 0.1, _positive, "a positive number")
+    learning_rate: float = setting("float", 0.1, positive, "a positive number")
     momentum: float = setting("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)")
     nesterov: bool = setting("bool", False)
     weight_decay: float = setting("float", 5e-4, _non_negative, "a number >= 0")
@@ -121,16 +118,16 @@ class OptimizerConfig:
 class ScheduleConfig:
     name: str = setting("str", "cosine", lambda v: v in SCHEDULES, SCHEDULES)
     warmup_epochs: float = setting("float", 0.0, _non_negative, "a number of epochs >= 0")
-    restart_epochs: float = setting("float", 10.0, _positive, "a positive number of epochs (cosine_restarts)")
+    restart_epochs: float = setting("float", 10.0, positive, "a positive number of epochs (cosine_restarts)")
     step_epochs: tuple[int, ...] = setting(
         "int_list", [60, 120, 160], lambda v: all(e > 0 for e in v), "positive epochs (step)"
     )
-    gamma: float = setting("float", 0.2, _positive, "a positive factor (step)")
+    gamma: float = setting("float", 0.2, positive, "a positive factor (step)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = setting("int", 200, _positive, "a positive integer")
+    epochs: int = setting("int", 200, positive, "a positive integer")
     seeds: tuple[int, ...] = setting("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0")
     mixed_precision: str | bool = setting(
         "str_or_bool",
@@ -240,44 +237,6 @@ EXECUTION_KEYS = (
     ("train", "distribution"),
     ("train", "deterministic"),
 )
-RECIPE_KEYS = ("name", "description", "report", "base", "variants", "tune")
-
-# Selection uses the validation split only; the value is the direction KerasTuner optimizes.
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
-TUNERS = ("random", "bayesian", "hyperband")
-
-
-@dataclass(frozen=True)
-class Dim:
-    """A searchable hyperparameter: the config key it sets and how a {min, max} range is sampled
-    (None: choices only). ``default`` is its entry in the built-in search space (None: not tuned)."""
-
-    section: str
-    key: str
-    sampling: Any
-    default: Any = None
-
-
-SPACE = {
-    "learning_rate": Dim("optimizer", "learning_rate", "log", {"min": 0.01, "max": 0.3}),
-    "batch_size": Dim("data", "batch_size", None, [64, 128, 256]),
-    "momentum": Dim("optimizer", "momentum", "linear"),
-    "weight_decay": Dim("optimizer", "weight_decay", "log"),
-}
-TUNE_SCHEMA = {
-    "tuner": Field("str", "random", lambda v: v in TUNERS, " / ".join(TUNERS)),
-    "objective": Field(
-        "str",
-        "val_accuracy",
-        lambda v: v in OBJECTIVES,
-        " or ".join(OBJECTIVES) + " (the validation split; the test split is never used for selection)",
-    ),
-    "max_trials": Field("int", 10, _positive, "a positive integer (hyperband: also limited by its brackets)"),
-    "epochs": Field("int", 10, _positive, "a positive number of epochs per trial (hyperband: the most)"),
-    "executions_per_trial": Field("int", 1, _positive, "a positive integer (trainings per trial, seeds seed, seed+1, ...)"),
-    "seed": Field("int", 1, _positive, "a positive integer (KerasTuner treats 0 as unseeded)"),
-    "space": SPACE,  # merged by _merge_space
-}
 
 
 def defaults() -> dict[str, Any]:
@@ -300,7 +259,7 @@ KINDS = {  # a Field's kind: whether a value has it, and its name in errors
 }
 
 
-def _coerce(field: Field, value: Any, where: str) -> Any:
+def coerce(field: Field, value: Any, where: str) -> Any:
     """Return `value` converted to the field's type, or raise ConfigError naming `where`."""
     if value is None and field.nullable:
         return None
@@ -348,244 +307,7 @@ def merge(
         if key not in schema:
             raise ConfigError(f"{source}: unknown key '{full}'; allowed: {', '.join(schema)}")
         if isinstance(schema[key], Field):
-            out[key] = _coerce(schema[key], value, f"{source}: {full}")
+            out[key] = coerce(schema[key], value, f"{source}: {full}")
         else:
             out[key] = merge(out[key], value, source, full, schema[key])
     return out
-
-
-def tune_defaults() -> dict[str, Any]:
-    """The built-in ``tune`` section."""
-    out = {k: f.default for k, f in TUNE_SCHEMA.items() if isinstance(f, Field)}
-    out["space"] = {name: copy.deepcopy(d.default) for name, d in SPACE.items() if d.default is not None}
-    return out
-
-
-def merge_tune(tune: dict[str, Any], override: Any, source: str | Path) -> dict[str, Any]:
-    """Return the ``tune`` section `tune` updated by the partial `override`, validated.
-
-    ``space`` entries replace whole entries (a list of choices or a {min, max} range); ``null``
-    removes one from the search, so its value comes from the recipe's base."""
-    if not isinstance(override, dict):
-        raise ConfigError(f"{source}: 'tune' must be a mapping of keys, got {override!r}")
-    out = merge(tune, {k: v for k, v in override.items() if k != "space"}, source, "tune", TUNE_SCHEMA)
-    if "space" in override:
-        out["space"] = _merge_space(out["space"], override["space"], source)
-    return out
-
-
-def _merge_space(space: dict[str, Any], override: Any, source: str | Path) -> dict[str, Any]:
-    if not isinstance(override, dict):
-        raise ConfigError(
-            f"{source}: tune.space must map hyperparameters ({', '.join(SPACE)}) to a list of "
-            f"choices or a {{min, max}} range, got {override!r}"
-        )
-    out = copy.deepcopy(space)
-    for name, value in override.items():
-        if name not in SPACE:
-            raise ConfigError(f"{source}: unknown key 'tune.space.{name}'; allowed: {', '.join(SPACE)}")
-        if value is None:
-            out.pop(name, None)
-        else:
-            out[name] = _space_entry(SPACE[name], value, f"{source}: tune.space.{name}")
-    if not out:
-        raise ConfigError(f"{source}: tune.space is empty; search at least one of {', '.join(SPACE)}")
-    return out
-
-
-def _space_entry(dim: Dim, value: Any, where: str) -> Any:
-    """A list of distinct choices, or a {min, max} range; every value must be valid for the config key."""
-    field = SCHEMA[dim.section][dim.key]
-    if isinstance(value, list) and value:
-        choices = [_coerce(field, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        if len(set(choices)) < len(choices):
-            raise ConfigError(f"{where}: choices repeat in {choices}")
-        return choices
-    if isinstance(value, dict) and dim.sampling:
-        if set(value) != {"min", "max"}:
-            raise ConfigError(f"{where}: a range has exactly the keys min and max, got {', '.join(map(str, value))}")
-        low, high = (_coerce(field, value[k], f"{where}.{k}") for k in ("min", "max"))
-        if not low < high:
-            raise ConfigError(f"{where}: min ({low}) must be below max ({high})")
-        if dim.sampling == "log" and low <= 0:
-            raise ConfigError(
-                f"{where}: a range is sampled log-uniformly and needs min > 0; to include 0 give a list of choices"
-            )
-        return {"min": low, "max": high}
-    words = "a non-empty list of choices" + (" or a {min, max} range" if dim.sampling else "")
-    raise ConfigError(f"{where}: expected {words}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run of a sweep: a recipe's variant at one seed, with its resolved config."""
-
-    recipe: str
-    variant: str
-    seed: int
-    config: Config
-
-    @property
-    def key(self) -> str:
-        return f"{self.recipe}/{self.variant}/seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    description: str
-    path: str
-    variants: dict[str, Config]  # by variant name, resolved over defaults and base (no command line yet)
-    tune: dict  # the tune section resolved over tune_defaults() (no command line yet)
-    claim: Claim | None = None  # what the report found (the `report:` section), if it says
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read recipe ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping with keys {', '.join(RECIPE_KEYS)}")
-    return data
-
-
-SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"  # package data: the report's experiments
-
-
-def shipped_recipes() -> dict[str, Path]:
-    """The recipe files that come with keras-cifar, by name."""
-    return {path.stem: path for path in sorted(SHIPPED_RECIPES.glob("*.yaml"))}
-
-
-def recipe_file(text: str | Path) -> Path:
-    """A RECIPE argument: a recipe file, or the name of a shipped recipe (``bn``, ``bn.yaml``)."""
-    path = Path(text)
-    if path.exists() or path.parent != Path("."):
-        return path
-    shipped = shipped_recipes()
-    if path.stem in shipped and path.suffix in ("", ".yaml"):
-        return shipped[path.stem]
-    raise ConfigError(
-        f"{text}: no such recipe file, and no shipped recipe of that name; shipped: "
-        f"{', '.join(shipped)} (keras-cifar recipes lists them)"
-    )
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file (or a shipped recipe, by name); every variant is resolved so errors
-    surface before training."""
-    path = recipe_file(path)
-    data = _read_yaml(path)
-    for key in data:
-        if key not in RECIPE_KEYS:
-            raise ConfigError(f"{path}: unknown top-level key '{key}'; allowed: {', '.join(RECIPE_KEYS)}")
-    name = data.get("name") or Path(path).stem
-    if not isinstance(name, str) or not _is_folder_name(name):
-        raise ConfigError(f"{path}: name must be letters, digits, '_', '-' or '.', got {name!r}")
-    base = merge(defaults(), data.get("base") or {}, str(path), "")
-    variants = data.get("variants") or {"default": {}}
-    if not isinstance(variants, dict):
-        raise ConfigError(f"{path}: 'variants' must map variant names to partial configs")
-    resolved = {}
-    for vname, override in variants.items():
-        if not isinstance(vname, str) or not _is_folder_name(vname):
-            raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
-        resolved[vname] = Config.from_dict(merge(base, override or {}, f"{path}: variants.{vname}", ""))
-    tune = merge_tune(tune_defaults(), data.get("tune") or {}, path)
-    claim = claims.parse(data.get("report"), list(resolved), path)
-    return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune, claim)
-
-
-def load_recipes(paths: Iterable[str | Path]) -> list[Recipe]:
-    """load_recipe for each path; recipes write to OUT/<name>/, so two of one name are refused."""
-    recipes: list[Recipe] = []
-    seen: dict[str, str | Path] = {}
-    for path in paths:
-        recipe = load_recipe(path)
-        if recipe.name in seen:
-            raise ConfigError(
-                f"{path}: its name {recipe.name!r} is also the name of {seen[recipe.name]}; "
-                "recipes of one run need distinct names"
-            )
-        seen[recipe.name] = path
-        recipes.append(recipe)
-    return recipes
-
-
-def _is_folder_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
-
-
-def parse_sets(items: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c.d=[0,1]"]`` into a nested override dict; values are read as YAML."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set model.width=16")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: '{p}' is set twice as a value and a section")
-        node[leaf] = value
-    return out
-
-
-def sweep(
-    recipe: Recipe,
-    overrides: dict[str, Any] | None = None,
-    variants: list[str] | None = None,
-    seeds: Iterable[int] | None = None,
-) -> list[RunSpec]:
-    """Resolve the runs of `recipe`: each selected variant at each seed, command-line overrides last."""
-    if variants:
-        unknown = [v for v in variants if v not in recipe.variants]
-        if unknown:
-            raise ConfigError(
-                f"{recipe.path}: unknown variant {', '.join(unknown)}; this recipe has {', '.join(recipe.variants)}"
-            )
-    runs = []
-    for vname in variants or list(recipe.variants):
-        config = recipe.variants[vname].updated(overrides or {}, "command line")
-        if seeds is not None:
-            config = config.updated({"train": {"seeds": list(seeds)}}, "--seeds")
-        for seed in config.train.seeds:  # each run's config names its own seed only
-            runs.append(RunSpec(recipe.name, vname, seed, config.updated({"train": {"seeds": [seed]}})))
-    return runs
-
-
-@dataclass(frozen=True)
-class Search:
-    """What ``keras-cifar tune`` searches: one recipe variant's resolved config and its tune section."""
-
-    recipe: str
-    variant: str
-    config: Config
-    tune: dict
-
-
-def search_of(recipe: Recipe, overrides: dict[str, Any] | None = None, variant: str | None = None) -> Search:
-    """The Search for a loaded Recipe, command-line overrides (``tune.*`` included) applied last."""
-    overrides = dict(overrides or {})
-    tune = merge_tune(recipe.tune, overrides.pop("tune", {}), "command line")
-    if variant is None:
-        if len(recipe.variants) > 1:
-            raise ConfigError(
-                f"{recipe.path}: has variants {', '.join(recipe.variants)}; choose the one to tune with --variant NAME"
-            )
-        variant = next(iter(recipe.variants))
-    spec = sweep(recipe, overrides, variants=[variant])[0]  # its first seed seeds the trials
-    return Search(recipe.name, variant, spec.config, tune)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from keras_cifar.errors import BackendError
+from keras_cifar.core.errors import BackendError
 
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras's names, which are also the modules they need
 INSTALL = {"tensorflow": "pip install tensorflow", "jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]"'}

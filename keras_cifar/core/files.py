@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from keras_cifar.errors import WriteError
+from keras_cifar.core.errors import WriteError
 
 TMP_PREFIX = ".tmp"
 

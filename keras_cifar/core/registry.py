@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from keras_cifar.errors import ConfigError
+from keras_cifar.core.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

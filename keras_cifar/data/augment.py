@@ -8,7 +8,7 @@ jit-friendly layers do the same work with two small batched matmuls.
 import keras
 from keras import ops
 
-from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
+from keras_cifar.data.formats import CIFAR_MEAN, CIFAR_STD
 
 
 @keras.saving.register_keras_serializable("keras_cifar")

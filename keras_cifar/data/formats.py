@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar.errors import DataError
-from keras_cifar.registry import Registry
+from keras_cifar.core.errors import DataError
+from keras_cifar.core.registry import Registry
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_cifar import backend
-from keras_cifar.data import EVAL_BATCH, Splits, has_tensorflow
+from keras_cifar.core import backend
+from keras_cifar.data.sources import EVAL_BATCH, Splits, has_tensorflow
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:

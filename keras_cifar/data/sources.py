@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from keras_cifar import backend
-from keras_cifar.console import say
-from keras_cifar.errors import DataError
-from keras_cifar.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
+from keras_cifar.core import backend
+from keras_cifar.core.console import say
+from keras_cifar.core.errors import DataError
+from keras_cifar.data.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
 
 SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
 EVAL_BATCH = 1000  # images per evaluation step (5,000 and 10,000 are whole multiples)

@@ -1,7 +1,7 @@
 """The Keras classes of ours that a compiled model holds, so that a saved ``.keras`` file refers to
 them by name (``keras_cifar>...``): PyTorch's MultiMarginLoss, SGD and Adam with PyTorch-style weight
 decay, and the per-step learning-rate schedule. The recipe names that choose them, and their
-factories, are in losses.py and optim.py, which import this module only when a model is built.
+factories, are in losses.py, optim.py and schedules.py, which import this module only when a model is built.
 ``save`` writes a model or checkpoint with the state of its random generators, and ``load`` reads any
 ``.keras`` file of ours (model, checkpoint), every class it may name registered."""
 
@@ -37,7 +37,7 @@ def load(path, compile=True):
     random generators where ``save`` left them. Registers our layers, initializer, losses, optimizers
     and schedule first: a process that built no model (a resumed run, export, predict) has not
     imported them yet."""
-    from keras_cifar import augment, models  # noqa: F401  (their decorators register the classes)
+    from keras_cifar.nn import resnet as models  # noqa: F401  (their decorators register the classes)
 
     model = keras.saving.load_model(path, safe_mode=True, compile=compile)
     with zipfile.ZipFile(path) as archive:
@@ -167,7 +167,7 @@ class AdamW(_ScheduleSteps, keras.optimizers.AdamW):
 
 @keras.saving.register_keras_serializable("keras_cifar")
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Learning rate at a training step: the registered schedule `name` (optim.SCHEDULES) after an
+    """Learning rate at a training step: the registered schedule `name` (schedules.SCHEDULES) after an
     optional linear warm-up from 0. Lengths are in steps (batches); once an optimizer holds the
     schedule, `steps` is its variable of them (_ScheduleSteps) and the schedule reads that."""
 
@@ -185,7 +185,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return [self.total_steps, self.warmup_steps, self.period_steps]
 
     def __call__(self, step):
-        from keras_cifar.optim import SCHEDULES
+        from keras_cifar.nn.schedules import SCHEDULES
 
         step = ops.cast(step, "float32")
         s = self if self.steps is None else _Lengths(self, *(self.steps[i] for i in range(3)))

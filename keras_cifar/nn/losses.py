@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_cifar.registry import Registry
+from keras_cifar.core.registry import Registry
 
 LOSSES = Registry("loss")
 
@@ -19,7 +19,7 @@ def cross_entropy() -> Any:
 
 @LOSSES.add("multi_margin", "PyTorch's MultiMarginLoss, p=1, margin 1: mean over classes i != y of max(0, 1 - x[y] + x[i])")
 def multi_margin() -> Any:
-    from keras_cifar.custom_objects import MultiMarginLoss
+    from keras_cifar.nn.custom_objects import MultiMarginLoss
 
     return MultiMarginLoss()
 
@@ -30,9 +30,9 @@ def get_loss(name: str) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    """``keras_cifar.losses.MultiMarginLoss`` (the documented API), importing Keras only then."""
+    """``keras_cifar.nn.losses.MultiMarginLoss`` (the documented API), importing Keras only then."""
     if name == "MultiMarginLoss":
-        from keras_cifar.custom_objects import MultiMarginLoss
+        from keras_cifar.nn.custom_objects import MultiMarginLoss
 
         return MultiMarginLoss
-    raise AttributeError(f"module 'keras_cifar.losses' has no attribute {name!r}")
+    raise AttributeError(f"module 'keras_cifar.nn.losses' has no attribute {name!r}")

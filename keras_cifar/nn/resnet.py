@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-from keras_cifar.augment import Normalize, RandomCropFlip
+from keras_cifar.data.augment import Normalize, RandomCropFlip
 
 STAGES = (1, 2, 4, 8)  # width multipliers of the four stages
 BLOCKS_PER_STAGE = 2

@@ -10,12 +10,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keras_cifar import report
-from keras_cifar.claims import Claim, Verdict, holm, judge, our_ordering
-from keras_cifar.config import SHIPPED_RECIPES, load_recipe
-from keras_cifar.errors import ConfigError
-from keras_cifar.files import make_dirs, write_atomic
-from keras_cifar.runs import find_recipes, identity
+from keras_cifar.config import SHIPPED_RECIPES, Claim, load_recipe
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.core.files import make_dirs, write_atomic
+from keras_cifar.study import report
+from keras_cifar.study.claims import Verdict, holm, judge, our_ordering
+from keras_cifar.training.runs import find_recipes, identity
 
 REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen; Fudan University)"
 REPORT_SCALE = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar.files import replace_atomic
+from keras_cifar.core.files import replace_atomic
 
 MARKERS_UP_TO = 30  # epochs; longer curves are drawn without markers
 

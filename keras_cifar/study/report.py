@@ -18,13 +18,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keras_cifar import plots
-from keras_cifar.claims import plan_of
-from keras_cifar.console import count, duration
-from keras_cifar.errors import RunFolderError
-from keras_cifar.files import make_dirs, write_atomic, write_json
-from keras_cifar.runs import LAYOUT, natural_key, recipe_runs
-from keras_cifar.stats import FIXED, Rule, describe
+from keras_cifar.core.console import count, duration
+from keras_cifar.core.errors import RunFolderError
+from keras_cifar.core.files import make_dirs, write_atomic, write_json
+from keras_cifar.study import plots
+from keras_cifar.study.claims import plan_of
+from keras_cifar.study.stats import FIXED, Rule, describe
+from keras_cifar.training.runs import LAYOUT, natural_key, recipe_runs
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
 

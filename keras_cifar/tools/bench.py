@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from keras_cifar import backend
-from keras_cifar.console import say
-from keras_cifar.errors import BackendError, ConfigError
-from keras_cifar.files import read_json, write_json
+from keras_cifar.core import backend
+from keras_cifar.core.console import say
+from keras_cifar.core.errors import BackendError, ConfigError
+from keras_cifar.core.files import read_json, write_json
 
 PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
 GPU_INPUT_NOTE = (
@@ -76,16 +76,17 @@ def summarize(rows, images):
 
 
 def child(settings_file, result_file):
-    """Train one configuration with run's code and write its result (``python -m keras_cifar.bench``)."""
-    from keras_cifar import backend, data
+    """Train one configuration with run's code and write its result (``python -m keras_cifar.tools.bench``)."""
     from keras_cifar.config import Config, RunSpec
-    from keras_cifar.runs import RunFolder
+    from keras_cifar.core import backend
+    from keras_cifar.data import sources as data
+    from keras_cifar.training.runs import RunFolder
 
     settings = json.loads(Path(settings_file).read_text())
     config = Config.from_dict(settings["config"], settings_file)
     cifar = data.load(settings["data"])
     backend.start(deterministic=config.train.deterministic)
-    from keras_cifar.train import run_sweep
+    from keras_cifar.training.train import run_sweep
 
     spec = RunSpec(settings["recipe"], settings["label"], config.train.seeds[0], config)
     with tempfile.TemporaryDirectory() as out:
@@ -140,14 +141,14 @@ def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lam
                 {
                     "backend": b,
                     "requested": p,
-                    **_subprocess("keras_cifar.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}"),
+                    **_subprocess("keras_cifar.tools.bench", settings, {"KERAS_BACKEND": b}, workdir, f"{b}-{p}"),
                 }
             )
             saved(record)
         if reference:
             say("\nbench: PyTorch reference")
             ref = _subprocess(
-                "keras_cifar.torch_reference",
+                "keras_cifar.tools.torch_reference",
                 {"config": config.to_dict(), "data": data_source, "epochs": epochs},
                 {},
                 workdir,

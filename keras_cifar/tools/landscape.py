@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar import data as data_lib
-from keras_cifar import plots
-from keras_cifar.backend import environment
-from keras_cifar.console import Eta, count, say
-from keras_cifar.errors import ConfigError, RunFolderError
-from keras_cifar.files import make_dirs, write_json
-from keras_cifar.pipelines import Feeder
-from keras_cifar.record import finite_or_none
+from keras_cifar.core.backend import environment
+from keras_cifar.core.console import Eta, count, say
+from keras_cifar.core.errors import ConfigError, RunFolderError
+from keras_cifar.core.files import make_dirs, write_json
+from keras_cifar.core.record import finite_or_none
+from keras_cifar.data import sources as data_lib
+from keras_cifar.data.pipelines import Feeder
+from keras_cifar.study import plots
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5
@@ -140,8 +140,8 @@ def evaluation_model(run):
     """The run's trained classifier, compiled for evaluation with the run's loss and accuracy."""
     import keras
 
-    from keras_cifar.losses import get_loss
-    from keras_cifar.serving import load_keras
+    from keras_cifar.nn.losses import get_loss
+    from keras_cifar.tools.serving import load_keras
 
     model = load_keras(run.path / "model.keras")
     model.compile(
@@ -221,7 +221,7 @@ def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
 
 def title(runs, settings):
     """What is compared, at what scale, on which images."""
-    from keras_cifar.report import scale_text
+    from keras_cifar.study.report import scale_text
 
     scales = {scale_text(r) for r in runs}
     names = " vs ".join(r.label for r in runs)

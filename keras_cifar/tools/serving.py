@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar.data import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
-from keras_cifar.errors import ModelError
-from keras_cifar.formats import rgb
-from keras_cifar.runs import MODEL_FILE, RunFolder
+from keras_cifar.core.errors import ModelError
+from keras_cifar.data.formats import rgb
+from keras_cifar.data.sources import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
+from keras_cifar.training.runs import MODEL_FILE, RunFolder
 
 EXPORT_FORMATS = ("saved_model", "keras")
 LABELS_FILE = "labels.txt"
@@ -44,7 +44,7 @@ INFERENCE_NAME = "inference"  # the exported Keras model's name
 
 def load_keras(path):
     """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
-    from keras_cifar import custom_objects
+    from keras_cifar.nn import custom_objects
 
     try:
         return custom_objects.load(path, compile=False)
@@ -59,7 +59,7 @@ def inference_model(model):
     unchanged."""
     import keras
 
-    from keras_cifar.augment import Normalize, RandomCropFlip
+    from keras_cifar.data.augment import Normalize, RandomCropFlip
 
     if model.name == INFERENCE_NAME:
         return model
@@ -209,7 +209,7 @@ def _write_in_tensorflow(keras_file, version_dir):
         raise ModelError(
             "SavedModel export needs TensorFlow installed (pip install tensorflow); --format keras works without it"
         )
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
         "KERAS_BACKEND": "tensorflow",
@@ -217,7 +217,7 @@ def _write_in_tensorflow(keras_file, version_dir):
         "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
     }
     code = (
-        "import sys\nfrom keras_cifar.serving import ModelError, write_version\n"
+        "import sys\nfrom keras_cifar.tools.serving import ModelError, write_version\n"
         "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
         "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n"
     )

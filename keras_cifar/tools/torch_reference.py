@@ -14,7 +14,7 @@ and copy it over. Modes: fp32 (TensorFloat-32 on GPUs that have it, as keras-cif
 compute float32 there) and bf16 (autocast); channels-last memory (as Keras on PyTorch's convolutions
 use) and cudnn.benchmark, as keras-cifar sets it for Keras on PyTorch.
 
-Run as ``python -m keras_cifar.torch_reference SETTINGS.json RESULT.json`` (bench does this); SETTINGS
+Run as ``python -m keras_cifar.tools.torch_reference SETTINGS.json RESULT.json`` (bench does this); SETTINGS
 may name the ``modes`` to train (default: fp32, and bf16 where it is faster).
 """
 
@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from keras_cifar import data as data_lib
 from keras_cifar.config import Config
-from keras_cifar.errors import ConfigError
-from keras_cifar.files import write_json
-from keras_cifar.formats import CIFAR_MEAN, CIFAR_STD
-from keras_cifar.pipelines import epoch_order
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.core.files import write_json
+from keras_cifar.data import sources as data_lib
+from keras_cifar.data.formats import CIFAR_MEAN, CIFAR_STD
+from keras_cifar.data.pipelines import epoch_order
 
 SCHEDULES = ("cosine", "constant")
 

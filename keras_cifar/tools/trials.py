@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from keras_cifar import plots
 from keras_cifar.config import OBJECTIVES, SPACE
-from keras_cifar.files import write_atomic, write_csv
+from keras_cifar.core.files import write_atomic, write_csv
+from keras_cifar.study import plots
 
 # ---------------------------------------------------------------------------------------- the space
 

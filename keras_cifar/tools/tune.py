@@ -31,15 +31,17 @@ import keras
 import keras_tuner as kt
 import yaml
 
-from keras_cifar import backend, cluster, trials
 from keras_cifar import config as cfg
-from keras_cifar import data as data_lib
 from keras_cifar.config import OBJECTIVES, ConfigError
-from keras_cifar.console import Eta, say
-from keras_cifar.files import make_dirs, write_atomic
-from keras_cifar.pipelines import Feeder
-from keras_cifar.runs import diff_keys
-from keras_cifar.train import Stop, compile_model, run_sweep
+from keras_cifar.core import backend
+from keras_cifar.core.console import Eta, say
+from keras_cifar.core.files import make_dirs, write_atomic
+from keras_cifar.data import sources as data_lib
+from keras_cifar.data.pipelines import Feeder
+from keras_cifar.tools import trials
+from keras_cifar.training import cluster
+from keras_cifar.training.runs import diff_keys
+from keras_cifar.training.train import Stop, compile_model, run_sweep
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 SEARCH_ID = "search_id"  # the fixed hyperparameter that carries search_id from the chief to its workers

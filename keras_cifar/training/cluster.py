@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keras_cifar.errors import BackendError, ConfigError
+from keras_cifar.core.errors import BackendError, ConfigError
 
-DISTRIBUTIONS = ("auto", "none", "data_parallel")
 # Below this many images per device, splitting a batch over GPUs costs more than it gains: each device's
 # step is bound by kernel launches and the all-reduce of every gradient (45 MB at width 64), not by
 # arithmetic. ResNet-18 on CIFAR at batch 128 keeps one H200 far from busy (about 2.4 s an epoch), so

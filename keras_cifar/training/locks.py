@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from keras_cifar.cluster import task_identity, task_incarnation
-from keras_cifar.errors import WriteError
-from keras_cifar.files import make_dirs, writing
+from keras_cifar.core.errors import WriteError
+from keras_cifar.core.files import make_dirs, writing
+from keras_cifar.training.cluster import task_identity, task_incarnation
 
 # A lock whose contents have not changed for this long, as the claimant watches it, is taken over: its owner
 # died on another host, or hangs. Long enough for NFS's attribute caching (up to 60 s); the owner beats

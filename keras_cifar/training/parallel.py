@@ -25,11 +25,11 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from keras_cifar import signals
-from keras_cifar.console import Eta, count, run_table, say
-from keras_cifar.errors import ConfigError
-from keras_cifar.record import RunRecord
-from keras_cifar.runs import RunFolder, Twins, decide_all, identity_key, reuse
+from keras_cifar.core.console import Eta, count, run_table, say
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.core.record import RunRecord
+from keras_cifar.training import signals
+from keras_cifar.training.runs import RunFolder, Twins, decide_all, identity_key, reuse
 
 SHOWN = re.compile(r" epoch +\d+/\d+ |resuming|: diverged|: failed|cannot be read|being trained by|^Error|interrupted")
 EPOCH_SECONDS = re.compile(r"([\d.]+)s$")

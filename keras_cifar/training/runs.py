@@ -31,11 +31,11 @@ from typing import Any
 import yaml
 
 from keras_cifar.config import Config, RunSpec
-from keras_cifar.console import count, duration
-from keras_cifar.errors import OtherConfigError, RunFolderError
-from keras_cifar.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json
-from keras_cifar.locks import Lock
-from keras_cifar.record import FINISHED, HISTORY_COLUMNS, Epoch, RunRecord
+from keras_cifar.core.console import count, duration
+from keras_cifar.core.errors import OtherConfigError, RunFolderError
+from keras_cifar.core.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json
+from keras_cifar.core.record import FINISHED, HISTORY_COLUMNS, Epoch, RunRecord
+from keras_cifar.training.locks import Lock
 
 IDENTITY = ("recipe", "variant", "seed")
 LAYOUT = "OUT/<recipe>/<variant>/seed<k>/ folders holding config.yaml, history.csv or metrics.json"

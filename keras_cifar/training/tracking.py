@@ -16,9 +16,9 @@ import math
 import os
 from pathlib import Path
 
-from keras_cifar.errors import ConfigError
-from keras_cifar.record import HISTORY_COLUMNS
-from keras_cifar.runs import recipe_runs
+from keras_cifar.core.errors import ConfigError
+from keras_cifar.core.record import HISTORY_COLUMNS
+from keras_cifar.training.runs import recipe_runs
 
 RUN_TAG = "keras_cifar.run"  # recipe/variant/seed<k>
 STATE_TAG = "keras_cifar.state"  # "completed after 10 epochs": a run logged again only when it changed

@@ -33,19 +33,21 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_cifar import backend, cluster, custom_objects, locks, signals, tracking
-from keras_cifar import data as data_lib
-from keras_cifar.console import Eta, count, pct, run_table, say
-from keras_cifar.errors import ConfigError, KerasCifarError, RunFolderError
-from keras_cifar.files import make_dirs
-from keras_cifar.formats import CLASS_NAMES
-from keras_cifar.losses import get_loss
-from keras_cifar.models import build_classifier
-from keras_cifar.networks import MODELS
-from keras_cifar.optim import make_optimizer
-from keras_cifar.pipelines import Feeder
-from keras_cifar.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
-from keras_cifar.runs import Twins, decide, decide_all, plan, reuse, unreadable
+from keras_cifar.core import backend
+from keras_cifar.core.console import Eta, count, pct, run_table, say
+from keras_cifar.core.errors import ConfigError, KerasCifarError, RunFolderError
+from keras_cifar.core.files import make_dirs
+from keras_cifar.core.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
+from keras_cifar.data import sources as data_lib
+from keras_cifar.data.formats import CLASS_NAMES
+from keras_cifar.data.pipelines import Feeder
+from keras_cifar.nn import custom_objects
+from keras_cifar.nn.losses import get_loss
+from keras_cifar.nn.networks import MODELS
+from keras_cifar.nn.optim import make_optimizer
+from keras_cifar.nn.resnet import build_classifier
+from keras_cifar.training import cluster, locks, signals, tracking
+from keras_cifar.training.runs import Twins, decide, decide_all, plan, reuse, unreadable
 
 # --------------------------------------------------------------------------------------- the model
 

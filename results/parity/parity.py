@@ -7,7 +7,7 @@ like plain PyTorch? The baseline recipe at a small scale, many seeds per system,
 
 Systems: `tf_data` and `numpy` are `keras-cifar run recipes/baseline.yaml` on the TensorFlow backend with
 `data.pipeline` set so; `pytorch` is keras_cifar/torch_reference.py (the same network and recipe in
-plain PyTorch, fp32) on keras_cifar.data's split. Runs go to results/parity/<scale>/<system>/ and
+plain PyTorch, fp32) on keras_cifar.data.sources's split. Runs go to results/parity/<scale>/<system>/ and
 resume: a seed that has finished is not trained again. `report` gives per system the final-epoch test
 accuracy's mean, sd, min and max, Welch's test of equal means and the Brown-Forsythe test of equal
 spread (Levene's, centred on the median) for each pair of systems, and draws the test accuracy and
@@ -64,8 +64,8 @@ def keras_cifar_run(system, scale, seeds, data):
 
 
 def pytorch_run(scale, seeds, data):
-    from keras_cifar import config
-    from keras_cifar.files import write_json
+    from keras_cifar import config as config
+    from keras_cifar.core.files import write_json
 
     out = HERE / scale / "pytorch"
     out.mkdir(parents=True, exist_ok=True)
@@ -79,13 +79,13 @@ def pytorch_run(scale, seeds, data):
             settings, {"config": spec.config.to_dict(), "data": data, "epochs": spec.config.train.epochs, "modes": ["fp32"]}
         )
         print(f"pytorch seed {spec.seed}", flush=True)
-        subprocess.run([sys.executable, "-m", "keras_cifar.torch_reference", str(settings), str(result)], check=True)
+        subprocess.run([sys.executable, "-m", "keras_cifar.tools.torch_reference", str(settings), str(result)], check=True)
         settings.unlink()
 
 
 def histories(scale, system):
     """{seed: [rows]}: per epoch test_accuracy and loss (training) of each finished run."""
-    from keras_cifar.runs import RunFolder
+    from keras_cifar.training.runs import RunFolder
 
     root = HERE / scale / system
     if system == "pytorch":
