@@ -32,9 +32,10 @@ import keras_tuner as kt
 import yaml
 
 from keras_cifar import config as cfg
-from keras_cifar.config import OBJECTIVES, ConfigError
+from keras_cifar.config import OBJECTIVES
 from keras_cifar.core import backend
 from keras_cifar.core.console import Eta, say
+from keras_cifar.core.errors import ConfigError
 from keras_cifar.core.files import make_dirs, write_atomic
 from keras_cifar.data import sources as data_lib
 from keras_cifar.data.pipelines import Feeder
