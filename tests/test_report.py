@@ -125,14 +125,14 @@ def test_cli_report_writes_every_recipe_into_out(bn_runs, tmp_path, cli):
 
 
 def test_run_ends_with_the_recipes_report(tmp_path, cli, monkeypatch):
-    from keras_cifar.training import train
+    from keras_cifar.training import sweep
 
     def fake_sweep(runs, cifar, out_root, restart):  # stands in for training
         for spec in runs:
             make_run(out_root, spec.recipe, spec.variant, spec.seed, 0.5 if spec.variant == "a" else 0.6)
         return [(spec, RunFolder.of(out_root, spec).read_metrics()) for spec in runs]
 
-    monkeypatch.setattr(train, "run_sweep", fake_sweep)
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
     result = cli(
         "run",
         tiny_recipe(tmp_path, "  a: {}\n  b: {model: {width: 16}}\n"),

@@ -17,7 +17,7 @@ import pytest
 from keras_cifar import config as config
 from keras_cifar.core.record import HISTORY_COLUMNS, DataSizes
 from keras_cifar.nn import custom_objects
-from keras_cifar.training import runs, train
+from keras_cifar.training import callbacks, decisions, sweep, train
 from keras_cifar.training.runs import RunFolder
 from tests.helpers import as_numpy, make_run, tiny_compile_model, tiny_recipe
 
@@ -308,12 +308,12 @@ def test_a_run_is_decided_again_once_its_lock_is_taken(trained, tmp_path, capsys
     out = tmp_path / "out"
     source = data_lib.canonical_source(str(trained.data))
     (spec,) = config.sweep(config.load_recipe(trained.recipe), variants=["bf16"], seeds=[0])
-    (decision,) = runs.decide_all([spec], out, source)
+    (decision,) = decisions.decide_all([spec], out, source)
     assert decision.action == "new"
     run = RunFolder(shutil.copytree(trained.out / "tiny" / "bf16" / "seed0", out / "tiny" / "bf16" / "seed0"))
     _unfinished(run, {"checkpoint-epoch1.keras": run.model_file.read_bytes()})
     splits = data_lib.split(data_lib.load(source), spec.config.data.subset, spec.config.data.eval_subset)
-    metrics = train.train_run(spec, decision, splits, train.Sweep([spec], out, source))
+    metrics = train.train_run(spec, decision, splits, sweep.Sweep([spec], out, source))
     assert "tiny/bf16/seed0: resuming after epoch 1" in capsys.readouterr().out
     assert metrics.status == "completed" and [r.epoch for r in run.read_history()] == [1, 2]
 
@@ -349,7 +349,7 @@ def test_training_time_waits_for_the_last_dispatched_step(tmp_path, monkeypatch)
     """JAX (and PyTorch on a GPU) return from a step before it has run: the epoch's training time
     ends when the last step has, which reading the step counter waits for (here: 10 s)."""
     now = [0.0]
-    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
 
     def wait_for_device(x):
         now[0] += 10.0
@@ -360,7 +360,7 @@ def test_training_time_waits_for_the_last_dispatched_step(tmp_path, monkeypatch)
     folder.path.mkdir()
     model = _Model()
     model.optimizer = types.SimpleNamespace(iterations="pending")
-    recorder = train.Recorder(folder, [], checkpoint_seconds=0)
+    recorder = callbacks.Recorder(folder, [], checkpoint_seconds=0)
     recorder.set_model(model)
     recorder.set_params({"epochs": 1})
     recorder.on_train_begin()
@@ -378,12 +378,12 @@ def test_checkpoints_follow_the_cadence_and_a_signal_keeps_the_last_epoch(tmp_pa
     memory and written by keep_last_epoch when a signal stops the run, with the state of that epoch's
     end (the weights have moved on since)."""
     now = [0.0]
-    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
     model = tiny_compile_model(config.Config(), 1)
     model.optimizer.build(model.trainable_variables)
-    recorder = train.Recorder(folder, [], checkpoint_seconds=30)
+    recorder = callbacks.Recorder(folder, [], checkpoint_seconds=30)
     recorder.set_model(model)
     recorder.set_params({"epochs": 6})
     recorder.on_train_begin()
@@ -409,9 +409,9 @@ def test_checkpoints_follow_the_cadence_and_a_signal_keeps_the_last_epoch(tmp_pa
 
 def test_a_cpu_sweep_at_the_reports_scale_names_the_quick_look():
     full = config.sweep(config.load_recipe("baseline"))
-    assert "For a quick look, add --quick" in train._quick_look(full, 50_000)  # the test machine is a CPU
+    assert "For a quick look, add --quick" in sweep._quick_look(full, 50_000)  # the test machine is a CPU
     quick = config.sweep(config.load_recipe("baseline"), config.parse_sets(["model.width=16", "data.subset=10000"]))
-    assert train._quick_look(quick, 50_000) == ""
+    assert sweep._quick_look(quick, 50_000) == ""
 
 
 def test_a_run_finished_by_another_process_since_the_decision_is_skipped_not_trained(tmp_path, capsys):
@@ -419,10 +419,10 @@ def test_a_run_finished_by_another_process_since_the_decision_is_skipped_not_tra
     in between is skipped once its lock is taken (and the lock is given back), not trained again."""
     other = RunFolder(make_run(tmp_path / "other", "tiny", "a", 0, 0.4)).load()  # the other process's finished run
     spec, source, out = config.RunSpec("tiny", "a", 0, other.config), other.data_source, tmp_path / "out"
-    (decision,) = runs.decide_all([spec], out, source)
+    (decision,) = decisions.decide_all([spec], out, source)
     assert decision.action == "new"
     folder = shutil.copytree(other.path, out / "tiny" / "a" / "seed0")
-    metrics = train.train_run(spec, decision, None, train.Sweep([spec], out, source))
+    metrics = train.train_run(spec, decision, None, sweep.Sweep([spec], out, source))
     assert metrics.status == "completed" and metrics.test_accuracy == 0.4
     assert "tiny/a/seed0: already completed, skipped" in capsys.readouterr().out
     assert not list(folder.glob(".lock*")) and RunFolder(folder).checkpoints() == []

@@ -21,7 +21,7 @@ from keras_cifar.data import sources as data_lib
 from keras_cifar.nn.networks import MODELS
 from keras_cifar.tools import trials, tune
 from keras_cifar.training.runs import RunFolder
-from keras_cifar.training.train import run_sweep
+from keras_cifar.training.sweep import run_sweep
 from tests.helpers import REPO, tiny_compile_model, tiny_network, tiny_recipe
 
 TUNE = "tune:\n  max_trials: 3\n  epochs: 1\n  space: {learning_rate: {min: 0.01, max: 0.2}, batch_size: [32, 64]}\n"

@@ -197,7 +197,7 @@ def _request(opts):
 
 def _dry_run(request):
     """What `run` would do with each run (the decisions the real run would make, its refusals too)."""
-    from keras_cifar.training.runs import decide_all, plan
+    from keras_cifar.training.decisions import decide_all, plan
 
     out, runs = request.opts["out"], request.runs
     with _free_out_offered(out):
@@ -227,7 +227,7 @@ def _trainer(request):
             results = _train_in_parallel(request, runs)
         else:
             cifar = started()  # first: a bad --data or coordinator is reported before Keras is imported
-            from keras_cifar.training.train import run_sweep
+            from keras_cifar.training.sweep import run_sweep
 
             results = run_sweep(runs, cifar, opts["out"], opts["restart"])
         if not opts["no_report"] and (opts["parallel"] or cluster.process()[0] == 0):

@@ -1,7 +1,7 @@
 """``keras-cifar bench``: how fast ``run`` trains on each backend and precision, against plain PyTorch.
 
 Each configuration runs in a process of its own (KERAS_BACKEND is fixed once Keras is imported). It
-trains the recipe's first variant at its first seed through ``run``'s own code (train.run_sweep:
+trains the recipe's first variant at its first seed through ``run``'s own code (sweep.run_sweep:
 model, augmentation, optimizer, schedule, feeder, per-epoch evaluation, history, checkpoint,
 TensorBoard) in a temporary folder, and reads its history.csv: the first epoch (compilation
 included), the median of the later epochs, their training part, the rest of the epoch (what ``run``
@@ -86,7 +86,7 @@ def child(settings_file, result_file):
     config = Config.from_dict(settings["config"], settings_file)
     cifar = data.load(settings["data"])
     backend.start(deterministic=config.train.deterministic)
-    from keras_cifar.training.train import run_sweep
+    from keras_cifar.training.sweep import run_sweep
 
     spec = RunSpec(settings["recipe"], settings["label"], config.train.seeds[0], config)
     with tempfile.TemporaryDirectory() as out:

@@ -41,8 +41,10 @@ from keras_cifar.data import sources as data_lib
 from keras_cifar.data.pipelines import Feeder
 from keras_cifar.tools import trials
 from keras_cifar.training import cluster
+from keras_cifar.training.callbacks import Stop
 from keras_cifar.training.runs import diff_keys
-from keras_cifar.training.train import Stop, compile_model, run_sweep
+from keras_cifar.training.sweep import run_sweep
+from keras_cifar.training.train import compile_model
 
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 SEARCH_ID = "search_id"  # the fixed hyperparameter that carries search_id from the chief to its workers

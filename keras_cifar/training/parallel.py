@@ -2,7 +2,7 @@
 
 For a network as small as ResNet-18 on CIFAR-10 the fastest way through a sweep is one run per GPU,
 not one run split over every GPU. This process never imports Keras. It decides each run once, as ``run``
-does (runs.decide: finished runs are skipped, twins of finished runs copied) and keeps N slots busy,
+does (decisions.decide: finished runs are skipped, twins of finished runs copied) and keeps N slots busy,
 each a GPU (``CUDA_VISIBLE_DEVICES``) or a share of the CPU cores, by starting one ``keras-cifar run``
 process per run, which claims its run folder like any other (its lock). A run whose twin is being
 trained waits for it and is then copied instead of trained twice.
@@ -29,7 +29,8 @@ from keras_cifar.core.console import Eta, count, run_table, say
 from keras_cifar.core.errors import ConfigError
 from keras_cifar.core.record import RunRecord
 from keras_cifar.training import signals
-from keras_cifar.training.runs import RunFolder, Twins, decide_all, identity_key, reuse
+from keras_cifar.training.decisions import Twins, decide_all, identity_key, reuse
+from keras_cifar.training.runs import RunFolder
 
 SHOWN = re.compile(r" epoch +\d+/\d+ |resuming|: diverged|: failed|cannot be read|being trained by|^Error|interrupted")
 EPOCH_SECONDS = re.compile(r"([\d.]+)s$")
@@ -217,7 +218,7 @@ class ParallelSweep:
 
 def run_sweep(runs, slots, out_root, data_source, command, restart=False):
     """Train `runs` over `slots` (ParallelSweep); prints the table and returns [(spec, metrics)]. Refuses, before
-    anything starts, what ``run`` refuses (runs.decide)."""
+    anything starts, what ``run`` refuses (decisions.decide)."""
     decisions = decide_all(runs, out_root, data_source, restart)
     rows = ParallelSweep(runs, decisions, slots, out_root, data_source, command).run()
     say(run_table(rows))

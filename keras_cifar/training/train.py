@@ -1,43 +1,19 @@
-"""Compile, fit and record one run; train a recipe's sweep with resume, divergence handling and ETA.
-
-The run folder's files are written through ``runs.RunFolder``, by the process that holds the run's
-lock (locks.py) and only while it holds it. Per epoch, the callbacks run in this order (``fit`` calls
-them in list order, and each needs what the one before added to ``logs``):
-
-0. the input's epoch callback (pipelines.EpochInput) and Stop, which acts on a SIGINT or SIGTERM
-   (signals.py), or on the loss of the run's lock, at every batch and epoch boundary;
-1. TestEvaluation: scores the test split and adds test_loss, test_accuracy and lr (the rate of the
-   epoch's last step) to the epoch's logs (reported and plotted, never used to select anything);
-2. TensorBoard (where TensorFlow is installed): logs them with the rest (and the run's hparams summary,
-   tracking.py, when it starts);
-3. Recorder: appends the epoch to history.csv, saves the checkpoint that ``run`` resumes from (every
-   train.checkpoint_seconds, and after the last epoch; between checkpoints it keeps a copy of the
-   state in memory, written should SIGINT or SIGTERM stop the run), and marks the run diverged when
-   the training loss is not finite;
-4. ProgressLine: prints the epoch's line with the sweep's ETA.
-
-None of them looks at the end of single batches (Stop looks at their beginning, which reads nothing
-from the device), so on JAX and PyTorch Keras hands batch ends to a background thread: the training
-loop does not wait for the device after every step.
-"""
+"""Compile, fit and record one run: the decision made again under the run's lock, a resume from the
+newest checkpoint that loads, fit with the callbacks that record it (callbacks.py), and the run's
+model and metrics.json at the end."""
 
 import contextlib
 import dataclasses
-import math
 import signal
-import tempfile
-import time
 import traceback
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from keras_cifar.core import backend
-from keras_cifar.core.console import Eta, count, pct, run_table, say
+from keras_cifar.core.console import say
 from keras_cifar.core.errors import ConfigError, KerasCifarError, RunFolderError
-from keras_cifar.core.files import make_dirs
-from keras_cifar.core.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
+from keras_cifar.core.record import FINISHED, DataSizes, RunRecord, finite_or_none
 from keras_cifar.data import sources as data_lib
 from keras_cifar.data.formats import CLASS_NAMES
 from keras_cifar.data.pipelines import Feeder
@@ -47,7 +23,9 @@ from keras_cifar.nn.networks import MODELS
 from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
 from keras_cifar.training import cluster, locks, signals, tracking
-from keras_cifar.training.runs import Twins, decide, decide_all, plan, reuse, unreadable
+from keras_cifar.training.callbacks import EpochTensorBoard, ProgressLine, Recorder, Stop, TestEvaluation, save
+from keras_cifar.training.decisions import decide, reuse
+from keras_cifar.training.runs import unreadable
 
 # --------------------------------------------------------------------------------------- the model
 
@@ -77,180 +55,10 @@ def compile_with(model, config, optimizer):
     return model
 
 
-class EpochTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard logging once per epoch. Its batch hooks then write nothing, so they may
-    run off the training thread (async_safe) instead of making every step wait for the device."""
-
-    async_safe = True
-
-
-# ------------------------------------------------------------------------------------- callbacks
-
-
-def save(model, keep, writer):
-    """``keep(write)`` in process 0, `write(path)` saving the model with its random state. Saving runs
-    collectives in a multi-process JAX run, so the other processes save too, into a scratch file they
-    throw away."""
-
-    def write(path):
-        custom_objects.save(model, path)
-
-    if writer:
-        keep(write)
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        write(Path(scratch) / "model.keras")
-
-
-class Stop(keras.callbacks.Callback):
-    """Stops training where it can stop safely, at the beginning of a batch, an evaluation or an epoch
-    (Keras calls these hooks on the main thread, in order): raises Interrupted for a SIGINT or SIGTERM
-    (signals.check), and locks.LockLost once `lock` (the run's, in the process that holds it) was taken over."""
-
-    def __init__(self, lock=None):
-        super().__init__()
-        self.lock = lock
-
-    def check(self, *args, **kwargs):
-        signals.check()
-        if self.lock is not None and self.lock.lost.is_set():
-            raise locks.LockLost(self.lock.taken())
-
-    on_train_begin = on_epoch_begin = on_train_batch_begin = on_test_batch_begin = check
-
-
-def last_rate(optimizer):
-    """The learning rate of the optimizer's last step (custom_objects' optimizers; a plug-in's current one)."""
-    if hasattr(optimizer, "last_rate"):
-        return optimizer.last_rate()
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-class TestEvaluation(keras.callbacks.Callback):
-    """Adds test_loss and test_accuracy (the test split) and lr (the rate of the epoch's last step) to
-    the logs; `stop` is the Stop callback, which watches the evaluation's batches too."""
-
-    def __init__(self, test_inputs, stop):
-        super().__init__()
-        self.test_inputs, self.stop = test_inputs, stop
-
-    def on_epoch_end(self, epoch, logs=None):
-        test = self.model.evaluate(**self.test_inputs, verbose=0, return_dict=True, callbacks=[self.stop])
-        logs["test_loss"], logs["test_accuracy"] = test["loss"], test["accuracy"]
-        logs["lr"] = last_rate(self.model.optimizer)
-
-
-def _state(model):
-    """Every variable a checkpoint holds: the model's (weights, BatchNorm statistics, seeds), the optimizer's."""
-    sync = getattr(model, "jax_state_sync", None)  # JAX keeps the state apart from the variables during fit
-    if sync:
-        sync()
-    return list(model.variables) + list(model.optimizer.variables)
-
-
-class Recorder(keras.callbacks.Callback):
-    """Times each epoch (its training part apart), appends the epoch to `rows` and history.csv, and
-    saves a checkpoint when `checkpoint_seconds` have passed since the last one and after the last
-    epoch; an epoch it does not save is copied in memory instead (on the device: JAX and PyTorch on a
-    GPU do not wait for it), so that ``keep_last_epoch`` can write it when a signal stops the run. A
-    non-finite training loss marks the run diverged and stops it. An epoch's epoch_seconds include
-    its evaluation, TensorBoard and checkpoint: all that `run` adds to training. `guard()` is called
-    before each write (the run's lock check: it raises locks.LockLost once the lock was taken over)."""
-
-    def __init__(self, folder, rows, checkpoint_seconds, writer=True, guard=lambda: None):
-        super().__init__()
-        self.folder = folder
-        self.rows = rows
-        self.checkpoint_seconds = checkpoint_seconds
-        self.writer = writer  # False in the processes of a multi-process run other than 0
-        self.guard = guard
-        self.diverged = False
-        self.unsaved = None  # (epoch, copies of _state) of the last epoch that has no checkpoint yet
-
-    def on_train_begin(self, logs=None):
-        self.last_checkpoint = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.train_end = time.perf_counter(), None
-
-    def on_test_begin(self, logs=None):
-        """Validation starts: the training part of the epoch is over once its last step has run (JAX and
-        PyTorch on a GPU dispatch steps ahead; reading the step counter waits for them)."""
-        if self.train_end is None:
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            self.train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        row = Epoch.from_dict(
-            {
-                **logs,
-                "epoch": epoch + 1,
-                "epoch_seconds": now - self.start,
-                "train_seconds": (self.train_end or now) - self.start,
-            }
-        )
-        self.rows.append(row)
-        self._write_history()  # before the checkpoint: a run never resumes from an epoch history.csv lacks
-        self.diverged = not math.isfinite(row.loss)
-        if self.diverged:
-            self.model.stop_training = True
-            return
-        if epoch + 1 == self.params["epochs"] or now - self.last_checkpoint >= self.checkpoint_seconds:
-            self._save(epoch + 1)
-            self.rows[-1] = dataclasses.replace(row, epoch_seconds=time.perf_counter() - self.start)
-            self._write_history()
-        else:
-            self.unsaved = (epoch + 1, [keras.ops.copy(v.value) for v in _state(self.model)])
-
-    def _write_history(self):
-        if self.writer:
-            self.guard()
-            self.folder.write_history(self.rows)
-
-    def _save(self, epoch):
-        if self.writer:
-            self.guard()
-        save(self.model, lambda write: self.folder.save_checkpoint(write, epoch), self.writer)
-        self.last_checkpoint = time.perf_counter()
-        self.unsaved = None
-
-    def keep_last_epoch(self):
-        """After an interruption: write the checkpoint of the last finished epoch if it has none yet
-        (from its copy: the model has moved on since), unless the run's lock was lost. Returns the epoch
-        the newest checkpoint holds (None where this process writes nothing)."""
-        if self.unsaved:
-            epoch, values = self.unsaved
-            for variable, value in zip(_state(self.model), values):
-                variable.assign(value)
-            try:
-                self._save(epoch)
-            except locks.LockLost:
-                return None
-        return self.folder.checkpoint()[1] if self.writer else None
-
-
-class ProgressLine(keras.callbacks.Callback):
-    """Prints a line per epoch: the epoch's numbers and the sweep's progress and ETA."""
-
-    def __init__(self, label, rows, sweep):
-        super().__init__()
-        self.label, self.rows, self.sweep = label, rows, sweep
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = self.rows[-1]
-        self.sweep.eta.tick(row.epoch_seconds)
-        say(
-            f"  {self.label} epoch {row.epoch:>3}/{self.params['epochs']}  loss {row.loss:.4f}  "
-            f"acc {pct(row.accuracy)}  val {pct(row.val_accuracy)}  test {pct(row.test_accuracy)}  "
-            f"lr {row.lr:.4g}  {row.epoch_seconds:.1f}s  | sweep {self.sweep.eta.text('epochs')}"
-        )
-
-
 # ------------------------------------------------------------------------------------------ one run
 
 
-ACTIONS = ("done", "reuse", "new", "resume")  # runs.Decision's, numbered for cluster.agree
+ACTIONS = ("done", "reuse", "new", "resume")  # decisions.Decision's, numbered for cluster.agree
 
 
 def train_run(spec, d, splits, sweep):
@@ -337,16 +145,7 @@ def _fit(spec, splits, folder, start, sweep, process):
     placement = cluster.distribute(cfg)
     feeder = Feeder(cfg.data.batch_size, cfg.data.pipeline, processes=placement.processes)
     local = data_lib.shard(splits, *process)
-    y_train = local.train[1]
-    replicas = placement.devices // placement.processes  # this process's devices
-    uneven = replicas > 1 and feeder.uneven(local, replicas)
-    if uneven:  # MirroredStrategy aborts on it, JAX's sharding refuses it
-        raise ConfigError(
-            f"{spec.key}: on {replicas} devices every batch must split evenly, but a "
-            f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
-            f"data.eval_subset so that batches and each split's last batch are multiples of "
-            f"{replicas}"
-        )
+    _check_even(spec, feeder, local, placement)
     guard = folder.lock.check if writer else lambda: None  # before each write: the lock is still ours
     if writer:
         guard()
@@ -355,36 +154,12 @@ def _fit(spec, splits, folder, start, sweep, process):
             folder.remove_checkpoints()
         folder.write_config(spec, sweep.source)
     with placement.scope():
-        if start:
-            model, start = _resume(spec, folder, writer)
-        else:
-            model = compile_model(cfg, feeder.steps(len(y_train)))
-    rows = folder.read_history()[:start]
-    recorder = Recorder(folder, rows, cfg.train.checkpoint_seconds, writer, guard)
+        model, start = _resume(spec, folder, writer) if start else (compile_model(cfg, feeder.steps(len(local.train[1]))), 0)
+    recorder = Recorder(folder, folder.read_history()[:start], cfg.train.checkpoint_seconds, writer, guard)
     sweep.started(spec, start)
-    status, error = "completed", None
-    try:
-        if start < cfg.train.epochs:
-            _train(model, spec, feeder, local, start, folder, recorder, sweep, writer)
-            status = "diverged" if recorder.diverged else "completed"
-        else:
-            say(f"{spec.key}: all {cfg.train.epochs} epochs were trained before it stopped; writing its model and metrics")
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, acted on by Stop
-        kept = recorder.keep_last_epoch()
-        raise signals.Interrupted(
-            getattr(e, "signum", signal.SIGINT),
-            f"{spec.key} stopped after epoch {len(rows)} of {cfg.train.epochs}"
-            + (f", checkpoint of epoch {kept} kept" if kept else ""),
-        ) from None
-    except (KerasCifarError, locks.LockLost):  # a file that cannot be written (the next run could not either); a lost run
-        raise
-    except Exception as e:  # a failed run is recorded and the sweep goes on
-        status, error = "failed", f"{type(e).__name__}: {e}"
-        if writer:
-            guard()
-            folder.write_error(traceback.format_exc())
-    trained_per_epoch = feeder.steps(len(y_train)) * cfg.data.batch_size  # full batches, every process's
-    metrics = _metrics(spec, rows, start, status, error, splits, sweep.source, trained_per_epoch).replace(
+    status, error = _train_or_finish(model, spec, feeder, local, start, folder, recorder, sweep, writer)
+    trained_per_epoch = feeder.steps(len(local.train[1])) * cfg.data.batch_size  # full batches, every process's
+    metrics = _metrics(spec, recorder.rows, start, status, error, splits, sweep.source, trained_per_epoch).replace(
         parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         devices=placement.devices,
         processes=placement.processes,
@@ -401,6 +176,47 @@ def _fit(spec, splits, folder, start, sweep, process):
             folder.remove_checkpoints()
     sweep.ended(spec, metrics)
     return metrics
+
+
+def _check_even(spec, feeder, local, placement):
+    """Refuse batches that do not split evenly over this process's devices: MirroredStrategy aborts on
+    them, JAX's sharding refuses them."""
+    replicas = placement.devices // placement.processes
+    uneven = replicas > 1 and feeder.uneven(local, replicas)
+    if uneven:
+        raise ConfigError(
+            f"{spec.key}: on {replicas} devices every batch must split evenly, but a "
+            f"{uneven[0]} batch has {uneven[1]} images; choose data.batch_size, --subset and "
+            f"data.eval_subset so that batches and each split's last batch are multiples of "
+            f"{replicas}"
+        )
+
+
+def _train_or_finish(model, spec, feeder, local, start, folder, recorder, sweep, writer):
+    """(status, error) of training epochs `start` on: completed, diverged, or failed (recorded, the sweep
+    goes on); a run whose epochs were all trained is only finished. A SIGINT or SIGTERM keeps the last
+    finished epoch and stops the command; a file that cannot be written, or the run's lost lock, too."""
+    epochs = spec.config.train.epochs
+    try:
+        if start == epochs:
+            say(f"{spec.key}: all {epochs} epochs were trained before it stopped; writing its model and metrics")
+            return "completed", None
+        _train(model, spec, feeder, local, start, folder, recorder, sweep, writer)
+        return ("diverged" if recorder.diverged else "completed"), None
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, acted on by Stop
+        kept = recorder.keep_last_epoch()
+        raise signals.Interrupted(
+            getattr(e, "signum", signal.SIGINT),
+            f"{spec.key} stopped after epoch {len(recorder.rows)} of {epochs}"
+            + (f", checkpoint of epoch {kept} kept" if kept else ""),
+        ) from None
+    except (KerasCifarError, locks.LockLost):  # a file that cannot be written (the next run could not either); a lost run
+        raise
+    except Exception as e:  # a failed run is recorded and the sweep goes on
+        if writer:
+            recorder.guard()
+            folder.write_error(traceback.format_exc())
+        return "failed", f"{type(e).__name__}: {e}"
 
 
 def _train(model, spec, feeder, local, start, folder, recorder, sweep, writer):
@@ -453,125 +269,3 @@ def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_
         **backend.environment(),
         error=error,
     )
-
-
-# ---------------------------------------------------------------------------------------- the sweep
-
-
-class Sweep:
-    """The sweep this process trains: where it writes (`out_root`), its data's source, and its lines (a
-    header per run, skips and endings, the ETA, the final table's rows)."""
-
-    def __init__(self, runs, out_root, source, restart=False):
-        self.out_root, self.source, self.restart = out_root, source, restart
-        self.eta = Eta(sum(r.config.train.epochs for r in runs))
-        self.runs = len(runs)
-        self.index = 0
-        self.rows = []
-
-    def skipped(self, spec, metrics, why):
-        self.index += 1
-        self.eta.skip(spec.config.train.epochs)
-        say(f"[{self.index}/{self.runs}] {spec.key}: {why}, skipped")
-        self.rows.append((spec, metrics))
-        return metrics
-
-    def started(self, spec, start):
-        self.index += 1
-        self.eta.skip(start)
-        self.eta.restart()
-        cfg = spec.config
-        say(
-            f"[{self.index}/{self.runs}] {spec.key}: width {cfg.model.width}, "
-            f"{count(cfg.train.epochs, 'epoch')}, batch {cfg.data.batch_size}, "
-            f"backend {keras.backend.backend()}"
-        )
-
-    def retry(self, spec):
-        """Forget `spec`'s row (a run skipped as held elsewhere, about to be tried again)."""
-        self.rows = [row for row in self.rows if row[0] is not spec]
-        self.index -= 1
-        self.eta.skip(-spec.config.train.epochs)
-
-    def ended(self, spec, metrics):
-        self.eta.skip(spec.config.train.epochs - (metrics.epochs_completed or 0))  # diverged early, or lost
-        self.rows.append((spec, metrics))
-        if metrics.status != "completed":
-            say(f"  {spec.key}: {metrics.status}" + (f" ({metrics.error})" if metrics.error else ""))
-
-
-def check_runs(runs, out_root, data_source, restart=False):
-    """Refuse, before anything is trained or written, what the backend cannot run, global batches that
-    do not split over the processes, run folders that hold another config, and (without `restart`)
-    unfinished runs none of whose checkpoints can be read; returns each run's Decision."""
-    processes = cluster.process()[1]
-    for spec in runs:
-        backend.check_settings(spec.config, spec.key)
-        if spec.config.data.batch_size % processes:
-            raise ConfigError(
-                f"{spec.key}: data.batch_size {spec.config.data.batch_size} does not split "
-                f"over {processes} processes; use a multiple of {processes}"
-            )
-    decisions = decide_all(runs, out_root, data_source, restart)
-    make_dirs(out_root)  # a folder that cannot be written fails now, not after the first epoch
-    return decisions
-
-
-def _quick_look(runs, images):
-    """On a CPU, for a sweep at the report's scale: the option that gives a quick look instead."""
-    full = [s for s in runs if s.config.model.width >= 32 and (s.config.data.subset or images) >= 20_000]
-    if not full or backend.accelerator().kind != "cpu":
-        return ""
-    return (
-        "\nThis is a CPU: at width 64 on all 50,000 images an epoch took about 30 minutes on the 2-core machine "
-        "keras-cifar is developed on. For a quick look, add --quick (width 16, 10,000 images, 10 epochs)."
-    )
-
-
-def run_sweep(runs, cifar, out_root="runs", restart=False):
-    """Train every RunSpec on the loaded data in order; returns [(spec, metrics)]. Failed and diverged
-    runs are recorded and the sweep goes on. `restart`: unfinished runs start again from epoch 0."""
-    decisions = check_runs(runs, out_root, cifar.source, restart)
-    sweep = Sweep(runs, out_root, cifar.source, restart)
-    say(
-        f"data: {cifar.source} ({len(cifar.y_train)} train / {len(cifar.y_test)} test images); "
-        f"{count(len(runs), 'run')}, {count(sweep.eta.total, 'epoch')} -> {out_root}"
-    )
-    say(plan(runs, decisions, out_root, cifar.source)[-1] + _quick_look(runs, len(cifar.y_train)))
-    twins = Twins(cifar.source)
-    held = []
-    for spec, d in zip(runs, decisions):
-        signals.check()
-        d = twins.decision(spec, d)
-        metrics = train_run(spec, d, _splits(cifar, spec), sweep)
-        twins.ended(spec, d.folder, metrics)
-        if metrics.status == "elsewhere":
-            held.append((spec, d))
-    if held and cluster.process()[1] == 1:
-        _watch(held, cifar, sweep, twins)
-    say(run_table(sweep.rows))
-    return sweep.rows
-
-
-def _splits(cifar, spec):
-    return data_lib.split(cifar, spec.config.data.subset, spec.config.data.eval_subset)
-
-
-def _watch(held, cifar, sweep, twins):
-    """The runs whose locks other processes held when the sweep came to them, watched until each lock is
-    seen to change (its owner is alive: the run is left to it), goes (its run is decided again), or
-    stays unchanged for locks.STALE_SECONDS (its owner is dead or hangs: the run is taken over)."""
-    say(
-        f"{count(len(held), 'run')} held by other processes: watching their locks "
-        f"(one that does not change for {locks.STALE_SECONDS:.0f} s is taken over)"
-    )
-    while held:
-        time.sleep(min(1.0, locks.HEARTBEAT_SECONDS))
-        signals.check()
-        for spec, d in list(held):
-            if d.folder.lock.beating():
-                held.remove((spec, d))
-            elif d.folder.lock.takeable():
-                held.remove((spec, d))
-                sweep.retry(spec)
-                twins.ended(spec, d.folder, train_run(spec, twins.decision(spec, d), _splits(cifar, spec), sweep))
