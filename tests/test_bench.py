@@ -76,7 +76,7 @@ def test_the_pytorch_reference_crops_and_flips_only_where_data_augment_asks():
     calls (in a process of its own, as bench runs it: PyTorch and TensorFlow do not share one)."""
     code = (
         "import torch\n"
-        "from keras_cifar import torch_reference as ref\n"
+        "from keras_cifar.tools import torch_reference as ref\n"
         "from keras_cifar.config import Config\n"
         "calls, original = [], ref._augment\n"
         "ref._augment = lambda *args: calls.append(1) or original(*args)\n"

@@ -18,7 +18,7 @@ from keras_cifar.nn.networks import MODELS
 from keras_cifar.tools import serving
 from keras_cifar.training.runs import RunFolder
 from keras_cifar.training.train import compile_model
-from tests.helpers import WIDTH, as_numpy, tiny_network
+from tests.helpers import REPO, WIDTH, as_numpy, tiny_network
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,22 @@ def test_an_empty_or_unfinished_version_folder_is_passed_over(tmp_path):
         if content:
             (tmp_path / "exp" / version / content).write_bytes(b"")
     assert serving.model_path(tmp_path / "exp") == ("keras", tmp_path / "exp" / "3" / "model.keras")
+
+
+def test_a_model_saved_before_the_packages_still_loads_with_its_classes_and_predictions():
+    """tests/data/layout-0.2-model.keras was written when every module sat in keras_cifar/ (width 2, a step of
+    SGD on the multi-margin loss): its classes are registered by the same names since the move into
+    packages, so keras_cifar.load_model reads it in safe mode and it predicts what it did, and the compiled
+    file brings back its loss, optimizer (PyTorch's form of SGD) and step count."""
+    import keras_cifar
+    from keras_cifar.nn import custom_objects
+
+    data = REPO / "tests" / "data"
+    expected = json.loads((data / "layout-0.2-model.json").read_text())
+    probe = np.stack([np.full((32, 32, 3), v, np.uint8) for v in expected["pixels"]])
+    model = keras_cifar.load_model(data / "layout-0.2-model.keras")
+    np.testing.assert_allclose(model.predict(probe, verbose=0), expected["logits"], rtol=1e-5, atol=1e-6)
+    compiled = custom_objects.load(data / "layout-0.2-model.keras")
+    assert isinstance(compiled.loss, custom_objects.MultiMarginLoss)
+    assert isinstance(compiled.optimizer, custom_objects.SGD) and not compiled.optimizer.keras_form
+    assert int(as_numpy(compiled.optimizer.iterations)) == expected["iterations"]

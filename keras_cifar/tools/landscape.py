@@ -236,13 +236,49 @@ def run_landscape(runs, settings, data_source=None, out=None):
     """Scan every completed run (runs.Run) on the same grid and direction recipe; write
     landscape_<dims>d.npz/.json and figures to `out` (default: the run folder, for one run).
     Returns the written paths."""
-    import keras
-
     if len({r.label for r in runs}) < len(runs):
         raise ConfigError("the same run was given twice: " + ", ".join(r.label for r in runs))
     coords = grid(settings.span, settings.points)
     out = Path(out or runs[0].path)
     make_dirs(out)
+    datasets, surfaces, summaries = {}, [], []
+    for run in runs:
+        source = data_source or run.data_source
+        if not source:
+            raise RunFolderError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
+        if source not in datasets:
+            datasets[source] = data_lib.load(source)
+        surface, summary = _scan_run(run, datasets[source], settings, coords)
+        surfaces.append(surface)
+        summaries.append(summary)
+    return _write(runs, settings, coords, surfaces, summaries, out)
+
+
+def _scan_run(run, cifar, settings, coords):
+    """(surface, summary) of one run: its loss and accuracy on the grid, and the numbers for the JSON."""
+    import keras
+
+    x, y = evaluation_images(cifar, run.config, settings.split, settings.images)
+    keras.backend.clear_session()
+    model = evaluation_model(run)
+    directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
+    say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images from {cifar.source}")
+    feeder = Feeder(settings.batch_size, run.config.data.pipeline, settings.batch_size)
+    start = time.perf_counter()
+    surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
+    summary = {
+        "label": run.label,
+        "run_dir": str(run.path),
+        "data_source": cifar.source,
+        "images": len(y),
+        "seconds": round(time.perf_counter() - start, 1),
+        **surface_summary(coords, surface["loss"], surface["accuracy"]),
+    }
+    return surface, summary
+
+
+def _write(runs, settings, coords, surfaces, summaries, out):
+    """landscape_<dims>d.npz and .json and the figures into `out`; returns their paths."""
     record = {
         **asdict(settings),
         "range": [float(v) for v in settings.span],
@@ -253,35 +289,6 @@ def run_landscape(runs, settings, data_source=None, out=None):
         **environment(),
     }
     del record["span"], record["surface"]
-    datasets, surfaces, summaries = {}, [], []
-    for run in runs:
-        source = data_source or run.data_source
-        if not source:
-            raise RunFolderError(f"{run.path}: config.yaml records no data_source; pass --data PATH")
-        if source not in datasets:
-            datasets[source] = data_lib.load(source)
-        x, y = evaluation_images(datasets[source], run.config, settings.split, settings.images)
-        keras.backend.clear_session()
-        model = evaluation_model(run)
-        directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
-        say(
-            f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images "
-            f"from {datasets[source].source}"
-        )
-        feeder = Feeder(settings.batch_size, run.config.data.pipeline, settings.batch_size)
-        start = time.perf_counter()
-        surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
-        surfaces.append(surface)
-        summaries.append(
-            {
-                "label": run.label,
-                "run_dir": str(run.path),
-                "data_source": datasets[source].source,
-                "images": len(y),
-                "seconds": round(time.perf_counter() - start, 1),
-                **surface_summary(coords, surface["loss"], surface["accuracy"]),
-            }
-        )
     labels = [r.label for r in runs]
     loss = np.stack([s["loss"] for s in surfaces])
     accuracy = np.stack([s["accuracy"] for s in surfaces])
@@ -289,10 +296,8 @@ def run_landscape(runs, settings, data_source=None, out=None):
     np.savez(stem.with_suffix(".npz"), coords=coords, loss=loss, accuracy=accuracy, labels=np.array(labels))
     write_json(stem.with_suffix(".json"), {"settings": record, "runs": summaries})
     heading = title(runs, settings)
-    if settings.dims == 1:
-        figures = [plots.landscape_1d(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
-    else:
-        figures = [plots.landscape_2d(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
+    draw = plots.landscape_1d if settings.dims == 1 else plots.landscape_2d
+    figures = [draw(stem.with_suffix(".png"), coords, labels, loss, accuracy, heading)]
     if settings.surface:
         figures.append(
             plots.landscape_surface(out / "landscape_2d_surface.png", coords, labels, loss, "Loss surface: " + heading)
