@@ -1,0 +1,3 @@
+"""What every layer uses, importing nothing else of keras_cifar: errors (one line, exit 2), files written
+whole or not at all, console output (counts, durations, ETA), the plug-in registry, what a run records
+(record.py: metrics.json and history.csv rows), and the backend's set-up (backend.py)."""

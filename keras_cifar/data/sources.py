@@ -1,4 +1,4 @@
-"""CIFAR-10 sources, the report's 10:1:1 split, and input pipelines.
+"""CIFAR-10 sources (local copies, TFDS, synthetic), their content-keyed cache, and the report's 10:1:1 split.
 
 Sources (``--data``, or the ``KERAS_CIFAR_DATA`` environment variable; the TFDS download otherwise):
 a local copy in any of formats.FORMATS (a folder or a ``.tar(.gz)``), a prepared TFDS data dir, or
