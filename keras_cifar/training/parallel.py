@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
@@ -251,7 +251,7 @@ def run_sweep(
     return rows
 
 
-def child_command(recipe_paths: dict[str, Path], common: Sequence[str]) -> Command:
+def child_command(recipe_paths: Mapping[str, str | Path], common: Sequence[str]) -> Command:
     """command(spec) for ParallelSweep: ``keras-cifar run`` of spec's recipe, variant and seed only, with the
     sweep's other options (`common`), writing no report (the sweep writes one per recipe)."""
 
