@@ -1,6 +1,7 @@
 """keras-cifar: study ResNet-18 on CIFAR-10 with Keras 3 (TensorFlow, JAX or PyTorch backend)."""
 
 import os
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
@@ -8,7 +9,7 @@ __all__ = ["build_resnet18", "load_model"]
 __version__ = "0.2.0"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """Import Keras only when the model builder or loader is used, so that `--help`, config and reports start fast."""
     if name == "build_resnet18":
         from keras_cifar.nn.resnet import build_resnet18

@@ -4,6 +4,10 @@ bench), models.py (export, predict, evaluate). Thin: each command checks its inp
 mistake is reported in a second), then starts the backend and calls the package that does the work. A
 KerasCifarError from anywhere is caught once, in the group: one line on stderr, exit code 2."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import click
 
 from keras_cifar import __version__
@@ -15,20 +19,22 @@ from keras_cifar.core.errors import KerasCifarError
 
 
 class _Group(click.Group):
-    def make_context(self, info_name, args, parent=None, **extra):
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
         argv = list(args)  # before parsing consumes them: for an error that gives the command back, changed
         ctx = super().make_context(info_name, args, parent, **extra)
         ctx.meta[ARGV] = argv
         return ctx
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KerasCifarError as e:
             raise UserError(str(e)) from None
 
 
-def _print_version(ctx, param, value):
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
     from importlib import metadata
@@ -52,7 +58,7 @@ def _print_version(ctx, param, value):
     callback=_print_version,
     help="Print keras-cifar's version and those of Keras and its backends, and exit.",
 )
-def main():
+def main() -> None:
     """Study ResNet-18 on CIFAR-10 with Keras 3: run the report's experiments from YAML recipes.
 
     The backend is Keras's: set KERAS_BACKEND=tensorflow|jax|torch. Exit codes: 0 done, 1 some run or

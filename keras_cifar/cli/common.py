@@ -1,9 +1,13 @@
 """What several commands share: the one-line error of a bad input, the overrides that --quick, --set and
 the shortcut options make, the line an interrupted command ends with, a recipe's report at the end."""
 
+from __future__ import annotations
+
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -27,7 +31,7 @@ TRACK_HELP = (
 QUICK = {"model.width": 16, "data.subset": 10000, "train.epochs": 10}  # the scale of the committed results/
 
 
-def overrides(sets, flags, quick=False):
+def overrides(sets: Iterable[str], flags: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     """--quick's scale, then the --set values, then the shortcut options that were given ({"train.epochs":
     3} is --set train.epochs=3, and wins over it), as one override dict for the recipe."""
     return cfg.parse_sets(
@@ -37,7 +41,7 @@ def overrides(sets, flags, quick=False):
     )
 
 
-def interrupted(stop, what):
+def interrupted(stop: BaseException, what: str) -> NoReturn:
     """One line for a SIGINT or SIGTERM (`stop`, a KeyboardInterrupt): what was stopped and what was
     kept; exit 128 + the signal's number."""
     signum = getattr(stop, "signum", signal.SIGINT)
@@ -49,7 +53,7 @@ def interrupted(stop, what):
     sys.exit(128 + signum)
 
 
-def report_recipe(recipe_dir, out_dir=None, track=None):
+def report_recipe(recipe_dir: Path, out_dir: Path | None = None, track: str | None = None) -> None:
     """Write one recipe's report and echo where it is and its table; log its runs where `track` says."""
     from keras_cifar.study.report import markdown_table, write_report
 

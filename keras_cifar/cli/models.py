@@ -1,7 +1,10 @@
 """The commands that use a trained model: ``keras-cifar export|predict|evaluate`` (added to the group
 in cli.py). Like every command, each checks its input before Keras starts."""
 
+from __future__ import annotations
+
 import sys
+from pathlib import Path
 
 import click
 
@@ -29,7 +32,7 @@ from keras_cifar.training.runs import RunFolder
     help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
     ".keras file (no optimizer state).",
 )
-def export_cmd(run_dir, out, fmt):
+def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
     """Export a trained model for serving (SavedModel or .keras).
 
     RUN_DIR is a run folder or a .keras file.
@@ -60,7 +63,7 @@ IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes shown per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions and errors.")
-def predict_cmd(model, images, top_k, as_json):
+def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Classify image files with a trained model.
 
     MODEL is an export folder, a .keras file or a run folder.
@@ -112,7 +115,7 @@ def predict_cmd(model, images, top_k, as_json):
     help="Where to save the confusion-matrix figure.  [default: confusion_matrix.png in the model's folder]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
-def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
+def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, figure: str | None, as_json: bool) -> None:
     """Test-split accuracy and cross-entropy of a trained model.
 
     MODEL is an export folder, a .keras file or a run folder.
@@ -156,7 +159,7 @@ def evaluate_cmd(model, data_source, eval_subset, figure, as_json):
     )
 
 
-def _test_data(data_source, folder):
+def _test_data(data_source: str | None, folder: Path) -> data_lib.Cifar:
     """CIFAR-10 from --data, else from the data_source the run in `folder` recorded (its config.yaml), else
     from KERAS_CIFAR_DATA or TFDS; a recorded source that cannot be read says where it came from."""
     recorded = None if data_source else RunFolder(folder).read_config()[1]

@@ -2,12 +2,16 @@
 here, in several processes of one run, or one run per process (--parallel), and write the reports;
 ``--seeds auto`` adds seeds while a ranked pair is undecided."""
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import itertools
 import shlex
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,12 +21,15 @@ from keras_cifar.cli.common import ARGV, TRACK_HELP, TRACKERS, UserError, interr
 from keras_cifar.core import backend
 from keras_cifar.core.console import say
 from keras_cifar.core.errors import OtherConfigError
+from keras_cifar.core.record import RunRecord
 from keras_cifar.data import sources
 from keras_cifar.nn.losses import LOSSES
 from keras_cifar.nn.networks import MODELS
 from keras_cifar.nn.optim import OPTIMIZERS
 from keras_cifar.nn.schedules import SCHEDULES
 from keras_cifar.training import cluster, signals
+
+Results = list[tuple[cfg.RunSpec, RunRecord]]  # each run trained, with what it recorded
 
 PLUGINS_HELP = (
     f"Plug-ins a recipe can name. model.name: {MODELS.help()}. loss: {LOSSES.help()}. "
@@ -115,7 +122,7 @@ PLUGINS_HELP = (
     show_default=True,
     help="Seconds a process other than 0 waits for the coordinator to answer.",
 )
-def run(**opts):
+def run(**opts: Any) -> None:
     """Train each RECIPE's variants and seeds, then write its report.
 
     Each run's config is the defaults < the recipe < the command line; recipes run one after the
@@ -151,7 +158,7 @@ class _Request:
     """What `run` was asked, checked: the recipes and the overrides and variants their runs take, the
     runs of the seeds asked for (this shard's), the data source and the processes of one run."""
 
-    def __init__(self, opts):
+    def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
         self.loaded = cfg.load_recipes(opts["recipes"])
         self.overrides = overrides(opts["sets"], {"train.epochs": opts["epochs"], "data.subset": opts["subset"]}, opts["quick"])
@@ -165,11 +172,11 @@ class _Request:
         self.processes = cluster.processes_of(opts["coordinator"], opts["num_processes"], opts["process_id"], opts["cluster"])
         self.source = sources.canonical_source(opts["data_source"])
 
-    def runs_of(self, recipes, seeds):
+    def runs_of(self, recipes: Iterable[cfg.Recipe], seeds: list[int] | None) -> list[cfg.RunSpec]:
         return [spec for recipe in recipes for spec in cfg.sweep(recipe, self.overrides, self.chosen, seeds)]
 
 
-def _request(opts):
+def _request(opts: dict[str, Any]) -> _Request:
     """The checked _Request, or a one-line error: options that do not combine, recipes, data, backend and
     the settings the backend cannot run."""
     from keras_cifar.training import tracking
@@ -195,7 +202,7 @@ def _request(opts):
     return request
 
 
-def _dry_run(request):
+def _dry_run(request: _Request) -> None:
     """What `run` would do with each run (the decisions the real run would make, its refusals too)."""
     from keras_cifar.training.decisions import decide_all, plan
 
@@ -208,13 +215,13 @@ def _dry_run(request):
         say(f"--seeds auto: then one more seed at a time, up to {cap}, while a pair is undecided and that many could decide it")
 
 
-def _trainer(request):
+def _trainer(request: _Request) -> Callable[[list[cfg.RunSpec]], Results]:
     """train(runs): train them (here, in several processes of one run, or --parallel) and write their
     recipes' reports; returns [(spec, metrics)]."""
     opts = request.opts
 
     @functools.cache
-    def started():
+    def started() -> sources.Cifar:
         """The data, loaded once, with the backend started (and this process joined to its run's others)."""
         cifar = sources.load(opts["data_source"])  # as given, so that an error about KERAS_CIFAR_DATA names it
         backend.start(deterministic=any(spec.config.train.deterministic for spec in request.runs))
@@ -222,7 +229,7 @@ def _trainer(request):
             cluster.join(request.processes, opts["coordinator_timeout"])
         return cifar
 
-    def train(runs):
+    def train(runs: list[cfg.RunSpec]) -> Results:
         if opts["parallel"]:
             results = _train_in_parallel(request, runs)
         else:
@@ -238,7 +245,7 @@ def _trainer(request):
     return train
 
 
-def _train_in_parallel(request, runs):
+def _train_in_parallel(request: _Request, runs: list[cfg.RunSpec]) -> Results:
     """--parallel: one `keras-cifar run` process per run, each given the command's own options."""
     from keras_cifar.training import parallel
 
@@ -258,7 +265,7 @@ def _train_in_parallel(request, runs):
     return parallel.run_sweep(runs, parallel.slots_of(opts["parallel"]), opts["out"], request.source, command, opts["restart"])
 
 
-def _seed_list(text):
+def _seed_list(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -266,7 +273,7 @@ def _seed_list(text):
 
 
 @contextlib.contextmanager
-def _free_out_offered(out):
+def _free_out_offered(out: str) -> Iterator[None]:
     """A run folder under `out` that holds another config stops `run`; its error then also gives the
     command as typed with an --out that is free (OUT-2, OUT-3, ...), so both runs are kept."""
     try:
@@ -283,7 +290,7 @@ def _free_out_offered(out):
         raise UserError(f"{e}. Another --out keeps both: {shlex.join(['keras-cifar', *kept, '--out', free])}") from None
 
 
-def _check_plans(loaded, out, cap):
+def _check_plans(loaded: list[cfg.Recipe], out: str, cap: int) -> None:
     """With --seeds auto: refuse a --max-seeds other than the cap a recipe's recorded plan started with."""
     from keras_cifar.study.claims import PLAN, plan_of
 
@@ -297,7 +304,7 @@ def _check_plans(loaded, out, cap):
             )
 
 
-def _record_plans(loaded, out, cap):
+def _record_plans(loaded: list[cfg.Recipe], out: str, cap: int) -> None:
     """With --seeds auto: record the plan of each recipe that has none: a look at every number of seeds
     from those it will have after seeds 0 and 1 up to `cap` (none where that is the cap already)."""
     from keras_cifar.study.claims import plan_of, record_plan
@@ -314,13 +321,13 @@ def _record_plans(loaded, out, cap):
             record_plan(folder, Rule(first, cap))
 
 
-def _seeds_wanted(loaded, out):
+def _seeds_wanted(loaded: list[cfg.Recipe], out: str) -> list[tuple[cfg.Recipe, int]]:
     """With --seeds auto, after the seeds so far: [(recipe, its next seed)] for each recipe below its
     plan's cap that has a pair one more seed could help (claims.wants_seed), saying which."""
     from keras_cifar.study.claims import by_mean, plan_of, wants_seed
     from keras_cifar.study.report import load_variants, summarize
 
-    wanted = []
+    wanted: list[tuple[cfg.Recipe, int]] = []
     for recipe in loaded:
         folder = Path(out) / recipe.name
         summary = summarize(folder, load_variants(folder))

@@ -1,5 +1,7 @@
 """The commands that read finished runs and recipes: report, compare, recipes."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
 import click
@@ -16,7 +18,7 @@ from keras_cifar.core.files import write_atomic
     "--out", type=click.Path(file_okay=False), help="Write each recipe's report into OUT/<recipe>/ instead of its run folder."
 )
 @click.option("--track", type=click.Choice(TRACKERS), help=TRACK_HELP)
-def report(run_roots, out, track):
+def report(run_roots: tuple[str, ...], out: str | None, track: str | None) -> None:
     """A recipe's figures, table and summary.json, from its runs.
 
     RUN_ROOT is a recipe's run folder, OUT/<recipe>/ as `run` writes it (`run` makes this report itself
@@ -56,7 +58,7 @@ def report(run_roots, out, track):
     help="A folder of recipes whose `report:` sections hold the report's claims.  [default: the shipped "
     "recipes, `keras-cifar recipes`]",
 )
-def compare(run_root, out, notes, recipes_dir):
+def compare(run_root: str, out: str | None, notes: str | None, recipes_dir: str | None) -> None:
     """Every experiment beside the report's numbers and verdicts.
 
     RUN_ROOT holds one folder per recipe (bn, shortcut, momentum, activation, loss, lr, batch_size), as
@@ -90,7 +92,7 @@ MARKERS = ("<!-- recipes: made by `keras-cifar recipes --into` -->", "<!-- /reci
     help=f"Write the table into FILE, between its lines {MARKERS[0]} and {MARKERS[1]} (README.md's table).",
 )
 @click.pass_context
-def recipes(ctx, names, into):
+def recipes(ctx: click.Context, names: bool, into: str | None) -> None:
     """List the shipped recipes and what the report found.
 
     One recipe per experiment of the report, and any others. Give one to `run`, `tune` or `bench` by
@@ -122,6 +124,6 @@ def recipes(ctx, names, into):
 
 @recipes.command("show")
 @click.argument("name")
-def recipes_show(name):
+def recipes_show(name: str) -> None:
     """Print the shipped recipe NAME, a starting point for your own."""
     say(cfg.recipe_file(name).read_text().rstrip("\n"))

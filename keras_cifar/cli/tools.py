@@ -1,6 +1,9 @@
 """The tools around training: landscape, tune, bench."""
 
+from __future__ import annotations
+
 import sys
+from typing import Any
 
 import click
 
@@ -67,7 +70,19 @@ from keras_cifar.training import signals
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Images per evaluation batch.")
 @click.option("--surface", is_flag=True, help="With --dims 2, also draw a 3D loss surface image.")
-def landscape(run_dirs, dims, points, span, images, split, data_source, out, seed, batch_size, surface):
+def landscape(
+    run_dirs: tuple[str, ...],
+    dims: int,
+    points: int,
+    span: tuple[float, float],
+    images: int,
+    split: str,
+    data_source: str | None,
+    out: str | None,
+    seed: int,
+    batch_size: int,
+    surface: bool,
+) -> None:
     """Loss and accuracy landscapes around a run's trained weights.
 
     As in Li et al. 2018, evaluates each completed RUN_DIR at theta* + a*d (+ b*e) on a grid, with
@@ -124,7 +139,18 @@ def landscape(run_dirs, dims, points, span, images, split, data_source, out, see
     metavar="ID",
     help="Distributed: run trials for the chief at --chief, as worker ID (a name unique among the workers).",
 )
-def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, worker):
+def tune(
+    recipe: str,
+    data_source: str | None,
+    out: str,
+    epochs: int | None,
+    subset: int | None,
+    variant: str | None,
+    sets: tuple[str, ...],
+    final: bool,
+    chief: str | None,
+    worker: str | None,
+) -> None:
     """Search a recipe's hyperparameters with KerasTuner.
 
     Searches RECIPE's learning rate and batch size (and optionally momentum and weight decay), picking
@@ -200,7 +226,17 @@ def tune(recipe, data_source, out, epochs, subset, variant, sets, final, chief, 
     type=click.Path(dir_okay=False),
     help="Also write the results as JSON to FILE, rewritten after each configuration.",
 )
-def bench(recipe, backends, precisions, epochs, reference, data_source, subset, sets, json_file):
+def bench(
+    recipe: str | None,
+    backends: str | None,
+    precisions: str,
+    epochs: int,
+    reference: bool,
+    data_source: str | None,
+    subset: int | None,
+    sets: tuple[str, ...],
+    json_file: str | None,
+) -> None:
     """How fast `run` trains a recipe on each backend and precision.
 
     RECIPE defaults to recipes/baseline.yaml. Each configuration trains the recipe's first variant
@@ -219,6 +255,11 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
     recipe_obj = cfg.load_recipe(recipe or "baseline")
     spec = cfg.sweep(recipe_obj, overrides(sets, {"data.subset": subset}), variants=[next(iter(recipe_obj.variants))])[0]
     configs = bench_lib.configurations(backends, precisions, reference)
+
+    def saved(record: dict[str, Any]) -> None:  # the record so far, after each configuration
+        if json_file:
+            write_json(json_file, record)
+
     record = bench_lib.run_bench(
         recipe_obj,
         spec.config,
@@ -226,7 +267,7 @@ def bench(recipe, backends, precisions, epochs, reference, data_source, subset, 
         configs,
         epochs,
         reference,
-        saved=lambda r: json_file and write_json(json_file, r),
+        saved=saved,
     )
     say("\n" + bench_lib.table(record))
     if json_file:

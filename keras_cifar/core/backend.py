@@ -1,6 +1,8 @@
 """The Keras backend a command runs on, checked before Keras is imported; a quiet start of TensorFlow;
 the settings a backend cannot run, refused before training; the device it computes on."""
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import importlib.util
@@ -11,15 +13,20 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from keras_cifar.core.errors import BackendError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras's names, which are also the modules they need
 INSTALL = {"tensorflow": "pip install tensorflow", "jax": 'pip install -e ".[jax]"', "torch": 'pip install -e ".[torch]"'}
 TORCH_MIN_WIDTH = 8
 
 
-def selected():
+def selected() -> str:
     """The backend Keras will use: $KERAS_BACKEND, else the one in keras.json, else tensorflow."""
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
@@ -30,7 +37,7 @@ def selected():
         return "tensorflow"
 
 
-def check(name=None, setting="KERAS_BACKEND"):
+def check(name: str | None = None, setting: str = "KERAS_BACKEND") -> str:
     """The selected backend's name (or `name`, given by `setting`), or a BackendError that names the
     setting and how to fix it."""
     name = name or selected()
@@ -46,7 +53,7 @@ def check(name=None, setting="KERAS_BACKEND"):
     return name
 
 
-def installed(name):
+def installed(name: str) -> bool:
     """Whether backend `name`'s library can be imported (checked without importing it)."""
     return importlib.util.find_spec(name) is not None
 
@@ -56,7 +63,7 @@ def installed(name):
 DETERMINISTIC_ENVIRONMENT = {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
-def start(deterministic=False):
+def start(deterministic: bool = False) -> ModuleType:
     """Check the backend and import Keras, then TensorFlow where installed; returns the keras module.
     `deterministic`: some run will set train.deterministic; the environment it needs is set first.
 
@@ -93,7 +100,7 @@ def start(deterministic=False):
     return keras
 
 
-def make_deterministic(on):
+def make_deterministic(on: bool) -> None:
     """train.deterministic for the run about to train: TensorFlow's op determinism (once on, it stays on
     in this process: TensorFlow cannot turn it off), PyTorch's deterministic algorithms (and cuDNN's
     deterministic convolutions instead of the fastest ones); JAX's comes from XLA_FLAGS (start)."""
@@ -112,7 +119,7 @@ def make_deterministic(on):
         torch.backends.cudnn.benchmark = torch.cuda.is_available() and not on
 
 
-def _torch_like_the_others():
+def _torch_like_the_others() -> None:
     """On an NVIDIA GPU, PyTorch computes float32 matrix products in TensorFloat-32 like JAX and TensorFlow
     do by default (its convolutions already do), and lets cuDNN pick its fastest convolution for the
     fixed CIFAR shapes, as the PyTorch reference does (cudnn.benchmark)."""
@@ -124,7 +131,7 @@ def _torch_like_the_others():
 
 
 @contextlib.contextmanager
-def environ(**values):
+def environ(**values: str) -> Iterator[None]:
     """Environment variables set to `values` for the duration, then restored (unset where they were)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -139,7 +146,7 @@ def environ(**values):
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def _stderr_silenced() -> Iterator[None]:
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -151,7 +158,7 @@ def _stderr_silenced():
         os.close(devnull)
 
 
-def check_settings(config, where):
+def check_settings(config: Any, where: str) -> None:  # config: a config.Config (core imports nothing above it)
     """Refuse, before training, settings the selected backend cannot run."""
     name = selected()
     if name == "torch" and config.train.steps_per_execution not in (1, "auto"):
@@ -167,7 +174,7 @@ def check_settings(config, where):
         )
 
 
-def _torch_cpu_lacks_avx512():
+def _torch_cpu_lacks_avx512() -> bool:
     import torch
 
     return not torch.cuda.is_available() and "AVX512" not in torch.backends.cpu.get_cpu_capability()
@@ -184,7 +191,7 @@ class Accelerator:
 
 
 @functools.cache
-def accelerator():
+def accelerator() -> Accelerator:
     """The Accelerator of the current backend (its first device)."""
     import keras
 
@@ -219,19 +226,19 @@ def accelerator():
     return cpu
 
 
-def device():
+def device() -> str:
     """'cpu (2 cores, x86_64)', 'gpu: NVIDIA H200', ...: where the current backend computes."""
     return accelerator().name
 
 
-def precision(config):
+def precision(config: Any) -> str:  # config: a config.Config
     """The dtype policy of train.mixed_precision: true, false, or auto (bfloat16 where it is native)."""
     wanted = config.train.mixed_precision
     bf16 = wanted is True or (wanted == "auto" and accelerator().bf16)
     return "mixed_bfloat16" if bf16 else "float32"
 
 
-def math_precision(config):
+def math_precision(config: Any) -> str:  # config: a config.Config
     """What convolutions and matrix products compute in: bf16 (mixed_bfloat16); tf32 for float32 on an
     NVIDIA GPU of compute capability 8 or more (Ampere, Hopper), where all three backends use
     TensorFloat-32 (a 10-bit mantissa); else fp32."""
@@ -240,7 +247,7 @@ def math_precision(config):
     return "tf32" if accelerator().kind == "gpu" and accelerator().bf16 else "fp32"
 
 
-def steps_per_execution(config):
+def steps_per_execution(config: Any) -> int:  # config: a config.Config
     """train.steps_per_execution, with auto = 8 on an accelerator with JAX or TensorFlow (fewer
     dispatches and log updates per step), else 1 (PyTorch allows only 1; a CPU gains nothing)."""
     wanted = config.train.steps_per_execution
@@ -251,12 +258,12 @@ def steps_per_execution(config):
     return 8 if accelerator().kind != "cpu" and keras.backend.backend() in ("jax", "tensorflow") else 1
 
 
-def cache_root():
+def cache_root() -> Path:
     """Where keras-cifar keeps what it can compute again: decoded data, compiled programs."""
     return Path(os.environ.get("KERAS_CIFAR_CACHE") or Path.home() / ".cache" / "keras_cifar")
 
 
-def environment():
+def environment() -> dict[str, Any]:
     """Backend, library versions and device, for metrics.json (imports Keras)."""
     import keras
 

@@ -5,6 +5,11 @@ Keras's RandomCrop/RandomFlip layers inside a compiled JAX model took about 0.8 
 jit-friendly layers do the same work with two small batched matmuls.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -18,15 +23,15 @@ class RandomCropFlip(keras.layers.Layer):
     Outside training it only casts to float32. Input: images [B, H, W, C] of any dtype, pixel scale.
     """
 
-    def __init__(self, pad=4, seed=None, **kwargs):
+    def __init__(self, pad: int = 4, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pad = pad
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._torch_generator = None
-        self._torch_state = None  # the seed generator's state as this process's host counts it (PyTorch)
+        self._torch_generator: Any = None  # a torch.Generator (PyTorch)
+        self._torch_state: list[int] | None = None  # the seed generator's state as this process's host counts it (PyTorch)
 
-    def call(self, images, training=False):
+    def call(self, images: Any, training: bool = False) -> Any:
         images = ops.cast(images, "float32")
         if not training:
             return images
@@ -41,7 +46,7 @@ class RandomCropFlip(keras.layers.Layer):
         crops = ops.einsum("bjs,bisc->bijc", cols, crops)
         return ops.where(flip, ops.flip(crops, axis=2), crops)
 
-    def _draw(self, batch):
+    def _draw(self, batch: Any) -> tuple[Any, Any]:
         """Per image: the crop's offsets [batch, 2] and whether it is flipped [batch, 1, 1, 1]."""
         backend = keras.backend.backend()
         if backend == "torch":
@@ -54,7 +59,7 @@ class RandomCropFlip(keras.layers.Layer):
         mine = slice(replica * batch, (replica + 1) * batch)
         return (offsets[mine], flip[mine]) if replicas > 1 else (offsets, flip)
 
-    def _draw_torch(self, batch):
+    def _draw_torch(self, batch: int) -> tuple[Any, Any]:
         """The same draws from a torch.Generator on the device. Keras's PyTorch random functions make a new
         generator from the seed at every call, reading the seed back to the host, so every training step
         would wait for the GPU twice. Here the host reads the seed generator's state [seed, steps] once
@@ -75,14 +80,14 @@ class RandomCropFlip(keras.layers.Layer):
         offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), device=state.device, generator=self._torch_generator)
         return offsets, torch.rand((batch, 1, 1, 1), device=state.device, generator=self._torch_generator) < 0.5
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pad": self.pad, "seed": self.seed}
 
 
-def _replica():
+def _replica() -> tuple[int, int]:
     """(replicas, this one's index) under a TensorFlow distribution strategy; (1, 0) outside one."""
     import tensorflow as tf
 
@@ -96,19 +101,19 @@ def _replica():
 class Normalize(keras.layers.Layer):
     """Pixel values in [0, 255] -> per-channel standardized floats (CIFAR-10 statistics)."""
 
-    def __init__(self, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs):
+    def __init__(self, mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mean = tuple(mean)
         self.std = tuple(std)
 
-    def call(self, images):
+    def call(self, images: Any) -> Any:
         images = ops.cast(images, self.compute_dtype)
         mean = ops.convert_to_tensor([255.0 * m for m in self.mean], self.compute_dtype)
         std = ops.convert_to_tensor([255.0 * s for s in self.std], self.compute_dtype)
         return (images - mean) / std
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}

@@ -12,6 +12,8 @@ names, numbers in numeric order). So ``split`` and the class-balanced subsets pi
 from TFDS, the official archives and image trees alike.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import hashlib
@@ -24,8 +26,10 @@ import tarfile
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -33,7 +37,10 @@ import numpy as np
 from keras_cifar.core import backend
 from keras_cifar.core.console import say
 from keras_cifar.core.errors import DataError
-from keras_cifar.data.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES  # noqa: F401  (data.CLASS_NAMES: the API)
+from keras_cifar.data.formats import CLASS_NAMES, FORMATS, IMAGE_SUFFIXES, Arrays, Files  # noqa: F401  (data.CLASS_NAMES: the API)
+
+T = TypeVar("T")
+Pair = tuple[np.ndarray, np.ndarray]  # images and labels
 
 SPLIT_SEED = 20201  # fixed: the validation/test split never depends on the training seed
 EVAL_BATCH = 1000  # images per evaluation step (5,000 and 10,000 are whole multiples)
@@ -45,13 +52,13 @@ CACHE_VERSION = 2  # part of every cache's key: 2 since the arrays are stored cl
 DATA_ENV = "KERAS_CIFAR_DATA"  # the source when --data is not given
 
 
-def accepted():
+def accepted() -> str:
     """What --data accepts, in a few words (the format names from the FORMATS registry) and where the
     docs describe each."""
     return f"a CIFAR-10 copy ({FORMATS}), a TFDS data dir or synthetic[:N] (docs/recipes.md#data)"
 
 
-def source_help(default=f"${DATA_ENV}, else the TFDS download (needs internet)"):
+def source_help(default: str = f"${DATA_ENV}, else the TFDS download (needs internet)") -> str:
     """The help of a command's --data option, whose `default` is said in words."""
     return f"CIFAR-10 source: {accepted()}. Default: {default}."
 
@@ -71,15 +78,15 @@ class Cifar:
 class Splits:
     """The report's split: official train set (or a subset) / half of test as validation / half as test."""
 
-    train: tuple
-    val: tuple
-    test: tuple
+    train: Pair
+    val: Pair
+    test: Pair
 
 
 # ----------------------------------------------------------------------------------------- sources
 
 
-def canonical_source(source=None):
+def canonical_source(source: str | Path | None = None) -> str:
     """The name of a ``--data`` value: what ``load`` records as ``Cifar.source`` and a run folder as
     its data_source. A local path must exist; nothing else is read. ``None`` means
     $KERAS_CIFAR_DATA, else the TFDS download."""
@@ -103,13 +110,13 @@ def canonical_source(source=None):
     return str(path)
 
 
-def _prepared_tfds(path):
+def _prepared_tfds(path: Path) -> bool:
     """Whether `path` is a TFDS data dir holding a prepared cifar10 (cifar10/<version>/dataset_info.json);
     an image tree under path/cifar10/ is not one."""
     return any((path / "cifar10").glob("*/dataset_info.json"))
 
 
-def load(source=None, cache_dir=None):
+def load(source: str | Path | None = None, cache_dir: str | Path | None = None) -> Cifar:
     """Load CIFAR-10 from `source` (see module doc and ``canonical_source``)."""
     if not source and os.environ.get(DATA_ENV):
         return _from_env(load, cache_dir)
@@ -136,7 +143,7 @@ def load(source=None, cache_dir=None):
     return data
 
 
-def _from_env(function, *args):
+def _from_env(function: Callable[..., T], *args: Any) -> T:
     """`function` of $KERAS_CIFAR_DATA's value; an error about that value names the variable, which the
     user may have set long ago."""
     value = os.environ[DATA_ENV]
@@ -146,7 +153,7 @@ def _from_env(function, *args):
         raise DataError(f"{DATA_ENV}={value}: {e}") from None
 
 
-def _cache_file(path, cache_dir):
+def _cache_file(path: Path, cache_dir: str | Path | None) -> Path:
     """``<name>-<path key>-<content key>.npz``: the content key covers CACHE_VERSION and every file of the
     copy (its name, size, modification and change times: a file replaced or rewritten anywhere in a
     folder changes it)."""
@@ -157,7 +164,7 @@ def _cache_file(path, cache_dir):
     return Path(cache_dir or backend.cache_root()) / f"{path.name}-{where}-{content.hexdigest()[:16]}.npz"
 
 
-def _file_stats(path):
+def _file_stats(path: Path) -> list[tuple[str, os.stat_result]]:
     """[(name inside the copy, os.stat of it)] of every file of a folder, by name; a file: [("", its stat)].
     (os.walk: a third of Path.rglob's time on the 60,000 files of the JPEG copy.)"""
     if not path.is_dir():
@@ -171,7 +178,7 @@ def _file_stats(path):
     return sorted(found, key=lambda entry: entry[0])
 
 
-def _remove_stale(cache):
+def _remove_stale(cache: Path) -> None:
     """Delete the other caches of the same copy (same name and path key, another content key)."""
     prefix = cache.name[: -len("0123456789abcdef.npz")]
     for old in cache.parent.glob("*.npz"):
@@ -179,13 +186,13 @@ def _remove_stale(cache):
             old.unlink(missing_ok=True)
 
 
-def _read_cache(cache, name):
+def _read_cache(cache: Path, name: str) -> Cifar | None:
     """The cached copy, or None when there is none or it cannot be read whole (then it is deleted)."""
     if not cache.exists():
         return None
     try:
         with np.load(cache, allow_pickle=False) as z:
-            data = Cifar(*(z[k] for k in ("x_train", "y_train", "x_test", "y_test")), source=name)
+            data = Cifar(z["x_train"], z["y_train"], z["x_test"], z["y_test"], source=name)
         _check(data, cache)
         return data
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, DataError):
@@ -193,7 +200,7 @@ def _read_cache(cache, name):
         return None
 
 
-def fingerprint(cifar):
+def fingerprint(cifar: Cifar) -> str:
     """A hash of the images and labels, not of where they came from: every source of the same pixels
     gives the same one (they are in one order)."""
     digest = hashlib.sha256()
@@ -202,7 +209,7 @@ def fingerprint(cifar):
     return digest.hexdigest()[:16]
 
 
-def _check(data, path):
+def _check(data: Cifar, path: Path) -> None:
     for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         if (
             not len(x)
@@ -214,20 +221,28 @@ def _check(data, path):
             raise DataError(f"{path}: found no usable {name} images (shape {x.shape}); --data accepts {accepted()}")
 
 
-def class_major(x_train, y_train, x_test, y_test, source, official=(None, None)):
+def class_major(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    source: str,
+    official: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+) -> Cifar:
     """A Cifar in the one order of every source: class by class, each class in the official order
     (`official`: per split, keys that sort into it, such as TFDS's ids; None: the order given)."""
-    arrays = []
+    arrays: list[np.ndarray] = []
     for x, y, key in ((x_train, y_train, official[0]), (x_test, y_test, official[1])):
         order = np.lexsort((np.arange(len(y)) if key is None else key, y))
         arrays += [x[order], np.asarray(y, np.int32)[order]]
-    return Cifar(*arrays, source=source)
+    train_x, train_y, test_x, test_y = arrays
+    return Cifar(train_x, train_y, test_x, test_y, source=source)
 
 
 # ------------------------------------------------------------------------------------------- TFDS
 
 
-def _load_tfds(data_dir):
+def _load_tfds(data_dir: Path | None) -> Cifar:
     """CIFAR-10 from a prepared TFDS data dir, or (`data_dir` None) downloaded and prepared by TFDS
     in $TFDS_DATA_DIR or ~/tensorflow_datasets. Offline, the download fails at once, before TFDS
     creates any folder; a download that fails later leaves no empty folders behind."""
@@ -240,7 +255,7 @@ def _load_tfds(data_dir):
             f"the default CIFAR-10 source is TFDS, which cannot be imported ({e}); pip install tensorflow-datasets. {offline}"
         ) from None
     download = data_dir is None
-    if download:
+    if data_dir is None:
         data_dir = Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
         url = _tfds_url(tfds, data_dir)
         problem = _unreachable(url)
@@ -269,7 +284,7 @@ def _load_tfds(data_dir):
     )
 
 
-def _tfds_url(tfds, data_dir):
+def _tfds_url(tfds: Any, data_dir: Path) -> str:
     """Where TFDS's cifar10 builder downloads from (a private attribute: TFDS_URL should it change)."""
     try:
         return tfds.builder("cifar10", data_dir=str(data_dir))._cifar_info.url
@@ -277,15 +292,15 @@ def _tfds_url(tfds, data_dir):
         return TFDS_URL
 
 
-def _unreachable(url, timeout=10.0):
+def _unreachable(url: str, timeout: float = 10.0) -> str | None:
     """Why `url`'s host cannot be reached (name lookup or connection, bounded by `timeout`), or None.
     Behind a proxy (*_PROXY set) the download goes through it, so nothing is checked."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
         return None
     parts = urlsplit(url)
-    outcome = ["timed out"]
+    outcome: list[str | None] = ["timed out"]
 
-    def probe():
+    def probe() -> None:
         try:
             socket.create_connection(
                 (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
@@ -300,60 +315,65 @@ def _unreachable(url, timeout=10.0):
     return outcome[0]
 
 
-def _folders(root):
+def _folders(root: Path | str) -> set[Path]:
     root = Path(root)
     return {p for p in root.rglob("*") if p.is_dir()} | {root} if root.exists() else set()
 
 
-def _remove_new_empty_folders(root, before):
+def _remove_new_empty_folders(root: Path, before: set[Path]) -> None:
     """Delete the folders under `root` (and `root`) that did not exist in `before` and are empty."""
     for folder in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
         if not any(folder.iterdir()):
             folder.rmdir()
 
 
-def _read_path(path, starting=lambda: None):
+def _read_path(path: Path, starting: Callable[[], None] = lambda: None) -> Cifar:
     """Decode a local copy: a tar archive or a folder, in any of the accepted layouts. `starting()` is
     called once, when a format has recognised the copy and reads its first file."""
     try:
         if path.is_dir():
             files = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()}
-            return _decode(path, {k: (lambda p=p: p.read_bytes()) for k, p in files.items()}, starting)
+            return _decode(path, {k: p.read_bytes for k, p in files.items()}, starting)
         try:
             tar = tarfile.open(path, "r:*")
         except tarfile.ReadError:
             raise DataError(f"{path}: not a folder or a .tar(.gz) archive; --data accepts {accepted()}") from None
         with tar:
             members = [m for m in tar.getmembers() if m.isfile()]
-            return _decode(path, {m.name: (lambda m=m: tar.extractfile(m).read()) for m in members}, starting)
+            return _decode(path, {m.name: functools.partial(_member_bytes, tar, m) for m in members}, starting)
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "no message"
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {first}); --data accepts {accepted()}") from None
 
 
-def _decode(path, files, starting):
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A file member's bytes (extractfile gives None only for members that are not files)."""
+    return cast(IO[bytes], tar.extractfile(member)).read()
+
+
+def _decode(path: Path, files: Files, starting: Callable[[], None]) -> Cifar:
     """Read the copy with the first registered format that recognises its file names (`starting()` before
     the first file is read)."""
     announce = functools.cache(starting)  # takes no argument: called once
 
-    def reading(read):
+    def reading(read: Callable[[], bytes]) -> bytes:
         announce()
         return read()
 
     files = {name: functools.partial(reading, read) for name, read in files.items()}
     for read in (entry.factory for entry in FORMATS.entries.values()):
-        arrays = read(path, files)
+        arrays: Arrays | None = read(path, files)
         if arrays is not None:
             return class_major(*arrays, source=str(path))
     raise DataError(f"{path}: no CIFAR-10 copy found in it; --data accepts {accepted()}")
 
 
-def synthetic(n_train=2000, n_test=None, seed=0):
+def synthetic(n_train: int = 2000, n_test: int | None = None, seed: int = 0) -> Cifar:
     """A learnable stand-in for tests: each class is a fixed coarse colour pattern plus noise."""
     rng = np.random.default_rng(seed)
     templates = rng.uniform(0, 255, (10, 4, 4, 3)).repeat(8, axis=1).repeat(8, axis=2)
 
-    def draw(n):
+    def draw(n: int) -> Pair:
         y = np.arange(n, dtype=np.int32) % 10
         rng.shuffle(y)
         x = templates[y] + rng.normal(0, 40, (n, 32, 32, 3))
@@ -365,7 +385,7 @@ def synthetic(n_train=2000, n_test=None, seed=0):
 # ------------------------------------------------------------------------------------------ splits
 
 
-def stratified_take(labels, n, seed):
+def stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of `n` items drawn class-balanced (proportionally) and deterministically; sorted."""
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
@@ -375,7 +395,7 @@ def stratified_take(labels, n, seed):
     return np.sort(np.concatenate(picked))
 
 
-def split(data, subset=None, eval_subset=None):
+def split(data: Cifar, subset: int | None = None, eval_subset: int | None = None) -> Splits:
     """The report's 10:1:1 split: train = official train set; the official test set is split in two
     halves, stratified and fixed (SPLIT_SEED), into validation and test. `subset` and `eval_subset`
     shrink the training set and each evaluation half, class-balanced."""
@@ -393,13 +413,13 @@ def split(data, subset=None, eval_subset=None):
     return Splits(train, *halves)
 
 
-def shard(splits, index, count):
+def shard(splits: Splits, index: int, count: int) -> Splits:
     """Process `index` of `count`'s share of each split: every count-th image from the index-th, the
     same number in every process (up to count - 1 images of a split are left out). Alone: `splits`."""
     if count == 1:
         return splits
 
-    def part(x, y):
+    def part(x: np.ndarray, y: np.ndarray) -> Pair:
         n = len(y) // count
         return x[index::count][:n], y[index::count][:n]
 
@@ -409,5 +429,5 @@ def shard(splits, index, count):
 # --------------------------------------------------------------------------------------- pipelines
 
 
-def has_tensorflow():
+def has_tensorflow() -> bool:
     return importlib.util.find_spec("tensorflow") is not None

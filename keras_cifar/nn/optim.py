@@ -1,6 +1,11 @@
 """Optimizers by recipe name: the OPTIMIZERS registry (``optimizer.name``), and the optimizer and
 learning-rate schedule (schedules.py) a config asks for. Keras is imported when they are built, so
-that recipes are checked without it; the Keras classes are in custom_objects.py."""
+that recipes are checked without it; the Keras classes are in custom_objects.py. A config's sections are
+typed Any here: nn sits below the config package and imports nothing of it."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from keras_cifar.core.registry import Registry
 
@@ -8,27 +13,27 @@ OPTIMIZERS = Registry("optimizer")  # factory(config.OptimizerConfig, learning-r
 
 
 @OPTIMIZERS.add("sgd", "SGD with optimizer.momentum and .nesterov; weight decay added to the gradient, as PyTorch does")
-def sgd(opt, learning_rate):
+def sgd(opt: Any, learning_rate: Any) -> Any:  # opt: a config.OptimizerConfig
     from keras_cifar.nn.custom_objects import SGD
 
     return SGD(learning_rate=learning_rate, momentum=opt.momentum, nesterov=opt.nesterov, l2=opt.weight_decay)
 
 
 @OPTIMIZERS.add("adam", "Adam; weight decay added to the gradient, as PyTorch does")
-def adam(opt, learning_rate):
+def adam(opt: Any, learning_rate: Any) -> Any:
     from keras_cifar.nn.custom_objects import Adam
 
     return Adam(learning_rate=learning_rate, l2=opt.weight_decay)
 
 
 @OPTIMIZERS.add("adamw", "AdamW: Keras's decoupled weight decay")
-def adamw(opt, learning_rate):
+def adamw(opt: Any, learning_rate: Any) -> Any:
     from keras_cifar.nn.custom_objects import AdamW
 
     return AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay)
 
 
-def make_schedule(schedule, learning_rate, epochs, steps_per_epoch):
+def make_schedule(schedule: Any, learning_rate: float, epochs: int, steps_per_epoch: int) -> Any:
     """The learning-rate schedule of a config's ``schedule`` section (a config.ScheduleConfig)."""
     from keras_cifar.nn.custom_objects import Schedule
 
@@ -43,7 +48,7 @@ def make_schedule(schedule, learning_rate, epochs, steps_per_epoch):
     )
 
 
-def make_optimizer(config, steps_per_epoch):
+def make_optimizer(config: Any, steps_per_epoch: int) -> Any:
     """The optimizer of a config.Config (sections ``optimizer``, ``schedule``, ``train``)."""
     opt = config.optimizer
     lr = make_schedule(config.schedule, opt.learning_rate, config.train.epochs, steps_per_epoch)

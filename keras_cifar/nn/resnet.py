@@ -1,6 +1,10 @@
 """The report's ResNet-18 (CIFAR variant) as a functional Keras model, plus the trained classifier."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,7 +26,7 @@ class TorchUniform(keras.initializers.Initializer):
     initializers on JAX compile a kernel per weight shape: about 6 s for one ResNet-18 on a CPU.)
     """
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
         bound = 1.0 / math.sqrt(math.prod(shape[:-1]))
         return keras.ops.convert_to_tensor(np.random.uniform(-bound, bound, shape), dtype=dtype)
 
@@ -33,15 +37,15 @@ class BatchNorm(keras.layers.BatchNormalization):
     TensorFlow distribution strategy (``synchronized``; on JAX data parallelism gives them without it).
     The flag is not saved, so the model loads on every backend (Keras refuses it outside TensorFlow)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("synchronized", None)
         super().__init__(synchronized=_under_tensorflow_strategy(), **kwargs)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {k: v for k, v in super().get_config().items() if k != "synchronized"}
 
 
-def _under_tensorflow_strategy():
+def _under_tensorflow_strategy() -> bool:
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
@@ -49,7 +53,9 @@ def _under_tensorflow_strategy():
     return tf.distribute.has_strategy()
 
 
-def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", num_classes=10):
+def build_resnet18(
+    width: int = 64, batch_norm: bool = True, shortcut: bool = True, activation: str = "relu", num_classes: int = 10
+) -> keras.Model:
     """ResNet-18 for 32x32 inputs: 3x3 stem (no max-pool), basic blocks [2,2,2,2], logits out.
 
     Matches the common PyTorch CIFAR ResNet-18 (11,173,962 parameters at width 64): stride-2 stages
@@ -72,7 +78,7 @@ def build_resnet18(width=64, batch_norm=True, shortcut=True, activation="relu", 
     return keras.Model(inputs, outputs, name="resnet18")
 
 
-def _conv_bn(x, filters, kernel, stride, batch_norm, name):
+def _conv_bn(x: Any, filters: int, kernel: int, stride: int, batch_norm: bool, name: str) -> Any:
     # Padding 1 on every side, as PyTorch pads: "same" does that for stride 1 without a separate op;
     # for stride 2 "same" would pad only the bottom and right, so the 3x3 convolution pads first.
     padding = "same" if stride == 1 else "valid"
@@ -92,7 +98,7 @@ def _conv_bn(x, filters, kernel, stride, batch_norm, name):
     return x
 
 
-def _basic_block(x, filters, stride, batch_norm, shortcut, activation, name):
+def _basic_block(x: Any, filters: int, stride: int, batch_norm: bool, shortcut: bool, activation: str, name: str) -> Any:
     y = _conv_bn(x, filters, 3, stride, batch_norm, f"{name}_1")
     y = keras.layers.Activation(activation, name=f"{name}_1_act")(y)
     y = _conv_bn(y, filters, 3, 1, batch_norm, f"{name}_2")
@@ -103,7 +109,7 @@ def _basic_block(x, filters, stride, batch_norm, shortcut, activation, name):
     return keras.layers.Activation(activation, name=f"{name}_out")(y)
 
 
-def build_classifier(net, augment=True):
+def build_classifier(net: Callable[[Any], Any], augment: bool = True) -> keras.Model:
     """The trained model: uint8 images -> [random crop + flip in training] -> normalize -> `net` (a model
     from normalized images to logits, such as build_resnet18's)."""
     inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")

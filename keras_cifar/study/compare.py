@@ -4,18 +4,23 @@ The claims come from the recipes' ``report:`` sections (claims.py says how agree
 the numbers from the run folders under RUN_ROOT. Experiments follow the report's figures.
 """
 
+from __future__ import annotations
+
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
-from keras_cifar.config import SHIPPED_RECIPES, Claim, load_recipe
+from keras_cifar.config import SHIPPED_RECIPES, Claim, Config, Recipe, load_recipe
 from keras_cifar.core.errors import ConfigError
 from keras_cifar.core.files import make_dirs, write_atomic
 from keras_cifar.study import report
-from keras_cifar.study.claims import Verdict, holm, judge, our_ordering
-from keras_cifar.training.runs import find_recipes, identity
+from keras_cifar.study.claims import Stats, Verdict, holm, judge, our_ordering
+from keras_cifar.study.report import Summary, Variant
+from keras_cifar.study.stats import Rule
+from keras_cifar.training.runs import Run, find_recipes, identity
 
 REPORT_TITLE = "Midterm report: study neural network on CIFAR-10 (Li, Yuan, Chen; Fudan University)"
 REPORT_SCALE = (
@@ -37,20 +42,25 @@ JUDGING = (
 )
 
 
-def claimed_recipes(recipes_dir=SHIPPED_RECIPES):
+def claimed_recipes(recipes_dir: Path | str = SHIPPED_RECIPES) -> list[Recipe]:
     """The recipes in `recipes_dir` that have a ``report:`` section, in the order of the report's figures."""
     folder = Path(recipes_dir)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder of recipes; pass --recipes DIR (the recipes/ of the repository)")
     recipes = [load_recipe(path) for path in sorted(folder.glob("*.yaml"))]
-    return sorted((r for r in recipes if r.claim), key=lambda r: (r.claim.figure, r.name))
+    return sorted((r for r in recipes if r.claim), key=lambda r: (_claim(r).figure, r.name))
 
 
-def claims_table(recipes_dir=SHIPPED_RECIPES):
+def _claim(recipe: Recipe) -> Claim:
+    """The claim of a recipe that claimed_recipes returned (one that has a ``report:`` section)."""
+    return cast(Claim, recipe.claim)
+
+
+def claims_table(recipes_dir: Path | str = SHIPPED_RECIPES) -> str:
     """The README's table of experiments: recipe, variants and what the report found."""
     lines = ["| experiment | recipe | variants | report's result |", "| --- | --- | --- | --- |"]
     for recipe in claimed_recipes(recipes_dir):
-        c = recipe.claim
+        c = _claim(recipe)
         numbers = " / ".join(f"{v:.2f}" for v in c.accuracy.values())
         lines.append(
             f"| {c.title} | `{Path(recipe.path).name}` | {' / '.join(recipe.variants)} | "
@@ -62,11 +72,11 @@ def claims_table(recipes_dir=SHIPPED_RECIPES):
 # ----------------------------------------------------------------------------------------- page
 
 
-def _stats_by_variant(summary):
+def _stats_by_variant(summary: Summary) -> dict[str, Stats | None]:
     return {row["variant"]: row["test_accuracy"] for row in summary["variants"]}
 
 
-def _ours_cell(summary):
+def _ours_cell(summary: Summary) -> str:
     n_seeds = len(summary["seeds"])
     return "<br>".join(
         f"{row['variant']} "
@@ -75,7 +85,7 @@ def _ours_cell(summary):
     )
 
 
-def _setup(all_variants, out, command):
+def _setup(all_variants: list[Variant], out: Path, command: str) -> list[str]:
     lines = report.setup_lines(all_variants)
     sources = {str(r.data_source or "").lower() for v in all_variants for r in v.runs}
     if any("jpeg" in s or "jpg" in s for s in sources):
@@ -100,22 +110,22 @@ class Experiment:
 
     name: str
     claim: Claim | None
-    summary: dict | None = None
-    variants: list = field(default_factory=list)
+    summary: Summary | None = None
+    variants: list[Variant] = field(default_factory=list)
     verdict: Verdict = Verdict("n/a", "not in the report")
-    kept: list = field(default_factory=list)  # per pair of the verdict: whether it survives Holm
+    kept: list[bool] = field(default_factory=list)  # per pair of the verdict: whether it survives Holm
 
     @property
-    def rule(self):
-        return report.rule_of(self.summary)
+    def rule(self) -> Rule:  # of an experiment that ran: one with a summary
+        return report.rule_of(cast(Summary, self.summary))
 
     @property
-    def page_wide(self):
+    def page_wide(self) -> str:
         """The answer when only the pair decisions that survive the page-wide correction stand."""
         return self.verdict.standing(self.kept)
 
 
-def _family_text(experiments):
+def _family_text(experiments: list[Experiment]) -> list[str]:
     """The paragraph on the page as a family: how many pairs, the family-wise rates, which verdicts share runs."""
     m = sum(len(e.verdict.pairs) for e in experiments)
     if not m:
@@ -132,17 +142,17 @@ def _family_text(experiments):
     return [text, ""] + [f"- {line}" for line in _shared_runs(experiments)] + [""]
 
 
-def _config_key(run):
+def _config_key(run: Run) -> str:
     """Equal for runs of one configuration and data, whatever their seed."""
-    ident = identity(run.config, run.data_source)
+    ident = identity(cast(Config, run.config), run.data_source)  # a completed run's, which has its config.yaml
     ident["train"].pop("seeds", None)
     return json.dumps(ident, sort_keys=True, default=str)
 
 
-def _shared_runs(experiments):
+def _shared_runs(experiments: list[Experiment]) -> list[str]:
     """In words: the variants of different experiments that are one configuration with the same seeds
     (one training reused, or the same training repeated), and the verdicts that rest on them together."""
-    groups = {}  # configuration -> {experiment: (variant, its completed seeds)}
+    groups: dict[str, dict[str, tuple[str, set[int]]]] = {}  # configuration -> {experiment: (variant, its completed seeds)}
     for e in experiments:
         for v in e.variants:
             if v.completed:
@@ -161,8 +171,9 @@ def _shared_runs(experiments):
     return lines or ["No two verdicts share runs."]
 
 
-def _section(e, recipe_dir, out_dir):
+def _section(e: Experiment, recipe_dir: Path, out_dir: Path) -> list[str]:
     rel = Path(os.path.relpath(recipe_dir, out_dir))
+    summary = cast(Summary, e.summary)  # only an experiment that ran has a section
     head = f"## {e.name}: {e.claim.title} — report {e.claim.source}: {e.claim.verdict}" if e.claim else f"## {e.name}"
     diffs = report.variant_differences(e.variants)
     lines = [
@@ -175,11 +186,11 @@ def _section(e, recipe_dir, out_dir):
     ]
     if diffs:
         lines += ["Variants differ in " + ", ".join(f"`{k}`" for k in diffs) + ".", ""]
-    lines += [report.markdown_table(e.summary, e.claim.accuracy if e.claim and e.claim.accuracy else None), ""]
-    reused = report.reuse_notes(e.summary)
+    lines += [report.markdown_table(summary, e.claim.accuracy if e.claim and e.claim.accuracy else None), ""]
+    reused = report.reuse_notes(summary)
     if reused:
         lines += [f"- {note}" for note in reused] + [""]
-    ours = our_ordering(_stats_by_variant(e.summary), e.claim.order if e.claim else (), e.rule)
+    ours = our_ordering(_stats_by_variant(summary), e.claim.order if e.claim else (), e.rule)
     lines += [f"Intervals: {e.rule}.", ""]
     lines += [f"Our ordering: {ours}. Agrees with the report: **{e.verdict.answer}** ({e.verdict.reason}).", ""]
     if e.verdict.pairs:
@@ -192,7 +203,7 @@ def _section(e, recipe_dir, out_dir):
     return lines
 
 
-def _summary_row(e):
+def _summary_row(e: Experiment) -> str:
     stats = _stats_by_variant(e.summary) if e.summary else {}
     claim = e.claim
     report_acc = " / ".join(f"{v} {a:.2f}" for v, a in claim.accuracy.items()) if claim and claim.accuracy else "–"
@@ -208,13 +219,13 @@ def _summary_row(e):
     return "| " + " | ".join(cells) + " |"
 
 
-def _marker(root, out):
+def _marker(root: Path | str, out: Path) -> str:
     """The page's first line: which runs it was made from, relative to the page's folder."""
     runs = Path(os.path.relpath(Path(root).resolve(), out.parent.resolve())).as_posix()
     return f"<!-- keras-cifar compare: the runs in {runs} -->"
 
 
-def check_page(root, out):
+def check_page(root: Path | str, out: Path | str) -> None:
     """Refuse to replace a file that `compare` did not write for `root` (a hand-written README, say)."""
     out = Path(out)
     if out.exists() and not out.read_text(errors="replace").startswith(_marker(root, out) + "\n"):
@@ -224,12 +235,12 @@ def check_page(root, out):
         )
 
 
-def _experiments(root, recipes_dir):
+def _experiments(root: Path | str, recipes_dir: Path | str) -> tuple[list[Experiment], dict[str, Path]]:
     """Every experiment of the page, in the report's order, then the run folders no recipe claims: each
     recipe's report (re)written, its claim judged, and the pair decisions that survive Holm over the page."""
     claims = {r.name: r.claim for r in claimed_recipes(recipes_dir)}
     recipe_dirs = {d.name: d for d in find_recipes([root])}
-    experiments = []
+    experiments: list[Experiment] = []
     for name in list(claims) + [n for n in recipe_dirs if n not in claims]:
         e = Experiment(name, claims.get(name))
         if name in recipe_dirs:
@@ -243,7 +254,9 @@ def _experiments(root, recipes_dir):
     return experiments, recipe_dirs
 
 
-def write_page(root, out, command, notes=None, recipes_dir=SHIPPED_RECIPES):
+def write_page(
+    root: Path | str, out: Path | str, command: str, notes: Path | str | None = None, recipes_dir: Path | str = SHIPPED_RECIPES
+) -> Path:
     """Write every recipe's report under `root`, then the comparison page `out`, with the claims of the
     recipes in `recipes_dir`; returns out's path."""
     out = Path(out)

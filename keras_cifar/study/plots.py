@@ -5,19 +5,30 @@ Matplotlib's Figure API only: importing this module switches no global backend, 
 imports keras_cifar keeps its own. Matplotlib itself is imported when a figure is drawn.
 """
 
+from __future__ import annotations
+
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keras_cifar.core.files import replace_atomic
 
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn; report.py imports this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from keras_cifar.study.report import Variant
+    from keras_cifar.training.runs import Run
+
 MARKERS_UP_TO = 30  # epochs; longer curves are drawn without markers
 
 
-def figure(ncols=1, nrows=1, size=(6.0, 4.6), **subplot_kw):
+def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6.0, 4.6), **subplot_kw: Any) -> tuple[Figure, Any]:
     """(Figure, 2-D array of axes), laid out by matplotlib's constrained layout."""
     from matplotlib.figure import Figure
 
@@ -25,7 +36,7 @@ def figure(ncols=1, nrows=1, size=(6.0, 4.6), **subplot_kw):
     return fig, fig.subplots(nrows, ncols, squeeze=False, subplot_kw=subplot_kw or None)
 
 
-def save(fig, path):
+def save(fig: Figure, path: Path | str) -> Path:
     """Write the figure atomically in the format of `path`'s suffix. PNG and SVG come out
     byte-identical for the same data (no date, fixed SVG ids), so committed figures only change
     when their numbers do."""
@@ -43,9 +54,9 @@ def save(fig, path):
 # ---------------------------------------------------------------------------------- epoch curves
 
 
-def series(runs, key, scale=1.0):
+def series(runs: Iterable[Run], key: str, scale: float = 1.0) -> tuple[list[int], list[float], list[float], list[float]]:
     """(epochs, mean, min, max) of history column `key` over `runs`, per epoch, finite values only."""
-    by_epoch = {}
+    by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for row in run.history:
             value = getattr(row, key)
@@ -60,7 +71,17 @@ def series(runs, key, scale=1.0):
     )
 
 
-def draw_runs(ax, key, color, healthy, broken, name, legend=True, scale=1.0, style="-"):
+def draw_runs(
+    ax: Axes,
+    key: str,
+    color: Any,
+    healthy: list[Run],
+    broken: list[Run],
+    name: str,
+    legend: bool | str = True,
+    scale: float = 1.0,
+    style: str = "-",
+) -> None:
     """One curve for `name`: the mean of `key` over the `healthy` runs with a min-max band (several
     runs), and each of the `broken` runs (diverged, failed) thin and dotted, ending in a cross.
     Markers on short runs, so that a run of one epoch still shows its point. `legend`: True for a
@@ -79,7 +100,7 @@ def draw_runs(ax, key, color, healthy, broken, name, legend=True, scale=1.0, sty
             ax.plot(epochs[-1:], values[-1:], "x", color=color, ms=8, mew=2)
 
 
-def epoch_axes(ax, title, ylabel, last_epoch):
+def epoch_axes(ax: Axes, title: str, ylabel: str, last_epoch: int) -> None:
     """Title, labels, grid and whole-number epoch ticks from 1 to `last_epoch`."""
     from matplotlib.ticker import MaxNLocator
 
@@ -88,16 +109,17 @@ def epoch_axes(ax, title, ylabel, last_epoch):
     ax.grid(alpha=0.3)
 
 
-def legend_below(fig, handles, labels):
+def legend_below(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     """One legend under the panels, where it never hides a curve."""
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
 
 
-def colors(names):
+def colors(names: Sequence[str]) -> dict[str, Any]:
     """A fixed colour per name, in order (tab10)."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab10"].colors
+    tab10: Any = colormaps["tab10"]  # a ListedColormap, whose .colors are its ten colours
+    palette = tab10.colors
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
@@ -112,12 +134,12 @@ class RecipeCurves:
     are drawn), a legend text per variant, the subtitle and the loss axis's label."""
 
     recipe: str
-    variants: list
-    legends: dict
+    variants: list[Variant]
+    legends: dict[str, str]
     subtitle: str
     loss_label: str
 
-    def draw(self, ax, key, scale=1.0, style="-", legend=True):
+    def draw(self, ax: Axes, key: str, scale: float = 1.0, style: str = "-", legend: bool = True) -> None:
         """One curve per variant: healthy runs (completed or unfinished) as mean and band, broken ones alone."""
         palette = colors([v.name for v in self.variants])
         for v in self.variants:
@@ -136,14 +158,14 @@ class RecipeCurves:
             )
 
     @property
-    def last_epoch(self):
+    def last_epoch(self) -> int:
         return max((row.epoch for v in self.variants for r in v.runs for row in r.history), default=1)
 
-    def save(self, fig, out_dir, stem):
+    def save(self, fig: Figure, out_dir: Path | str, stem: str) -> list[Path]:
         return [save(fig, Path(out_dir) / f"{stem}.{fmt}") for fmt in FIGURE_FORMATS]
 
 
-def figure_test(curves, out_dir):
+def figure_test(curves: RecipeCurves, out_dir: Path | str) -> list[Path]:
     """test_curves.png/.svg: test accuracy and loss per epoch, one curve per variant."""
     fig, ((acc, loss),) = figure(2)
     curves.draw(acc, "test_accuracy", 100)
@@ -155,7 +177,7 @@ def figure_test(curves, out_dir):
     return curves.save(fig, out_dir, "test_curves")
 
 
-def figure_train_val(curves, out_dir):
+def figure_train_val(curves: RecipeCurves, out_dir: Path | str) -> list[Path]:
     """train_val_curves.png/.svg: training (dashed) and validation (solid) accuracy and loss per epoch."""
     from matplotlib.lines import Line2D
 
@@ -175,7 +197,7 @@ def figure_train_val(curves, out_dir):
     return curves.save(fig, out_dir, "train_val_curves")
 
 
-def figure_lr(curves, out_dir):
+def figure_lr(curves: RecipeCurves, out_dir: Path | str) -> list[Path]:
     """lr.png/.svg: the learning rate at the end of each epoch, per variant."""
     fig, ((ax,),) = figure(1)
     curves.draw(ax, "lr")
@@ -188,7 +210,7 @@ def figure_lr(curves, out_dir):
 # ------------------------------------------------------------------------------------- landscapes
 
 
-def _log_ticks(lo, hi):
+def _log_ticks(lo: float, hi: float) -> list[float]:
     """1-2-5 values from `lo` to `hi` (at least the two ends), for a log-scaled colour bar."""
     ticks = [
         m * 10.0**e
@@ -199,14 +221,16 @@ def _log_ticks(lo, hi):
     return ticks if len(ticks) >= 2 else [lo, hi]
 
 
-def loss_levels(loss):
+def loss_levels(loss: np.ndarray) -> np.ndarray:
     """Shared log-spaced contour levels over all runs' finite positive losses."""
     finite = loss[np.isfinite(loss) & (loss > 0)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (1e-3, 1.0)
     return np.geomspace(lo, max(hi, lo * 1.001), 25)
 
 
-def landscape_1d(path, coords, labels, loss, accuracy, title):
+def landscape_1d(
+    path: Path | str, coords: np.ndarray, labels: Sequence[str], loss: np.ndarray, accuracy: np.ndarray, title: str
+) -> Path:
     """Loss (log scale) and accuracy against a, one line per run."""
     from matplotlib.ticker import LogFormatter
 
@@ -228,7 +252,9 @@ def landscape_1d(path, coords, labels, loss, accuracy, title):
     return save(fig, path)
 
 
-def landscape_2d(path, coords, labels, loss, accuracy, title):
+def landscape_2d(
+    path: Path | str, coords: np.ndarray, labels: Sequence[str], loss: np.ndarray, accuracy: np.ndarray, title: str
+) -> Path:
     """Filled contours of loss (log colour scale, 1-2-5 ticks) and accuracy over (a, b): one row
     per run, one colour scale for all runs."""
     from matplotlib.colors import LogNorm
@@ -252,7 +278,7 @@ def landscape_2d(path, coords, labels, loss, accuracy, title):
     return save(fig, path)
 
 
-def landscape_surface(path, coords, labels, loss, title):
+def landscape_surface(path: Path | str, coords: np.ndarray, labels: Sequence[str], loss: np.ndarray, title: str) -> Path:
     """3D surfaces of log10(loss) over (a, b), side by side on one z scale, seen from above enough
     that the near rim of a bowl does not hide its floor."""
     a, b = np.meshgrid(coords, coords, indexing="ij")
@@ -270,7 +296,14 @@ def landscape_surface(path, coords, labels, loss, title):
 # -------------------------------------------------------------------------------- search, evaluate
 
 
-def objective(path, rows, space, objective_name, best_trial, title):
+def objective(
+    path: Path | str,
+    rows: list[dict[str, Any]],
+    space: dict[str, tuple[Any, bool]],
+    objective_name: str,
+    best_trial: Any,
+    title: str,
+) -> Path:
     """The objective against each searched hyperparameter, one panel each; the best trial starred.
     `space`: {name: (entry, log)} where entry is a list of choices or a {min, max} range."""
     from matplotlib.ticker import PercentFormatter
@@ -308,7 +341,7 @@ def objective(path, rows, space, objective_name, best_trial, title):
     return save(fig, path)
 
 
-def confusion(path, matrix, class_names, title):
+def confusion(path: Path | str, matrix: np.ndarray, class_names: Sequence[str], title: str) -> Path:
     """The confusion matrix, counts in each cell; rows true class, columns predicted."""
     fig, ((ax,),) = figure(size=(7, 6))
     im = ax.imshow(matrix, cmap="Blues")

@@ -12,21 +12,28 @@ set (stats.py).
 The table bolds the highest mean test accuracy, as the report's tables do; nothing is selected on it.
 """
 
+from __future__ import annotations
+
 import math
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
+from keras_cifar.config import Config
 from keras_cifar.core.console import count, duration
 from keras_cifar.core.errors import RunFolderError
 from keras_cifar.core.files import make_dirs, write_atomic, write_json
+from keras_cifar.core.record import RunRecord
 from keras_cifar.study import plots
 from keras_cifar.study.claims import plan_of
-from keras_cifar.study.stats import FIXED, Rule, describe
-from keras_cifar.training.runs import LAYOUT, natural_key, recipe_runs
+from keras_cifar.study.stats import FIXED, Rule, Stats, describe
+from keras_cifar.training.runs import LAYOUT, Run, natural_key, recipe_runs
 
 STATUS_ORDER = ("completed", "unfinished", "diverged", "failed", "missing")
+Summary = dict[str, Any]  # a recipe's numbers, as summary.json holds them (summarize)
 
 
 @dataclass
@@ -34,15 +41,15 @@ class Variant:
     """A recipe's variant: its runs (runs.Run, by seed) and the seeds other variants have but it lacks."""
 
     name: str
-    runs: list
-    missing: list = field(default_factory=list)
+    runs: list[Run]
+    missing: list[int] = field(default_factory=list)
 
     @property
-    def completed(self):
+    def completed(self) -> list[Run]:
         return [r for r in self.runs if r.status == "completed"]
 
 
-def load_variants(recipe_dir):
+def load_variants(recipe_dir: Path | str) -> list[Variant]:
     """The recipe's variants (natural name order) with their runs; seeds missing from a variant are noted."""
     variants = [Variant(name, runs) for name, runs in recipe_runs(recipe_dir).items()]
     seeds = {r.seed for v in variants for r in v.runs}
@@ -54,12 +61,12 @@ def load_variants(recipe_dir):
 # ---------------------------------------------------------------------------------------- numbers
 
 
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
-def _run_problem(run):
+def _run_problem(run: Run) -> str:
     """A run that is not completed, in words: 'diverged at epoch 3', 'unfinished, 7/10 epochs'."""
     if run.status == "diverged":
         return f"diverged at epoch {run.epochs_completed}"
@@ -68,7 +75,7 @@ def _run_problem(run):
     return f"{run.status} after {run.epochs_completed}/{run.epochs} epochs"
 
 
-def status_text(variant):
+def status_text(variant: Variant) -> str:
     """'completed', or what is wrong with which seed: '1 completed; seed1 diverged at epoch 3; seed2 missing'."""
     problems = [f"seed{r.seed} {_run_problem(r)}" for r in variant.runs if r.status != "completed"]
     problems += [f"seed{s} missing" for s in variant.missing]
@@ -77,7 +84,7 @@ def status_text(variant):
     return "; ".join(([f"{len(variant.completed)} completed"] if variant.completed else []) + problems)
 
 
-def _counts_text(variant):
+def _counts_text(variant: Variant) -> str:
     """Short form for legends: '2 seeds', '1 completed, 1 diverged'."""
     counts = Counter(r.status for r in variant.runs) + Counter({"missing": len(variant.missing)})
     if set(counts) == {"completed"}:
@@ -85,24 +92,24 @@ def _counts_text(variant):
     return ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])
 
 
-def summarize(recipe_dir, variants):
+def summarize(recipe_dir: Path | str, variants: list[Variant]) -> Summary:
     """The numbers behind the table and figures, as written to summary.json (accuracies as fractions)."""
     rule = plan_of(recipe_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for v in variants:
-        done = v.completed
-        n_test = max((r.metrics.data.test for r in done if r.metrics.data), default=0)
+        done = [cast(RunRecord, r.metrics) for r in v.completed]  # a completed run has its metrics.json
+        n_test = max((m.data.test for m in done if m.data), default=0)
         rows.append(
             {
                 "variant": v.name,
-                "test_accuracy": describe([r.metrics.test_accuracy for r in done], n_test, rule),
-                "best_val_accuracy": describe([r.metrics.best_val_accuracy for r in done], rule=rule),
+                "test_accuracy": describe([m.test_accuracy for m in done], n_test, rule),
+                "best_val_accuracy": describe([m.best_val_accuracy for m in done], rule=rule),
                 "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
                 "status": status_text(v),
                 "seeds": [r.seed for r in v.runs],
                 "missing_seeds": v.missing,
-                "train_seconds": _mean([r.metrics.train_seconds for r in done]),
-                "images_per_second": _mean([r.metrics.images_per_second for r in done]),
+                "train_seconds": _mean([m.train_seconds for m in done]),
+                "images_per_second": _mean([m.images_per_second for m in done]),
                 "runs": [
                     {
                         "seed": r.seed,
@@ -128,7 +135,7 @@ def summarize(recipe_dir, variants):
     }
 
 
-def rule_of(summary):
+def rule_of(summary: Summary) -> Rule:
     """The rule (stats.Rule) that a summary's intervals and verdicts follow."""
     return Rule(**summary["seeds_auto"]) if summary.get("seeds_auto") else FIXED
 
@@ -136,12 +143,12 @@ def rule_of(summary):
 # ------------------------------------------------------------------------------------------ table
 
 
-def _in_percent(x):
+def _in_percent(x: float) -> str:
     """0.6142 -> '61.42' (the tables' columns say %)."""
     return f"{100 * x:.2f}"
 
 
-def accuracy_cell(stats, n_seeds, bold):
+def accuracy_cell(stats: Stats | None, n_seeds: int, bold: bool) -> str:
     if not stats:
         return "–"
     text = _in_percent(stats["mean"]) + (f" ± {_in_percent(stats['std'])}" if stats["std"] is not None else "")
@@ -149,7 +156,7 @@ def accuracy_cell(stats, n_seeds, bold):
     return f"**{text}** ({n})" if bold else f"{text} ({n})"
 
 
-def markdown_table(summary, reference=None):
+def markdown_table(summary: Summary, reference: dict[str, float] | None = None) -> str:
     """The report-style table; `reference` (variant -> report's accuracy in %) adds a column."""
     head = [
         "variant",
@@ -186,7 +193,7 @@ def markdown_table(summary, reference=None):
     return "\n".join(lines)
 
 
-def reuse_notes(summary):
+def reuse_notes(summary: Summary) -> list[str]:
     return [
         f"{row['variant']} seed{run['seed']}: same resolved config as {run['reused_from']}, results reused."
         for row in summary["variants"]
@@ -215,18 +222,18 @@ TABLE_NOTE = (
 IDENTITY_KEYS = ("recipe", "variant", "seed", "train.seeds")
 
 
-def variant_differences(variants):
+def variant_differences(variants: list[Variant]) -> dict[str, dict[str, Any]]:
     """{dotted key: {variant: value}} for the config keys in which the variants differ."""
     flat = {v.name: v.runs[0].settings() for v in variants}
     keys = sorted({k for f in flat.values() for k in f} - set(IDENTITY_KEYS))
     return {k: {name: f.get(k) for name, f in flat.items()} for k in keys if len({repr(f.get(k)) for f in flat.values()}) > 1}
 
 
-def _values(items):
+def _values(items: Iterable[Any]) -> str:
     return ", ".join(sorted({str(i) for i in items if i is not None}, key=natural_key)) or "–"
 
 
-def _backend(metrics):
+def _backend(metrics: RunRecord) -> str | None:
     """'tensorflow 2.21.0 (Keras 3.15.1)' from a RunRecord."""
     name, versions = metrics.backend, metrics.versions or {}
     if not name:
@@ -235,7 +242,7 @@ def _backend(metrics):
     return f"{lib} (Keras {versions['keras']})" if "keras" in versions else lib
 
 
-def setup_lines(variants):
+def setup_lines(variants: list[Variant]) -> list[str]:
     """Scale, data and hardware of the runs, read from their config.yaml and metrics.json."""
     runs = [r for v in variants for r in v.runs]
     cfg = [r.settings() for r in runs]
@@ -256,29 +263,29 @@ def setup_lines(variants):
 # ---------------------------------------------------------------------------------------- figures
 
 
-def _loss_label(variants):
+def _loss_label(variants: list[Variant]) -> str:
     losses = {v.runs[0].config.loss if v.runs[0].config else None for v in variants}
     if len(losses) > 1:
         return "loss (each variant's own loss: scales differ)"
     return f"{(losses.pop() or '').replace('_', '-')} loss".strip()
 
 
-def _lr_differs(variants):
+def _lr_differs(variants: list[Variant]) -> bool:
     """Whether two variants' learning rates differ at an epoch both have run (unfinished runs are shorter)."""
     curves = [{row.epoch: row.lr for row in r.history} for v in variants for r in v.runs]
     return any(not math.isclose(a[e], b[e], rel_tol=1e-6) for a in curves for b in curves for e in a.keys() & b.keys())
 
 
-def scale_text(run):
+def scale_text(run: Run) -> str:
     """'ResNet-18 width 16, 10 epochs, 10,000 training images' for one run."""
-    c = run.config
+    c = cast(Config, run.config)  # the runs shown are completed ones, with their config.yaml
     subset = c.data.subset
     return f"ResNet-18 width {c.model.width}, {count(c.train.epochs, 'epoch')}, " + (
         f"{subset:,} training images" if subset else "all training images"
     )
 
 
-def _subtitle(variants):
+def _subtitle(variants: list[Variant]) -> str:
     runs = [r for v in variants for r in v.runs]
     cfg = [r.settings() for r in runs]
     subset = _values(f"{c['data.subset']:,}" if c.get("data.subset") else "all" for c in cfg)
@@ -294,11 +301,11 @@ def _subtitle(variants):
 # ------------------------------------------------------------------------------------------- report
 
 
-def _yaml(value):
+def _yaml(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
-def report_markdown(summary, variants, figures):
+def report_markdown(summary: Summary, variants: list[Variant], figures: list[Path]) -> str:
     diffs = variant_differences(variants)
     lines = [
         f"# {summary['recipe']}",
@@ -316,7 +323,7 @@ def report_markdown(summary, variants, figures):
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
-def write_report(recipe_dir, out_dir=None):
+def write_report(recipe_dir: Path | str, out_dir: Path | str | None = None) -> tuple[Summary, list[Variant], list[Path]]:
     """Write figures (PNG, SVG), report.md and summary.json for one recipe folder; returns
     (summary, variants, paths written)."""
     recipe_dir = Path(recipe_dir)

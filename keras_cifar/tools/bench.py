@@ -10,6 +10,8 @@ trains the same network, recipe and data in plain PyTorch (torch_reference.py) i
 that the ratios compare like with like on one machine.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import platform
@@ -17,12 +19,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
+from keras_cifar.config import Config, Recipe, RunSpec
 from keras_cifar.core import backend
 from keras_cifar.core.console import say
 from keras_cifar.core.errors import BackendError, ConfigError
 from keras_cifar.core.files import read_json, write_json
+from keras_cifar.core.record import DataSizes
 
 PRECISIONS = {"fp32": False, "bf16": True}  # -> train.mixed_precision
 GPU_INPUT_NOTE = (
@@ -32,7 +38,7 @@ GPU_INPUT_NOTE = (
 )
 
 
-def configurations(backends, precisions, reference):
+def configurations(backends: str | None, precisions: str, reference: bool) -> list[tuple[str, str]]:
     """``--backends jax,torch:fp32 --precision fp32,bf16`` -> [(backend, precision), ...], each backend
     checked (installed, spelled right) and PyTorch present for ``--reference``, before anything trains.
     `backends` None (no --backends): the installed backends, saying which are skipped."""
@@ -59,7 +65,7 @@ def configurations(backends, precisions, reference):
     return configs
 
 
-def summarize(rows, images):
+def summarize(rows: list[dict[str, Any]], images: int) -> dict[str, Any]:
     """Timing of one training from its history rows: the first epoch, then medians over the rest."""
     later = rows[1:] or rows
     epoch = statistics.median(r["epoch_seconds"] for r in later)
@@ -75,9 +81,8 @@ def summarize(rows, images):
     }
 
 
-def child(settings_file, result_file):
+def child(settings_file: str, result_file: str) -> None:
     """Train one configuration with run's code and write its result (``python -m keras_cifar.tools.bench``)."""
-    from keras_cifar.config import Config, RunSpec
     from keras_cifar.core import backend
     from keras_cifar.data import sources as data
     from keras_cifar.training.runs import RunFolder
@@ -101,11 +106,11 @@ def child(settings_file, result_file):
         "versions": metrics.versions,
     }
     if rows and metrics.status == "completed":
-        result.update(summarize(rows, metrics.data.train))
+        result.update(summarize(rows, cast(DataSizes, metrics.data).train))  # a completed run's sizes are recorded
     write_json(result_file, result)
 
 
-def _subprocess(module, settings, env, workdir, name):
+def _subprocess(module: str, settings: dict[str, Any], env: dict[str, str], workdir: str, name: str) -> dict[str, Any]:
     """Run ``python -m module SETTINGS RESULT`` with its output passed through; its result, or a failure."""
     settings_file, result_file = Path(workdir) / f"{name}.json", Path(workdir) / f"{name}.result.json"
     write_json(settings_file, settings)
@@ -118,11 +123,19 @@ def _subprocess(module, settings, env, workdir, name):
     return result
 
 
-def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lambda record: None):
+def run_bench(
+    recipe: Recipe,
+    config: Config,
+    data_source: str,
+    configs: list[tuple[str, str]],
+    epochs: int,
+    reference: bool,
+    saved: Callable[[dict[str, Any]], None] = lambda record: None,
+) -> dict[str, Any]:
     """Each (backend, precision) of `configs` through run's code, then the PyTorch reference; returns
     the record, and hands it to `saved` after each configuration (so it grows as the bench goes)."""
     config = config.updated({"train": {"epochs": epochs}})
-    record = {
+    record: dict[str, Any] = {
         "recipe": recipe.path,
         "variant": next(iter(recipe.variants)),
         "data": data_source,
@@ -161,14 +174,14 @@ def run_bench(recipe, config, data_source, configs, epochs, reference, saved=lam
     return record
 
 
-def _fastest_reference(record):
+def _fastest_reference(record: dict[str, Any]) -> float | None:
     ref = record["reference"]
     if not ref or not ref.get("modes"):
         return None
     return max(ref["modes"].values(), key=lambda m: m["images_per_second"])["images_per_second"]
 
 
-def table(record):
+def table(record: dict[str, Any]) -> str:
     """The bench's table, Markdown: one row per configuration and reference mode."""
     best = _fastest_reference(record)
     head = (
@@ -177,7 +190,7 @@ def table(record):
     )
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
-    def row(name, device, r):
+    def row(name: str, device: str, r: dict[str, Any]) -> str:
         if "images_per_second" not in r:
             return f"| {name} | {device} | {r.get('status', 'failed')}: {r.get('error', '')} |||||||"
         ratio = f"{r['images_per_second'] / best:.2f}x" if best else "–"

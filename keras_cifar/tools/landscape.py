@@ -14,14 +14,19 @@ that landscapes of differently scaled networks can be compared. Choices, as in t
   no-BN, shortcut and no-shortcut) get the same raw draws for their common kernels.
 """
 
+from __future__ import annotations
+
 import itertools
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from keras_cifar.config import Config
 from keras_cifar.core.backend import environment
 from keras_cifar.core.console import Eta, count, say
 from keras_cifar.core.errors import ConfigError, RunFolderError
@@ -30,6 +35,11 @@ from keras_cifar.core.record import finite_or_none
 from keras_cifar.data import sources as data_lib
 from keras_cifar.data.pipelines import Feeder
 from keras_cifar.study import plots
+
+if TYPE_CHECKING:
+    import keras
+
+    from keras_cifar.training.runs import Run
 
 AXES = ("a", "b")
 SHARPNESS_RADIUS = 0.5
@@ -42,14 +52,14 @@ class Settings:
 
     dims: int = 1
     points: int = 21
-    span: tuple = (-1.0, 1.0)
+    span: tuple[float, float] = (-1.0, 1.0)
     images: int = 2000
     split: str = "train"
     seed: int = 0
     batch_size: int = 500
     surface: bool = False
 
-    def check(self, n_runs, out):
+    def check(self, n_runs: int, out: Path | str | None) -> None:
         """Refuse settings that cannot work, before any model is loaded."""
         if n_runs > 1 and out is None:
             raise ConfigError("several RUN_DIRs are compared in one figure: pass --out DIR")
@@ -61,7 +71,7 @@ class Settings:
 # -------------------------------------------------------------------------------------- directions
 
 
-def filter_normalize(direction, weights):
+def filter_normalize(direction: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """`direction` with each filter (slice along the last axis) rescaled to the norm of that filter
     of `weights`; a filter of zeros in `weights` gets a zero direction."""
     axes = tuple(range(weights.ndim - 1))
@@ -70,7 +80,7 @@ def filter_normalize(direction, weights):
     return (direction * (w_norm / np.maximum(d_norm, 1e-12))).astype(weights.dtype)
 
 
-def random_direction(variables, seed, axis=0):
+def random_direction(variables: Sequence[Any], seed: int, axis: int = 0) -> list[np.ndarray]:
     """A filter-normalized Gaussian direction: one array per variable, zero for 1-D variables."""
     direction = []
     for v in variables:
@@ -83,7 +93,7 @@ def random_direction(variables, seed, axis=0):
     return direction
 
 
-def grid(span, points):
+def grid(span: tuple[float, float], points: int) -> np.ndarray:
     """`points` coordinates from span[0] to span[1]; the one nearest 0 is exactly 0 when 0 is inside."""
     lo, hi = span
     if not lo < hi:
@@ -98,7 +108,13 @@ def grid(span, points):
 # -------------------------------------------------------------------------------------------- scan
 
 
-def scan(model, inputs, directions, coords, label=None):
+def scan(
+    model: keras.Model,
+    inputs: dict[str, Any],
+    directions: list[list[np.ndarray]],
+    coords: np.ndarray,
+    label: str | None = None,
+) -> dict[str, np.ndarray]:
     """Evaluate the compiled `model` at theta* + sum_k coords[i_k] * directions[k] for every grid index.
 
     `inputs`: keyword arguments for ``model.evaluate``; `directions`: one or two lists of arrays
@@ -112,7 +128,8 @@ def scan(model, inputs, directions, coords, label=None):
     moved = [i for i in range(len(variables)) if any(np.any(d[i]) for d in directions)]
     theta = {i: np.array(variables[i].numpy()) for i in moved}
     shape = (len(coords),) * dims
-    surface, eta, last_line = {}, Eta(int(np.prod(shape))), time.perf_counter()
+    surface: dict[str, np.ndarray] = {}
+    eta, last_line = Eta(int(np.prod(shape))), time.perf_counter()
     try:
         for index in itertools.product(range(len(coords)), repeat=dims):
             start = time.perf_counter()
@@ -136,23 +153,24 @@ def scan(model, inputs, directions, coords, label=None):
 # ------------------------------------------------------------------------------------ run folders
 
 
-def evaluation_model(run):
+def evaluation_model(run: Run) -> keras.Model:
     """The run's trained classifier, compiled for evaluation with the run's loss and accuracy."""
     import keras
 
     from keras_cifar.nn.losses import get_loss
     from keras_cifar.tools.serving import load_keras
 
+    config = cast(Config, run.config)  # a completed run's, which has its config.yaml
     model = load_keras(run.path / "model.keras")
     model.compile(
-        loss=get_loss(run.config.loss),
+        loss=get_loss(config.loss),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=run.config.train.jit_compile,
+        jit_compile=config.train.jit_compile,
     )
     return model
 
 
-def evaluation_images(cifar, config, split, images):
+def evaluation_images(cifar: data_lib.Cifar, config: Config, split: str, images: int) -> tuple[np.ndarray, np.ndarray]:
     """`images` class-balanced images of the run's train set or test half (the project's split)."""
     splits = data_lib.split(cifar, config.data.subset)
     x, y = splits.train if split == "train" else splits.test
@@ -165,14 +183,19 @@ def evaluation_images(cifar, config, split, images):
 # ---------------------------------------------------------------------------------------- summary
 
 
-def value_at(coords, values, point):
+def value_at(coords: np.ndarray, values: np.ndarray, point: Sequence[float]) -> float | None:
     """`values` (shape [len(coords)] * dims) at `point`, linearly interpolated between grid points."""
     for p in point:
-        values = np.apply_along_axis(lambda v, p=p: np.interp(p, coords, v), 0, values)
+        values = np.apply_along_axis(_interpolate, 0, values, p, coords)
     return finite_or_none(float(values))
 
 
-def _extreme(coords, values, pick):
+def _interpolate(column: np.ndarray, x: float, coords: np.ndarray) -> Any:
+    """`column` (values at `coords`) at `x`, linearly interpolated."""
+    return np.interp(x, coords, column)
+
+
+def _extreme(coords: np.ndarray, values: np.ndarray, pick: Callable[[np.ndarray], Any]) -> dict[str, Any] | None:
     finite = np.where(np.isfinite(values), values, np.nan)
     if np.all(np.isnan(finite)):
         return None
@@ -180,13 +203,15 @@ def _extreme(coords, values, pick):
     return {"value": float(values[index]), "at": [float(coords[i]) for i in index]}
 
 
-def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
+def surface_summary(
+    coords: np.ndarray, loss: np.ndarray, accuracy: np.ndarray, radius: float = SHARPNESS_RADIUS
+) -> dict[str, Any]:
     """Centre, extremes and sharpness (mean loss rise / accuracy drop at distance `radius` along each
     axis, both signs, where the grid reaches) of one surface."""
     dims = loss.ndim
     centre = (0.0,) * dims
     c_loss, c_acc = value_at(coords, loss, centre), value_at(coords, accuracy, centre)
-    points = {}
+    points: dict[str, dict[str, Any]] = {}  # its loss and accuracy at each point (None: not finite)
     for axis, sign in itertools.product(range(dims), (-1, 1)):
         point = [0.0] * dims
         point[axis] = sign * radius
@@ -196,7 +221,7 @@ def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
                 "accuracy": value_at(coords, accuracy, point),
             }
 
-    def mean_change(key, ref, sign):
+    def mean_change(key: str, ref: float | None, sign: int) -> float | None:
         values = [p[key] for p in points.values()]
         if ref is None or not values or None in values:
             return None
@@ -219,7 +244,7 @@ def surface_summary(coords, loss, accuracy, radius=SHARPNESS_RADIUS):
 # ------------------------------------------------------------------------------------------ driver
 
 
-def title(runs, settings):
+def title(runs: list[Run], settings: Settings) -> str:
     """What is compared, at what scale, on which images."""
     from keras_cifar.study.report import scale_text
 
@@ -232,7 +257,9 @@ def title(runs, settings):
     )
 
 
-def run_landscape(runs, settings, data_source=None, out=None):
+def run_landscape(
+    runs: list[Run], settings: Settings, data_source: str | None = None, out: Path | str | None = None
+) -> list[Path]:
     """Scan every completed run (runs.Run) on the same grid and direction recipe; write
     landscape_<dims>d.npz/.json and figures to `out` (default: the run folder, for one run).
     Returns the written paths."""
@@ -241,7 +268,9 @@ def run_landscape(runs, settings, data_source=None, out=None):
     coords = grid(settings.span, settings.points)
     out = Path(out or runs[0].path)
     make_dirs(out)
-    datasets, surfaces, summaries = {}, [], []
+    datasets: dict[str, data_lib.Cifar] = {}
+    surfaces: list[dict[str, np.ndarray]] = []
+    summaries: list[dict[str, Any]] = []
     for run in runs:
         source = data_source or run.data_source
         if not source:
@@ -254,16 +283,19 @@ def run_landscape(runs, settings, data_source=None, out=None):
     return _write(runs, settings, coords, surfaces, summaries, out)
 
 
-def _scan_run(run, cifar, settings, coords):
+def _scan_run(
+    run: Run, cifar: data_lib.Cifar, settings: Settings, coords: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(surface, summary) of one run: its loss and accuracy on the grid, and the numbers for the JSON."""
     import keras
 
-    x, y = evaluation_images(cifar, run.config, settings.split, settings.images)
+    config = cast(Config, run.config)  # a completed run's
+    x, y = evaluation_images(cifar, config, settings.split, settings.images)
     keras.backend.clear_session()
     model = evaluation_model(run)
     directions = [random_direction(model.trainable_variables, settings.seed, axis) for axis in range(settings.dims)]
     say(f"{run.label}: {count(len(coords) ** settings.dims, 'point')} x {len(y)} {settings.split} images from {cifar.source}")
-    feeder = Feeder(settings.batch_size, run.config.data.pipeline, settings.batch_size)
+    feeder = Feeder(settings.batch_size, config.data.pipeline, settings.batch_size)
     start = time.perf_counter()
     surface = scan(model, feeder.evaluate(x, y), directions, coords, label=run.label)
     summary = {
@@ -277,7 +309,14 @@ def _scan_run(run, cifar, settings, coords):
     return surface, summary
 
 
-def _write(runs, settings, coords, surfaces, summaries, out):
+def _write(
+    runs: list[Run],
+    settings: Settings,
+    coords: np.ndarray,
+    surfaces: list[dict[str, np.ndarray]],
+    summaries: list[dict[str, Any]],
+    out: Path,
+) -> list[Path]:
     """landscape_<dims>d.npz and .json and the figures into `out`; returns their paths."""
     record = {
         **asdict(settings),

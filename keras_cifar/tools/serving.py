@@ -18,12 +18,16 @@ whichever backend trained the model. The ``.keras`` file is backend-agnostic: un
 export loads it in a subprocess with ``KERAS_BACKEND=tensorflow`` (TensorFlow must be installed).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +35,9 @@ from keras_cifar.core.errors import ModelError
 from keras_cifar.data.formats import rgb
 from keras_cifar.data.sources import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
 from keras_cifar.training.runs import MODEL_FILE, RunFolder
+
+if TYPE_CHECKING:  # Keras is imported when a model is loaded
+    import keras
 
 EXPORT_FORMATS = ("saved_model", "keras")
 LABELS_FILE = "labels.txt"
@@ -42,7 +49,7 @@ INFERENCE_NAME = "inference"  # the exported Keras model's name
 # ------------------------------------------------------------------------------------ loading models
 
 
-def load_keras(path):
+def load_keras(path: Path | str) -> keras.Model:
     """A saved keras-cifar model, loaded with ``safe_mode=True`` (no code from the file is run)."""
     from keras_cifar.nn import custom_objects
 
@@ -52,7 +59,7 @@ def load_keras(path):
         raise ModelError(f"{path}: cannot load the Keras model ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def inference_model(model):
+def inference_model(model: keras.Model) -> keras.Model:
     """float32 images (0..255) -> normalize -> the network's logits: the trained classifier (a chain,
     models.build_classifier) without its augmentation layer, sharing its weights, whatever the
     network. The layers are told apart by class, not by name. An inference model passes through
@@ -72,7 +79,7 @@ def inference_model(model):
     return keras.Model(images, x, name=INFERENCE_NAME)
 
 
-def model_path(path):
+def model_path(path: Path | str) -> tuple[str, Path]:
     """(kind, file or folder) for a MODEL path: ("keras", model.keras) or ("saved_model", version dir)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
@@ -90,7 +97,7 @@ def model_path(path):
     raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or saved_model.pb{status})")
 
 
-def _run_status(path):
+def _run_status(path: Path) -> str:
     metrics = RunFolder(path).read_metrics()
     return f"; the run's status is {metrics.status}" if metrics else ""
 
@@ -99,18 +106,18 @@ def _run_status(path):
 class Classifier:
     """A loaded MODEL of any kind: ``logits(images)`` on uint8 or float images [N, 32, 32, 3]."""
 
-    logits_fn: object
-    class_names: tuple
+    logits_fn: Callable[[np.ndarray], np.ndarray]
+    class_names: tuple[str, ...]
     source: str
 
-    def logits(self, images):
+    def logits(self, images: Any) -> np.ndarray:
         images = np.asarray(images, np.float32)
         if not len(images):
             return np.zeros((0, len(self.class_names)), np.float32)
         return np.concatenate([self.logits_fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def load_classifier(path):
+def load_classifier(path: Path | str) -> Classifier:
     """Load a MODEL (run folder, .keras file or export folder) for prediction."""
     kind, where = model_path(path)
     if kind == "keras":
@@ -135,7 +142,7 @@ def load_classifier(path):
 # ------------------------------------------------------------------------------------------- export
 
 
-def exportable(source):
+def exportable(source: Path | str) -> Path:
     """The .keras file that `source` (a run folder or a .keras file) exports, or a ModelError."""
     kind, keras_file = model_path(source)
     if kind != "keras":
@@ -143,7 +150,7 @@ def exportable(source):
     return keras_file
 
 
-def export(source, out=None, fmt="saved_model"):
+def export(source: Path | str, out: Path | str | None = None, fmt: str = "saved_model") -> Path:
     """Write the inference model of `source` (a run folder or .keras file) to ``out/<version>/``, the
     next free version number (1 for a new folder); returns that folder. ``out`` defaults to
     ``<run folder>/export``."""
@@ -161,12 +168,12 @@ def export(source, out=None, fmt="saved_model"):
     return version_dir
 
 
-def _next_version(out):
+def _next_version(out: Path) -> int:
     existing = [int(p.name) for p in out.iterdir() if p.name.isdigit()] if out.is_dir() else []
     return 1 + max(existing, default=0)
 
 
-def write_version(keras_file, version_dir, fmt):
+def write_version(keras_file: Path | str, version_dir: Path | str, fmt: str) -> None:
     """Load `keras_file` and write its inference model in `fmt` to `version_dir`, which appears whole
     or not at all (TensorFlow Serving may be watching the parent folder)."""
     version_dir = Path(version_dir)
@@ -185,11 +192,11 @@ def write_version(keras_file, version_dir, fmt):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_saved_model(model, path):
+def _write_saved_model(model: keras.Model, path: Path) -> None:
     import keras
     import tensorflow as tf
 
-    def outputs(images):
+    def outputs(images: Any) -> dict[str, Any]:
         logits = model(keras.ops.cast(images, "float32"), training=False)
         return {"probabilities": keras.ops.softmax(logits), "logits": logits}
 
@@ -202,7 +209,7 @@ def _write_saved_model(model, path):
     archive.write_out(str(path), verbose=False)
 
 
-def _write_in_tensorflow(keras_file, version_dir):
+def _write_in_tensorflow(keras_file: Path, version_dir: Path) -> None:
     """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own PyTorch exporter
     needs torch_xla; one writer for all backends gives the same plain-TensorFlow SavedModel."""
     if not has_tensorflow():
@@ -234,9 +241,9 @@ def _write_in_tensorflow(keras_file, version_dir):
 # ------------------------------------------------------------------------------------------ predict
 
 
-def image_files(paths):
+def image_files(paths: Iterable[Path | str]) -> list[Path]:
     """Files to predict: named files as given, folders searched recursively for image files."""
-    files = []
+    files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(
@@ -251,7 +258,7 @@ def image_files(paths):
     return files
 
 
-def read_image(path):
+def read_image(path: Path | str) -> np.ndarray:
     """An image file of any size as uint8 RGB [32, 32, 3] (read as the image-tree loader reads one,
     formats.rgb), centre square crop, then resize."""
     from PIL import Image, ImageOps
@@ -266,11 +273,13 @@ def read_image(path):
     return np.asarray(im, np.uint8)
 
 
-def read_images(files):
+def read_images(files: Sequence[Path]) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """(images [N, 32, 32, 3] uint8, files read, [(file, error message)] for the rest)."""
     from PIL import Image
 
-    images, ok, errors = [], [], []
+    images: list[np.ndarray] = []
+    ok: list[Path] = []
+    errors: list[tuple[Path, str]] = []
     for f in files:
         try:
             images.append(read_image(f))
@@ -281,7 +290,7 @@ def read_images(files):
     return stacked, ok, errors
 
 
-def predict(classifier, images, files, top_k=3):
+def predict(classifier: Classifier, images: np.ndarray, files: Sequence[Path | str], top_k: int = 3) -> list[dict[str, Any]]:
     """[{"file", "top": [{"class", "probability"}]}] for `images` as read_images read them from `files`."""
     probs = np.exp(_log_softmax(classifier.logits(images)))
     top_k = min(top_k, probs.shape[1])
@@ -294,7 +303,7 @@ def predict(classifier, images, files, top_k=3):
     return results
 
 
-def prediction_table(results):
+def prediction_table(results: list[dict[str, Any]]) -> str:
     """Aligned text: one row per image, its top-k classes with probabilities."""
     if not results:
         return ""
@@ -308,7 +317,7 @@ def prediction_table(results):
     return "\n".join(lines)
 
 
-def _log_softmax(logits):
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -316,7 +325,7 @@ def _log_softmax(logits):
 # ----------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(classifier, images, labels):
+def evaluate(classifier: Classifier, images: np.ndarray, labels: Any) -> dict[str, Any]:
     """Accuracy, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted)."""
     logits = classifier.logits(images).astype(np.float64)
     labels = np.asarray(labels)
@@ -332,10 +341,10 @@ def evaluate(classifier, images, labels):
     }
 
 
-def _read_labels(path):
+def _read_labels(path: Path | str) -> list[str]:
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def _first_line(error):
+def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else "no message"

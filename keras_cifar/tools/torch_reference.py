@@ -18,11 +18,14 @@ Run as ``python -m keras_cifar.tools.torch_reference SETTINGS.json RESULT.json``
 may name the ``modes`` to train (default: fp32, and bf16 where it is faster).
 """
 
+from __future__ import annotations
+
 import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +41,7 @@ SCHEDULES = ("cosine", "constant")
 
 
 class Block(nn.Module):
-    def __init__(self, cin, cout, stride, batch_norm, shortcut, act):
+    def __init__(self, cin: int, cout: int, stride: int, batch_norm: bool, shortcut: bool, act: nn.Module) -> None:
         super().__init__()
         norm = (lambda c: nn.BatchNorm2d(c, momentum=0.1, eps=1e-5)) if batch_norm else (lambda c: nn.Identity())
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=not batch_norm)
@@ -46,22 +49,22 @@ class Block(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=not batch_norm)
         self.bn2 = norm(cout)
         self.act = act
-        self.shortcut = None
+        self.shortcut: nn.Module | None = None
         if shortcut:
             self.shortcut = nn.Identity()
             if stride != 1 or cin != cout:
                 self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=not batch_norm), norm(cout))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
         return self.act(y + self.shortcut(x) if self.shortcut is not None else y)
 
 
 class ResNet18(nn.Module):
-    def __init__(self, width, batch_norm, shortcut, activation, num_classes=10):
+    def __init__(self, width: int, batch_norm: bool, shortcut: bool, activation: str, num_classes: int = 10) -> None:
         super().__init__()
         act = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[activation]
-        layers = [nn.Conv2d(3, width, 3, 1, 1, bias=not batch_norm)]
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1, bias=not batch_norm)]
         layers += [nn.BatchNorm2d(width, eps=1e-5)] if batch_norm else []
         layers.append(act)
         cin = width
@@ -73,11 +76,11 @@ class ResNet18(nn.Module):
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
-def check(config):
+def check(config: Config) -> None:
     """Refuse a recipe the reference does not implement, naming what it does."""
     if config.model.name != "resnet18":
         raise ConfigError("the PyTorch reference implements the resnet18 network only")
@@ -89,12 +92,12 @@ def check(config):
         raise ConfigError("the PyTorch reference has no learning-rate warm-up")
 
 
-def _nchw(images):
+def _nchw(images: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> float NCHW."""
     return images.permute(0, 3, 1, 2).float()
 
 
-def _augment(images, generator):
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """uint8 NHWC -> float NCHW, zero-padded by 4, cropped at a random offset per image, half flipped."""
     x = _nchw(images)
     n, c, h, w = x.shape
@@ -112,7 +115,7 @@ def _augment(images, generator):
 class Reference:
     """One model and optimizer of a recipe's config, on `device`, in `mode` fp32 or bf16."""
 
-    def __init__(self, config, steps_per_epoch, device, mode, seed):
+    def __init__(self, config: Config, steps_per_epoch: int, device: torch.device, mode: str, seed: int) -> None:
         torch.manual_seed(seed)
         m, opt = config.model, config.optimizer
         self.device, self.mode = device, mode
@@ -138,14 +141,14 @@ class Reference:
         self.augment = config.data.augment
         self.seed = seed
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode == "bf16")
 
-    def _input(self, x):
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)
 
-    def step(self, images, labels):
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One training step; returns its loss, on the device (reading it would wait for the step)."""
         self.model.train()
         with self._autocast():
@@ -159,7 +162,7 @@ class Reference:
         return loss.detach()
 
     @torch.no_grad()
-    def accuracy(self, images, labels, batch=data_lib.EVAL_BATCH):
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch: int = data_lib.EVAL_BATCH) -> float:
         self.model.eval()
         correct = 0
         for i in range(0, len(labels), batch):
@@ -169,12 +172,12 @@ class Reference:
         return correct / len(labels)
 
 
-def _sync(device):
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def seconds_per_step(config, splits, device, mode, steps=3):
+def seconds_per_step(config: Config, splits: data_lib.Splits, device: torch.device, mode: str, steps: int = 3) -> float:
     """A quick probe: seconds per training step in `mode`, after one step of warm-up."""
     x, y = (torch.as_tensor(a[: config.data.batch_size], device=device) for a in splits.train)
     ref = Reference(config, 1, device, mode, seed=0)
@@ -187,7 +190,7 @@ def seconds_per_step(config, splits, device, mode, steps=3):
     return (time.perf_counter() - start) / steps
 
 
-def train(config, splits, device, mode, epochs):
+def train(config: Config, splits: data_lib.Splits, device: torch.device, mode: str, epochs: int) -> list[dict[str, Any]]:
     """Train `epochs` epochs; returns per epoch: seconds (training part, whole epoch), the mean training
     loss (over the images, as Keras reports it), validation and test accuracy."""
     batch = config.data.batch_size
@@ -197,7 +200,7 @@ def train(config, splits, device, mode, epochs):
     )
     n = len(y_train)
     ref = Reference(config, math.ceil(n / batch), device, mode, seed=config.train.seeds[0])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for epoch in range(epochs):
         start = time.perf_counter()
         order = torch.as_tensor(epoch_order(n, batch, ref.seed, epoch), device=device)  # as keras-cifar's
@@ -223,7 +226,7 @@ def train(config, splits, device, mode, epochs):
     return rows
 
 
-def main(settings_file, result_file):
+def main(settings_file: str, result_file: str) -> None:
     settings = json.loads(Path(settings_file).read_text())
     config, epochs = Config.from_dict(settings["config"], settings_file), settings["epochs"]
     check(config)
@@ -233,7 +236,8 @@ def main(settings_file, result_file):
     torch.backends.cudnn.benchmark = True
     cifar = data_lib.load(settings["data"])
     splits = data_lib.split(cifar, config.data.subset, config.data.eval_subset)
-    results, skipped = {}, {}
+    results: dict[str, list[dict[str, Any]]] = {}
+    skipped: dict[str, str] = {}
     for mode in settings.get("modes", ("fp32", "bf16")):
         if mode == "bf16" and device.type == "cpu":  # many CPUs emulate bfloat16: only where it is faster
             probe = {m: seconds_per_step(config, splits, device, m) for m in ("fp32", "bf16")}

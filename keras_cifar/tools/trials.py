@@ -1,21 +1,25 @@
 """The trials of a search, keras-free: the values a trial takes from the search space and its run
 config, and what is written about the trials: trials.csv, trials.md, objective.png and best.yaml
 (the best completed trial as a recipe for ``keras-cifar run``). KerasTuner's trials are read here
-through their attributes only."""
+through their attributes only (Any here: KerasTuner has no types)."""
+
+from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from keras_cifar.config import OBJECTIVES, SPACE
+from keras_cifar.config import OBJECTIVES, SPACE, Config, Search
 from keras_cifar.core.files import write_atomic, write_csv
 from keras_cifar.study import plots
 
 # ---------------------------------------------------------------------------------------- the space
 
 
-def trial_values(hp, search):
+def trial_values(hp: Any, search: Search) -> dict[str, Any]:
     """Declare the search space on `hp` (KerasTuner keeps a declared value) and return the trial's
     values, typed like the config keys they set. A range is sampled per config.SPACE; defaults are
     the recipe's own values, clipped into the range."""
@@ -32,14 +36,14 @@ def trial_values(hp, search):
     return values
 
 
-def trial_epochs(hp, search):
+def trial_epochs(hp: Any, search: Search) -> int:
     """Epochs a trial trains: hyperband sets them per trial, the other tuners use tune.epochs."""
     return int(hp.values.get("tuner/epochs", search.tune["epochs"]))
 
 
-def trial_config(search, values, epochs, seeds):
+def trial_config(search: Search, values: dict[str, Any], epochs: int, seeds: Iterable[int]) -> Config:
     """The resolved run config of a trial: the search's config with the trial's values."""
-    override = {"train": {"epochs": epochs, "seeds": list(seeds)}}
+    override: dict[str, dict[str, Any]] = {"train": {"epochs": epochs, "seeds": list(seeds)}}
     for name, value in values.items():
         override.setdefault(SPACE[name].section, {})[SPACE[name].key] = value
     return search.config.updated(override, "trial")
@@ -48,7 +52,7 @@ def trial_config(search, values, epochs, seeds):
 # ------------------------------------------------------------------------------------------ results
 
 
-def write_results(folder, search, trials):
+def write_results(folder: Path | str, search: Search, trials: dict[str, Any]) -> str | None:
     """trials.csv, trials.md, objective.png and best.yaml from KerasTuner's trials; returns the
     best completed trial's id (None if none completed)."""
     folder = Path(folder)
@@ -66,7 +70,7 @@ def write_results(folder, search, trials):
     return best.trial_id if best is not None else None
 
 
-def _row(trial, search):
+def _row(trial: Any, search: Search) -> dict[str, Any]:
     hp = trial.hyperparameters.copy()
     metric = search.tune["objective"]
     return {
@@ -80,7 +84,7 @@ def _row(trial, search):
     }
 
 
-def status(trial):
+def status(trial: Any) -> str:
     """KerasTuner's status; a completed trial whose training loss went non-finite is DIVERGED."""
     if trial.status == "COMPLETED" and trial.metrics.exists("loss"):
         if not math.isfinite(trial.metrics.get_last_value("loss")):
@@ -88,11 +92,11 @@ def status(trial):
     return trial.status
 
 
-def seconds(trial):
+def seconds(trial: Any) -> float | None:
     return trial.metrics.get_last_value("seconds") if trial.metrics.exists("seconds") else None
 
 
-def best_recipe(search, trial):
+def best_recipe(search: Search, trial: Any) -> dict[str, Any]:
     """The trial as a recipe for ``keras-cifar run``: its full config as base, one variant
     ``trial_<id>``, seeds of its executions."""
     hp = trial.hyperparameters.copy()
@@ -110,7 +114,7 @@ def best_recipe(search, trial):
     }
 
 
-def _markdown(rows, columns, search, best):
+def _markdown(rows: list[dict[str, Any]], columns: list[str], search: Search, best: Any) -> str:
     t = search.tune
     lines = [
         f"{t['tuner']} search of recipe `{search.recipe}` ({search.variant}), objective {t['objective']} "
@@ -128,7 +132,7 @@ def _markdown(rows, columns, search, best):
     return "\n".join(lines) + "\n"
 
 
-def _plot(path, rows, search, best):
+def _plot(path: Path, rows: list[dict[str, Any]], search: Search, best: Any) -> None:
     """The objective against each searched hyperparameter; the best trial starred."""
     space = {
         name: (entry, name == "batch_size" or (isinstance(entry, dict) and SPACE[name].sampling == "log"))
@@ -148,7 +152,7 @@ def _plot(path, rows, search, best):
 # ------------------------------------------------------------------------------------- formatting
 
 
-def value_text(name, value):
+def value_text(name: str, value: Any) -> str:
     """A value as the trial tables show it: accuracies in %, seconds whole, floats to 4 digits."""
     if value is None:
         return "-"
@@ -161,17 +165,17 @@ def value_text(name, value):
     return str(value)
 
 
-def describe(values):
+def describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{name} {value_text(name, v)}" for name, v in values.items())
 
 
-def range_text(name, entry):
+def range_text(name: str, entry: Any) -> str:
     if isinstance(entry, list):
         return f"{name} {'/'.join(value_text(name, v) for v in entry)}"
     return f"{name} {value_text(name, entry['min'])}..{value_text(name, entry['max'])} ({SPACE[name].sampling})"
 
 
-def last_line(message):
+def last_line(message: str | None) -> str | None:
     """The last line of a trial's message (KerasTuner stores the whole traceback)."""
     lines = (message or "").strip().splitlines()
     return lines[-1] if lines else None

@@ -18,6 +18,8 @@ and writes the results, workers run trials. The chief's search space holds the s
 whose own differs stops before it takes a trial.
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import hashlib
@@ -25,14 +27,17 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner as kt
+import numpy as np
 import yaml
 
 from keras_cifar import config as cfg
-from keras_cifar.config import OBJECTIVES
+from keras_cifar.config import OBJECTIVES, Config, Search
 from keras_cifar.core import backend
 from keras_cifar.core.console import Eta, say
 from keras_cifar.core.errors import ConfigError
@@ -49,6 +54,11 @@ from keras_cifar.training.train import compile_model
 ENDED = ("COMPLETED", "FAILED", "INVALID")
 SEARCH_ID = "search_id"  # the fixed hyperparameter that carries search_id from the chief to its workers
 
+if TYPE_CHECKING:  # _Reporting joins KerasTuner's tuners, untyped: Any to mypy
+    _Tuner = Any
+else:
+    _Tuner = object
+
 
 # ------------------------------------------------------------------------------------- the model
 
@@ -61,19 +71,19 @@ class ResNetHyperModel(kt.HyperModel):
     weights and shuffling alike, the way ``run`` seeds a run. With `identity` (a distributed search's
     search_id) the space holds it as the fixed hyperparameter SEARCH_ID."""
 
-    def __init__(self, search, n_train, identity=None):
+    def __init__(self, search: Search, n_train: int, identity: str | None = None) -> None:
         super().__init__(name="resnet18")
         self.search = search
         self.n_train = n_train
         self.identity = identity
-        self.executions = collections.Counter()  # finished executions per trial
+        self.executions: collections.Counter[str] = collections.Counter()  # finished executions per trial
 
-    def config(self, hp):
+    def config(self, hp: Any) -> Config:
         seed = self.search.config.train.seeds[0] + self.executions[_key(hp)]
         values, epochs = trials.trial_values(hp, self.search), trials.trial_epochs(hp, self.search)
         return trials.trial_config(self.search, values, epochs, [seed])
 
-    def build(self, hp):
+    def build(self, hp: Any) -> keras.Model:
         if self.identity:
             hp.Fixed(SEARCH_ID, self.identity)
         config = self.config(hp)
@@ -82,7 +92,17 @@ class ResNetHyperModel(kt.HyperModel):
         with cluster.distribute(config).scope():  # train.distribution: data_parallel spreads each trial over the devices
             return compile_model(config, math.ceil(self.n_train / config.data.batch_size))
 
-    def fit(self, hp, model, train, val, epochs, initial_epoch=0, callbacks=(), verbose=0):
+    def fit(
+        self,
+        hp: Any,
+        model: keras.Model,
+        train: tuple[np.ndarray, np.ndarray],
+        val: tuple[np.ndarray, np.ndarray],
+        epochs: int,
+        initial_epoch: int = 0,
+        callbacks: Sequence[Any] = (),
+        verbose: int = 0,
+    ) -> dict[str, float]:
         """Train on `train` = (x, y) from epoch 0, score on `val`; returns the last epoch's metrics.
         Hyperband's `initial_epoch` is not used: see HyperbandTuner."""
         config = self.config(hp)
@@ -99,21 +119,21 @@ class ResNetHyperModel(kt.HyperModel):
         return {name: float(values[-1]) for name, values in history.history.items()}
 
 
-def _key(hp):
+def _key(hp: Any) -> str:
     return json.dumps(hp.values, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------------------------- the tuner
 
 
-class _Reporting:
+class _Reporting(_Tuner):
     """What keras-cifar adds to a KerasTuner tuner: a line per trial and per epoch, the trial's
     wall-clock seconds as a metric, and (running alone) the results rewritten after every trial with
     the search's ETA (`eta`, set by run_search)."""
 
-    eta = None
+    eta: Any = None  # an Eta, which run_search sets when the search runs alone (role local)
 
-    def on_trial_begin(self, trial):
+    def on_trial_begin(self, trial: Any) -> None:
         super().on_trial_begin(trial)
         hp = trial.hyperparameters
         self.trial_start = time.perf_counter()
@@ -126,15 +146,15 @@ class _Reporting:
         values = trials.trial_values(hp.copy(), self.hypermodel.search)
         say(f"{_who()}trial {trial.trial_id}: {trials.describe(values)}, {self.trial_epochs} epoch(s){extra}")
 
-    def run_trial(self, trial, *args, **kwargs):
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         results = super().run_trial(trial, *args, **kwargs)
         seconds = time.perf_counter() - self.trial_start
         return [{**r, "seconds": seconds} for r in results]
 
-    def on_epoch_begin(self, trial, model, epoch, logs=None):
+    def on_epoch_begin(self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.epoch_start = time.perf_counter()
 
-    def on_epoch_end(self, trial, model, epoch, logs=None):
+    def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         say(
             f"  {_who()}trial {trial.trial_id} epoch {epoch + 1}/{self.trial_epochs}  "
@@ -143,7 +163,7 @@ class _Reporting:
             f"{time.perf_counter() - self.epoch_start:.1f}s"
         )
 
-    def on_trial_end(self, trial):
+    def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)  # the oracle scores the trial
         ended = self.oracle.get_trial(trial.trial_id)
         objective = self.oracle.objective.name
@@ -179,11 +199,11 @@ class HyperbandTuner(_Reporting, kt.Hyperband):
     training that best.yaml, which trains the full schedule, does not repeat. Trained from the start,
     a trial's score is that of the run its best.yaml describes (docs/tuning.md)."""
 
-    def _build_hypermodel(self, hp):
+    def _build_hypermodel(self, hp: Any) -> keras.Model:
         return kt.Tuner._build_hypermodel(self, hp)  # not Hyperband's, which loads the earlier trial's weights
 
 
-def make_tuner(search, folder, n_train, identity=None):
+def make_tuner(search: Search, folder: Path, n_train: int, identity: str | None = None) -> Any:
     """The KerasTuner tuner for `search`, keeping its state in `folder` (reloaded when present);
     `identity`: see ResNetHyperModel."""
     t = search.tune
@@ -206,7 +226,7 @@ def make_tuner(search, folder, n_train, identity=None):
 
 
 @contextlib.contextmanager
-def distributed(chief=None, worker=None):
+def distributed(chief: str | None = None, worker: str | None = None) -> Iterator[None]:
     """KerasTuner's distributed-mode variables for ``--chief HOST:PORT`` (this process serves the
     oracle) or ``--worker ID --chief HOST:PORT`` (this process runs trials), restored afterwards.
     Without options the variables are left as they are, so KerasTuner's own convention still works."""
@@ -223,25 +243,25 @@ def distributed(chief=None, worker=None):
         yield
 
 
-def role():
+def role() -> str:
     """local, chief or worker, from KerasTuner's variables (as KerasTuner itself reads them)."""
     if "KERASTUNER_ORACLE_IP" not in os.environ:
         return "local"
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
-def _who():
+def _who() -> str:
     return f"[{os.environ['KERASTUNER_TUNER_ID']}] " if role() == "worker" else ""
 
 
 # ------------------------------------------------------------------------------------- the search
 
 
-def search_folder(out_root, search):
+def search_folder(out_root: Path | str, search: Search) -> Path:
     return Path(out_root) / search.recipe / "search"
 
 
-def _record(search, data_source):
+def _record(search: Search, data_source: str | None) -> dict[str, Any]:
     """What search.yaml records: only tune.max_trials may change within a search, to extend it."""
     return {
         "recipe": search.recipe,
@@ -252,14 +272,14 @@ def _record(search, data_source):
     }
 
 
-def search_id(search, cifar):
+def search_id(search: Search, cifar: data_lib.Cifar) -> str:
     """A hash of what makes a search one: search.yaml's record with the images themselves
     (data.fingerprint) in place of their path, which differs from machine to machine."""
     record = {**_record(search, None), "data_source": data_lib.fingerprint(cifar)}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_chief(oracle, identity):
+def check_chief(oracle: Any, identity: str | None) -> None:
     """Stop a worker whose search (`identity`, its search_id) is not its chief's, before it runs a trial."""
     chief = oracle.get_space().values.get(SEARCH_ID)
     if chief != identity:
@@ -271,7 +291,7 @@ def check_chief(oracle, identity):
         )
 
 
-def check_folder(folder, search, data_source):
+def check_folder(folder: Path, search: Search, data_source: str) -> None:
     """Record what `folder` searches in search.yaml; refuse a folder holding a different search
     (only tune.max_trials may change, to extend a search)."""
     record = _record(search, data_source)
@@ -288,7 +308,7 @@ def check_folder(folder, search, data_source):
     write_atomic(path, yaml.safe_dump(record, sort_keys=False))
 
 
-def run_search(search, cifar, out_root="runs", final=False):
+def run_search(search: Search, cifar: data_lib.Cifar, out_root: Path | str = "runs", final: bool = False) -> str | None:
     """Run (or resume) the search; returns the best trial's id, or None (a worker, or no trial
     completed). With `final`, retrain the best trial with ``run`` and report its test accuracy."""
     who = role()
@@ -343,7 +363,7 @@ def run_search(search, cifar, out_root="runs", final=False):
     return best
 
 
-def _finished(oracle, max_trials):
+def _finished(oracle: Any, max_trials: int) -> bool:
     """Every trial the search may run has ended (a chief then has nothing to serve)."""
     ended = [tr.status in ENDED for tr in oracle.trials.values()]
     return len(ended) >= max_trials and all(ended)

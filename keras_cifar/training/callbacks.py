@@ -20,11 +20,15 @@ from the device), so on JAX and PyTorch Keras hands batch ends to a background t
 loop does not wait for the device after every step.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -32,6 +36,13 @@ from keras_cifar.core.console import pct, say
 from keras_cifar.core.record import Epoch
 from keras_cifar.nn import custom_objects
 from keras_cifar.training import locks, signals
+from keras_cifar.training.runs import RunFolder
+
+if TYPE_CHECKING:  # sweep.py imports train.py, which imports this module
+    from keras_cifar.training.sweep import Sweep
+
+Logs = Any  # what Keras hands a callback: a dict of the epoch's numbers (None by the hooks' signatures)
+Write = Callable[[Path], None]  # saves the model to a path
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -41,12 +52,12 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     async_safe = True
 
 
-def save(model, keep, writer):
+def save(model: keras.Model, keep: Callable[[Write], None], writer: bool) -> None:
     """``keep(write)`` in process 0, `write(path)` saving the model with its random state. Saving runs
     collectives in a multi-process JAX run, so the other processes save too, into a scratch file they
     throw away."""
 
-    def write(path):
+    def write(path: Path) -> None:
         custom_objects.save(model, path)
 
     if writer:
@@ -61,11 +72,11 @@ class Stop(keras.callbacks.Callback):
     (Keras calls these hooks on the main thread, in order): raises Interrupted for a SIGINT or SIGTERM
     (signals.check), and locks.LockLost once `lock` (the run's, in the process that holds it) was taken over."""
 
-    def __init__(self, lock=None):
+    def __init__(self, lock: locks.Lock | None = None) -> None:
         super().__init__()
         self.lock = lock
 
-    def check(self, *args, **kwargs):
+    def check(self, *args: Any, **kwargs: Any) -> None:
         signals.check()
         if self.lock is not None and self.lock.lost.is_set():
             raise locks.LockLost(self.lock.taken())
@@ -73,7 +84,7 @@ class Stop(keras.callbacks.Callback):
     on_train_begin = on_epoch_begin = on_train_batch_begin = on_test_batch_begin = check
 
 
-def last_rate(optimizer):
+def last_rate(optimizer: Any) -> float:
     """The learning rate of the optimizer's last step (custom_objects' optimizers; a plug-in's current one)."""
     if hasattr(optimizer, "last_rate"):
         return optimizer.last_rate()
@@ -84,17 +95,17 @@ class TestEvaluation(keras.callbacks.Callback):
     """Adds test_loss and test_accuracy (the test split) and lr (the rate of the epoch's last step) to
     the logs; `stop` is the Stop callback, which watches the evaluation's batches too."""
 
-    def __init__(self, test_inputs, stop):
+    def __init__(self, test_inputs: dict[str, Any], stop: Stop) -> None:
         super().__init__()
         self.test_inputs, self.stop = test_inputs, stop
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         test = self.model.evaluate(**self.test_inputs, verbose=0, return_dict=True, callbacks=[self.stop])
         logs["test_loss"], logs["test_accuracy"] = test["loss"], test["accuracy"]
         logs["lr"] = last_rate(self.model.optimizer)
 
 
-def _state(model):
+def _state(model: keras.Model) -> list[Any]:
     """Every variable a checkpoint holds: the model's (weights, BatchNorm statistics, seeds), the optimizer's."""
     sync = getattr(model, "jax_state_sync", None)  # JAX keeps the state apart from the variables during fit
     if sync:
@@ -111,7 +122,14 @@ class Recorder(keras.callbacks.Callback):
     its evaluation, TensorBoard and checkpoint: all that `run` adds to training. `guard()` is called
     before each write (the run's lock check: it raises locks.LockLost once the lock was taken over)."""
 
-    def __init__(self, folder, rows, checkpoint_seconds, writer=True, guard=lambda: None):
+    def __init__(
+        self,
+        folder: RunFolder,
+        rows: list[Epoch],
+        checkpoint_seconds: float,
+        writer: bool = True,
+        guard: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
         self.folder = folder
         self.rows = rows
@@ -119,22 +137,23 @@ class Recorder(keras.callbacks.Callback):
         self.writer = writer  # False in the processes of a multi-process run other than 0
         self.guard = guard
         self.diverged = False
-        self.unsaved = None  # (epoch, copies of _state) of the last epoch that has no checkpoint yet
+        self.unsaved: tuple[int, list[Any]] | None = None  # (epoch, copies of _state) of the last epoch not saved yet
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self.last_checkpoint = time.perf_counter()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.train_end = time.perf_counter(), None
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
+        self.start = time.perf_counter()
+        self.train_end: float | None = None
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: Logs = None) -> None:
         """Validation starts: the training part of the epoch is over once its last step has run (JAX and
         PyTorch on a GPU dispatch steps ahead; reading the step counter waits for them)."""
         if self.train_end is None:
             keras.ops.convert_to_numpy(self.model.optimizer.iterations)
             self.train_end = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         now = time.perf_counter()
         row = Epoch.from_dict(
             {
@@ -157,19 +176,19 @@ class Recorder(keras.callbacks.Callback):
         else:
             self.unsaved = (epoch + 1, [keras.ops.copy(v.value) for v in _state(self.model)])
 
-    def _write_history(self):
+    def _write_history(self) -> None:
         if self.writer:
             self.guard()
             self.folder.write_history(self.rows)
 
-    def _save(self, epoch):
+    def _save(self, epoch: int) -> None:
         if self.writer:
             self.guard()
         save(self.model, lambda write: self.folder.save_checkpoint(write, epoch), self.writer)
         self.last_checkpoint = time.perf_counter()
         self.unsaved = None
 
-    def keep_last_epoch(self):
+    def keep_last_epoch(self) -> int | None:
         """After an interruption: write the checkpoint of the last finished epoch if it has none yet
         (from its copy: the model has moved on since), unless the run's lock was lost. Returns the epoch
         the newest checkpoint holds (None where this process writes nothing)."""
@@ -187,11 +206,11 @@ class Recorder(keras.callbacks.Callback):
 class ProgressLine(keras.callbacks.Callback):
     """Prints a line per epoch: the epoch's numbers and the sweep's progress and ETA."""
 
-    def __init__(self, label, rows, sweep):
+    def __init__(self, label: str, rows: list[Epoch], sweep: Sweep) -> None:
         super().__init__()
         self.label, self.rows, self.sweep = label, rows, sweep
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         row = self.rows[-1]
         self.sweep.eta.tick(row.epoch_seconds)
         say(

@@ -17,14 +17,21 @@
   N; run folders are claimed with lock files (runs.py), so no run is trained twice.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from keras_cifar.config import Config
 from keras_cifar.core.errors import BackendError, ConfigError
+
+T = TypeVar("T")
 
 # Below this many images per device, splitting a batch over GPUs costs more than it gains: each device's
 # step is bound by kernel launches and the all-reduce of every gradient (45 MB at width 64), not by
@@ -44,10 +51,10 @@ class Placement:
 
     devices: int = 1
     processes: int = 1
-    scope: Callable = contextlib.nullcontext
+    scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
 
-def distribute(config):
+def distribute(config: Config) -> Placement:
     """Set up the distribution a run's config asks for; returns its Placement.
 
     On JAX, data_parallel is Keras's DataParallel over every device of every process. On TensorFlow
@@ -83,7 +90,7 @@ def distribute(config):
     return Placement(len(devices) if parallel else 1, jax.process_count())
 
 
-def _mirrored(config, wanted):
+def _mirrored(config: Config, wanted: str) -> Placement:
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -95,7 +102,7 @@ def _mirrored(config, wanted):
     return Placement(strategy.num_replicas_in_sync, 1, strategy.scope)
 
 
-def data_parallel(wanted, devices, platform, batch_size, processes):
+def data_parallel(wanted: str, devices: int, platform: str, batch_size: int, processes: int) -> bool:
     """Whether a run of train.distribution `wanted` trains data-parallel over `devices` devices."""
     if wanted != "auto":
         return wanted == "data_parallel"
@@ -110,12 +117,12 @@ class Processes:
     """How this process joins a multi-process run: the coordinator's HOST:PORT, the number of
     processes and this one's index, each None where Keras's variables or the cluster say."""
 
-    coordinator: str = None
-    count: int = None
-    index: int = None
+    coordinator: str | None = None
+    count: int | None = None
+    index: int | None = None
 
 
-def processes_of(coordinator, count, index, cluster):
+def processes_of(coordinator: str | None, count: int | None, index: int | None, cluster: bool) -> Processes | None:
     """The Processes the command line asks for (None: a single process), checked without JAX."""
     if cluster and (coordinator or count is not None or index is not None):
         raise ConfigError(
@@ -135,7 +142,7 @@ def processes_of(coordinator, count, index, cluster):
     return Processes(coordinator, count, index)
 
 
-def parse_address(text, option):
+def parse_address(text: str | None, option: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port), or a ConfigError naming `option`."""
     host, _, port = (text or "").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -143,7 +150,7 @@ def parse_address(text, option):
     return host, int(port)
 
 
-def join(processes, timeout=JOIN_TIMEOUT):
+def join(processes: Processes, timeout: float = JOIN_TIMEOUT) -> None:
     """Join the multi-process run (before anything runs on JAX). A process other than 0 first waits up
     to `timeout` seconds for the coordinator to listen, so that a wrong address fails in bounded time."""
     import keras
@@ -158,7 +165,7 @@ def join(processes, timeout=JOIN_TIMEOUT):
     keras.distribution.initialize(processes.coordinator, processes.count, processes.index)
 
 
-def _wait_for(host, port, timeout):
+def _wait_for(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -173,7 +180,7 @@ def _wait_for(host, port, timeout):
             time.sleep(0.5)
 
 
-def process():
+def process() -> tuple[int, int]:
     """(index, count) of this process in the run: (0, 1) alone."""
     import keras
 
@@ -184,7 +191,7 @@ def process():
     return jax.process_index(), jax.process_count()
 
 
-def agree(*values):
+def agree(*values: int) -> tuple[int, ...]:
     """Process 0's `values` (small integers or booleans), in every process of the run."""
     if process()[1] == 1:
         return values
@@ -197,7 +204,7 @@ def agree(*values):
 # ----------------------------------------------------------------------------------- a sweep, N machines
 
 
-def parse_shard(text, env=None):
+def parse_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``I/N`` -> (I, N); ``auto`` or ``auto/N`` take them from the scheduler (scheduler_shard); or a
     ConfigError."""
     if text == "auto" or (text or "").startswith("auto/"):
@@ -210,7 +217,7 @@ def parse_shard(text, env=None):
     return int(index), int(count)
 
 
-def scheduler_shard(count, env):
+def scheduler_shard(count: str, env: Mapping[str, str]) -> tuple[int, int]:
     """(I, N) of this task of a SLURM job array (SLURM_ARRAY_TASK_ID, and SLURM_ARRAY_TASK_COUNT or
     _MIN/_MAX) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, and N from ``auto/N`` or
     KERAS_CIFAR_SHARDS); an explicit `count` (auto/N) overrides the scheduler's."""
@@ -238,7 +245,7 @@ def scheduler_shard(count, env):
     return index, total
 
 
-def task_identity(env=None):
+def task_identity(env: Mapping[str, str] | None = None) -> str | None:
     """The scheduler's name for this task, the same when it is requeued or its pod is replaced
     ('slurm 1234_5 rank 0', 'k8s sweep-3'), or None outside a scheduler. Each process of a SLURM job step
     has its own rank (SLURM_PROCID); two shells in one allocation share a name, and are told apart by
@@ -253,7 +260,7 @@ def task_identity(env=None):
     return None
 
 
-def task_incarnation(env=None):
+def task_incarnation(env: Mapping[str, str] | None = None) -> int | str | None:
     """Which incarnation of its scheduler task this process is: SLURM's restart count (a requeued job's is
     higher), or the pod's name (an Indexed Job's replacement pod has another); None outside a scheduler."""
     env = os.environ if env is None else env
@@ -264,7 +271,7 @@ def task_incarnation(env=None):
     return None
 
 
-def shard_of(runs, shard):
+def shard_of(runs: list[T], shard: tuple[int, int]) -> list[T]:
     """The runs at positions I, I + N, I + 2N, ... of the sweep."""
     index, count = shard
     return runs[index::count]

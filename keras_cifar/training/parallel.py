@@ -14,6 +14,8 @@ epoch, and the same command resumes them (a second signal ends this process at o
 stop as the first one asked).
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import queue
@@ -23,17 +25,25 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, cast
 
+from keras_cifar.config import RunSpec
 from keras_cifar.core.console import Eta, count, run_table, say
 from keras_cifar.core.errors import ConfigError
 from keras_cifar.core.record import RunRecord
 from keras_cifar.training import signals
-from keras_cifar.training.decisions import Twins, decide_all, identity_key, reuse
+from keras_cifar.training.decisions import Decision, Twins, decide_all, identity_key, reuse
 from keras_cifar.training.runs import RunFolder
 
 SHOWN = re.compile(r" epoch +\d+/\d+ |resuming|: diverged|: failed|cannot be read|being trained by|^Error|interrupted")
 EPOCH_SECONDS = re.compile(r"([\d.]+)s$")
+
+Command = Callable[[RunSpec], list[str]]  # the argv that trains one run alone
+Lines = queue.Queue[tuple["_Process", str | None]]  # each process's output lines, None once it ended
+Row = tuple[RunSpec, RunRecord]
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,10 @@ class Slot:
     """Where one run trains at a time: a name for its lines and the environment its process gets."""
 
     name: str
-    env: dict = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def visible_gpus():
+def visible_gpus() -> list[str]:
     """The GPUs this process may use: $CUDA_VISIBLE_DEVICES, else those nvidia-smi lists."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
@@ -54,7 +64,7 @@ def visible_gpus():
     return [str(i) for i, line in enumerate(listed.splitlines()) if line.startswith("GPU ")]
 
 
-def slots_of(text):
+def slots_of(text: str) -> list[Slot]:
     """``--parallel gpus`` (one slot per visible GPU) or ``--parallel N`` (N slots: over the GPUs in
     turn, or sharing the CPU cores when there is none), checked before anything runs."""
     gpus = visible_gpus()
@@ -77,8 +87,9 @@ def slots_of(text):
 class _Process:
     """One run training in a child process, its output read on a thread into the sweep's queue."""
 
-    def __init__(self, slot, spec, command, lines):
-        self.slot, self.spec, self.last = slot, spec, []
+    def __init__(self, slot: Slot, spec: RunSpec, command: list[str], lines: Lines) -> None:
+        self.slot, self.spec = slot, spec
+        self.last: list[str] = []
         self.proc = subprocess.Popen(
             command,
             text=True,
@@ -88,8 +99,8 @@ class _Process:
             start_new_session=True,
         )  # signals reach it from this process only
 
-        def read():
-            for line in self.proc.stdout:
+        def read() -> None:
+            for line in cast(IO[str], self.proc.stdout):  # stdout=PIPE: never None
                 lines.put((self, line.rstrip("\n")))
             lines.put((self, None))
 
@@ -99,21 +110,33 @@ class _Process:
 class ParallelSweep:
     """The runs of a sweep over `slots`, one process a run; see the module's doc."""
 
-    def __init__(self, runs, decisions, slots, out_root, data_source, command):
+    def __init__(
+        self,
+        runs: list[RunSpec],
+        decisions: list[Decision],
+        slots: list[Slot],
+        out_root: Path | str,
+        data_source: str,
+        command: Command,
+    ) -> None:
         self.runs, self.slots, self.out, self.source = runs, slots, out_root, data_source
         self.decisions = dict(zip((spec.key for spec in runs), decisions))
         self.twins = Twins(data_source)
         self.command = command  # command(spec) -> the argv that trains spec alone
         self.eta = Eta(sum(spec.config.train.epochs for spec in runs), lanes=len(slots))
-        self.rows, self.started, self.ticks = [], 0, {}
+        self.rows: list[Row] = []
+        self.started = 0
+        self.ticks: dict[str, int] = {}
 
-    def run(self):
+    def run(self) -> list[Row]:
         """Train every run; returns [(spec, metrics)] in the sweep's order."""
         say(
             f"{count(len(self.runs), 'run')}, {count(self.eta.total, 'epoch')} -> {self.out}; {len(self.slots)} at a "
             f"time, each in a process of its own: {', '.join(s.name for s in self.slots)}"
         )
-        pending, active, lines = list(self.runs), {}, queue.Queue()
+        pending = list(self.runs)
+        active: dict[str, _Process] = {}
+        lines: Lines = queue.Queue()
         try:
             while pending or active:
                 for slot in [s for s in self.slots if s.name not in active]:
@@ -132,7 +155,7 @@ class ParallelSweep:
         order = {spec.key: i for i, spec in enumerate(self.runs)}
         return sorted(self.rows, key=lambda row: order[row[0].key])
 
-    def _next(self, pending, active):
+    def _next(self, pending: list[RunSpec], active: dict[str, _Process]) -> RunSpec | None:
         """The next run to start, after skipping finished runs and copying twins; None if every pending
         run waits for a twin being trained."""
         training = {identity_key(p.spec, self.source) for p in active.values()}
@@ -141,13 +164,14 @@ class ParallelSweep:
                 continue
             d = self.twins.decision(spec, self.decisions[spec.key])
             if d.action == "done":
-                self._skipped(pending, spec, d.folder.read_metrics(), f"already {d.status}")
+                self._skipped(pending, spec, cast(RunRecord, d.folder.read_metrics()), f"already {d.status}")  # it finished
             elif d.action == "reuse":
+                twin = cast(RunFolder, d.twin)  # a reuse names its twin
                 self._skipped(
                     pending,
                     spec,
-                    reuse(d.twin, d.folder, spec, self.source),
-                    f"same config as {d.twin.path.relative_to(self.out)}, reused",
+                    reuse(twin, d.folder, spec, self.source),
+                    f"same config as {twin.path.relative_to(self.out)}, reused",
                 )
             else:
                 pending.remove(spec)
@@ -156,14 +180,14 @@ class ParallelSweep:
                 return spec
         return None
 
-    def _skipped(self, pending, spec, metrics, why):
+    def _skipped(self, pending: list[RunSpec], spec: RunSpec, metrics: RunRecord, why: str) -> None:
         pending.remove(spec)
         self.started += 1
         self.eta.skip(spec.config.train.epochs)
         self.rows.append((spec, metrics))
         say(f"[{self.started}/{len(self.runs)}] {spec.key}: {why}, skipped")
 
-    def _handle(self, process, line, active):
+    def _handle(self, process: _Process, line: str | None, active: dict[str, _Process]) -> None:
         if line is None:
             self._ended(process, active)
             return
@@ -178,7 +202,7 @@ class ParallelSweep:
             head = f"{head}  | sweep {self.eta.text('epochs')}"
         say(f"[{process.slot.name}] {head.strip()}")
 
-    def _ended(self, process, active):
+    def _ended(self, process: _Process, active: dict[str, _Process]) -> None:
         code, spec = process.proc.wait(), process.spec
         del active[process.slot.name]
         folder = RunFolder.of(self.out, spec)
@@ -201,7 +225,7 @@ class ParallelSweep:
         self.twins.ended(spec, folder, metrics)
         self.rows.append((spec, metrics or RunRecord("elsewhere", spec.recipe, spec.variant, spec.seed)))
 
-    def _stop(self, active, signum, lines):
+    def _stop(self, active: dict[str, _Process], signum: int, lines: Lines) -> None:
         for process in active.values():
             process.proc.send_signal(signum)
         for process in active.values():
@@ -216,7 +240,9 @@ class ParallelSweep:
         raise signals.Interrupted(signum, f"{count(len(active), 'run')} stopped, each keeping its last finished epoch")
 
 
-def run_sweep(runs, slots, out_root, data_source, command, restart=False):
+def run_sweep(
+    runs: list[RunSpec], slots: list[Slot], out_root: Path | str, data_source: str, command: Command, restart: bool = False
+) -> list[Row]:
     """Train `runs` over `slots` (ParallelSweep); prints the table and returns [(spec, metrics)]. Refuses, before
     anything starts, what ``run`` refuses (decisions.decide)."""
     decisions = decide_all(runs, out_root, data_source, restart)
@@ -225,11 +251,11 @@ def run_sweep(runs, slots, out_root, data_source, command, restart=False):
     return rows
 
 
-def child_command(recipe_paths, common):
+def child_command(recipe_paths: Mapping[str, str | Path], common: Sequence[str]) -> Command:
     """command(spec) for ParallelSweep: ``keras-cifar run`` of spec's recipe, variant and seed only, with the
     sweep's other options (`common`), writing no report (the sweep writes one per recipe)."""
 
-    def command(spec):
+    def command(spec: RunSpec) -> list[str]:
         return [
             sys.executable,
             "-m",

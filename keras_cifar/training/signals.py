@@ -6,10 +6,14 @@ sweeps between runs), so that a run keeps its last finished epoch before the com
 also in a garbage-collection callback or a ``__del__``, where Python prints "Exception ignored" and
 carries on: the stop was lost. A second signal ends the command at once."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -19,13 +23,13 @@ _received: list[int] = []  # the signals noted since interruptible() began
 class Interrupted(KeyboardInterrupt):
     """A SIGINT or SIGTERM; `where` says what was stopped and what was kept."""
 
-    def __init__(self, signum=signal.SIGINT, where=None):
+    def __init__(self, signum: int = signal.SIGINT, where: str | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.where = where
 
 
-def _note(signum, frame):
+def _note(signum: int, frame: FrameType | None) -> None:
     if _received:  # the second: whatever is under way is given up
         name = signal.Signals(signum).name
         os.write(2, f"interrupted again ({name}): stopped at once; run the same command again to resume\n".encode())
@@ -33,19 +37,19 @@ def _note(signum, frame):
     _received.append(signum)
 
 
-def received():
+def received() -> int | None:
     """The first signal noted, or None."""
     return _received[0] if _received else None
 
 
-def check():
+def check() -> None:
     """Raise Interrupted if a signal was noted: call it where the command can stop safely."""
     if _received:
         raise Interrupted(_received[0])
 
 
 @contextlib.contextmanager
-def interruptible():
+def interruptible() -> Iterator[None]:
     """While inside, SIGINT and SIGTERM are noted for check() (in the main thread; elsewhere a no-op).
     A signal noted but not acted on inside is raised as Interrupted when the block ends."""
     if threading.current_thread() is not threading.main_thread():

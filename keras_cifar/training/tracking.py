@@ -11,24 +11,29 @@
   recipe's figures. The store is MLFLOW_TRACKING_URI, else ``mlruns/`` beside OUT.
 """
 
+from __future__ import annotations
+
 import importlib.util
 import math
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+from keras_cifar.config import RunSpec
 from keras_cifar.core.errors import ConfigError
 from keras_cifar.core.record import HISTORY_COLUMNS
-from keras_cifar.training.runs import recipe_runs
+from keras_cifar.training.runs import Run, recipe_runs
 
 RUN_TAG = "keras_cifar.run"  # recipe/variant/seed<k>
 STATE_TAG = "keras_cifar.state"  # "completed after 10 epochs": a run logged again only when it changed
 
 
-def _scalar(value):
+def _scalar(value: Any) -> bool | int | float | str:
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def write_hparams(logdir, spec):
+def write_hparams(logdir: Path | str, spec: RunSpec) -> None:
     """The hparams summary of run `spec` (its flattened config, variant and seed) into `logdir`."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
@@ -38,7 +43,7 @@ def write_hparams(logdir, spec):
         hp.hparams({**values, "variant": spec.variant, "seed": spec.seed}, trial_id=f"{spec.variant}/seed{spec.seed}")
 
 
-def check(track):
+def check(track: str | None) -> None:
     """Refuse --track mlflow where MLflow is not installed, before anything is trained."""
     if track == "mlflow" and importlib.util.find_spec("mlflow") is None:
         raise ConfigError(
@@ -46,7 +51,7 @@ def check(track):
         )
 
 
-def store(out):
+def store(out: Path | str) -> str:
     """The MLflow tracking URI: MLFLOW_TRACKING_URI, else mlruns/ beside the OUT folder. That is MLflow's
     file store, which MLflow 3 keeps (in maintenance mode) behind MLFLOW_ALLOW_FILE_STORE: set here,
     since it needs no server or database."""
@@ -56,7 +61,7 @@ def store(out):
     return (Path(out).resolve().parent / "mlruns").as_uri()
 
 
-def log_recipe(recipe_dir, uri, figures_dir):
+def log_recipe(recipe_dir: Path | str, uri: str, figures_dir: Path | str) -> int:
     """Log the finished runs of one recipe folder (OUT/<recipe>/) with the figures in `figures_dir` to
     MLflow at `uri`; returns how many were logged."""
     import mlflow
@@ -76,7 +81,7 @@ def log_recipe(recipe_dir, uri, figures_dir):
     return logged
 
 
-def _logged(mlflow, experiment, label, state):
+def _logged(mlflow: ModuleType, experiment: str, label: str, state: str) -> bool:
     found = mlflow.search_runs(
         experiment_names=[experiment],
         output_format="list",
@@ -85,7 +90,7 @@ def _logged(mlflow, experiment, label, state):
     return bool(found)
 
 
-def _log_run(mlflow, run, state, figures):
+def _log_run(mlflow: ModuleType, run: Run, state: str, figures: list[Path]) -> None:
     with mlflow.start_run(run_name=f"{run.variant}/seed{run.seed}", tags={RUN_TAG: run.label, STATE_TAG: state}):
         mlflow.log_params({key: _scalar(v) for key, v in run.settings().items()} | {"seed": run.seed})
         for row in run.history:

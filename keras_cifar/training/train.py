@@ -2,21 +2,26 @@
 newest checkpoint that loads, fit with the callbacks that record it (callbacks.py), and the run's
 model and metrics.json at the end."""
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import signal
 import traceback
+from typing import TYPE_CHECKING, Any, cast
 
 import keras
 import numpy as np
 
+from keras_cifar.config import Config, RunSpec
 from keras_cifar.core import backend
 from keras_cifar.core.console import say
 from keras_cifar.core.errors import ConfigError, KerasCifarError, RunFolderError
-from keras_cifar.core.record import FINISHED, DataSizes, RunRecord, finite_or_none
+from keras_cifar.core.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
 from keras_cifar.data import sources as data_lib
 from keras_cifar.data.formats import CLASS_NAMES
 from keras_cifar.data.pipelines import Feeder
+from keras_cifar.data.sources import Splits
 from keras_cifar.nn import custom_objects
 from keras_cifar.nn.losses import get_loss
 from keras_cifar.nn.networks import MODELS
@@ -24,25 +29,29 @@ from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
 from keras_cifar.training import cluster, locks, signals, tracking
 from keras_cifar.training.callbacks import EpochTensorBoard, ProgressLine, Recorder, Stop, TestEvaluation, save
-from keras_cifar.training.decisions import decide, reuse
-from keras_cifar.training.runs import unreadable
+from keras_cifar.training.cluster import Placement
+from keras_cifar.training.decisions import Decision, decide, reuse
+from keras_cifar.training.runs import RunFolder, unreadable
+
+if TYPE_CHECKING:  # sweep.py imports this module
+    from keras_cifar.training.sweep import Sweep
 
 # --------------------------------------------------------------------------------------- the model
 
 
-def set_precision(config):
+def set_precision(config: Config) -> None:
     """The global dtype policy a config asks for; set before a model is built or loaded."""
     keras.mixed_precision.set_global_policy(backend.precision(config))
 
 
-def compile_model(config, steps_per_epoch):
+def compile_model(config: Config, steps_per_epoch: int) -> keras.Model:
     """Build and compile the classifier a resolved config describes."""
     set_precision(config)
     model = build_classifier(MODELS[config.model.name](config.model, len(CLASS_NAMES)), augment=config.data.augment)
     return compile_with(model, config, make_optimizer(config, steps_per_epoch))
 
 
-def compile_with(model, config, optimizer):
+def compile_with(model: keras.Model, config: Config, optimizer: Any) -> keras.Model:
     """Compile `model` with `optimizer` and the loss, metric and execution settings (jit_compile,
     steps_per_execution) of `config`: also a resumed model, so that it trains as its config says now."""
     model.compile(
@@ -61,7 +70,7 @@ def compile_with(model, config, optimizer):
 ACTIONS = ("done", "reuse", "new", "resume")  # decisions.Decision's, numbered for cluster.agree
 
 
-def train_run(spec, d, splits, sweep):
+def train_run(spec: RunSpec, d: Decision, splits: Splits, sweep: Sweep) -> RunRecord:
     """Carry out Decision `d` for one RunSpec: skip it, copy its twin, or train it into its run folder
     (from epoch 0 or a checkpoint); returns its RunRecord. A run to train is decided again once its
     lock is taken, from what its folder holds then: another process may have finished it, or trained
@@ -69,12 +78,13 @@ def train_run(spec, d, splits, sweep):
     ``elsewhere``; run_sweep watches it at the end). In a multi-process run every process trains its
     share and process 0 claims, decides and writes."""
     if d.action == "done":
-        return sweep.skipped(spec, d.folder.read_metrics(), f"already {d.status}")
+        return sweep.skipped(spec, cast(RunRecord, d.folder.read_metrics()), f"already {d.status}")  # it finished
     process = cluster.process()  # (index, count)
     index = process[0]
     if d.action == "reuse":
-        metrics = reuse(d.twin, d.folder, spec, sweep.source) if index == 0 else d.twin.read_metrics()
-        return sweep.skipped(spec, metrics, f"same config as {d.twin.path.relative_to(sweep.out_root)}, reused")
+        twin = cast(RunFolder, d.twin)  # a reuse names its finished twin
+        metrics = reuse(twin, d.folder, spec, sweep.source) if index == 0 else cast(RunRecord, twin.read_metrics())
+        return sweep.skipped(spec, metrics, f"same config as {twin.path.relative_to(sweep.out_root)}, reused")
     owner = d.folder.lock.claim() if index == 0 else None
     if index == 0 and owner is None:
         d = dataclasses.replace(decide(sweep.out_root, spec, sweep.source, sweep.restart), folder=d.folder)  # its lock
@@ -90,7 +100,7 @@ def train_run(spec, d, splits, sweep):
                 reuse(d.twin, d.folder, spec, sweep.source)
             d.folder.lock.release()
         cluster.agree(0)  # the other processes read what process 0 wrote
-        return sweep.skipped(spec, d.folder.read_metrics(), why if index == 0 else "finished elsewhere")
+        return sweep.skipped(spec, cast(RunRecord, d.folder.read_metrics()), why if index == 0 else "finished elsewhere")
     if index and start != d.start:
         raise RunFolderError(
             f"{d.folder.path}: process {index} finds another checkpoint than process 0; "
@@ -106,12 +116,12 @@ def train_run(spec, d, splits, sweep):
             return metrics
 
 
-def _resume(spec, folder, writer):
+def _resume(spec: RunSpec, folder: RunFolder, writer: bool) -> tuple[keras.Model, int]:
     """(model, epoch) of the newest checkpoint that loads, compiled with the run's execution settings.
     Newer ones that do not load are named, and deleted; when none loads, a RunFolderError says how to
     start the run again."""
     set_precision(spec.config)
-    failed = []
+    failed: list[str] = []
     for epoch, file in folder.checkpoints():
         why = unreadable(file)
         if why is None:
@@ -135,7 +145,7 @@ def _resume(spec, folder, writer):
     )
 
 
-def _fit(spec, splits, folder, start, sweep, process):
+def _fit(spec: RunSpec, splits: Splits, folder: RunFolder, start: int, sweep: Sweep, process: tuple[int, int]) -> RunRecord:
     """Train (or, when all its epochs were trained but it stopped before its model was written, only
     finish) one run into `folder`, from epoch `start`; returns its RunRecord."""
     cfg, writer = spec.config, process[0] == 0
@@ -178,7 +188,7 @@ def _fit(spec, splits, folder, start, sweep, process):
     return metrics
 
 
-def _check_even(spec, feeder, local, placement):
+def _check_even(spec: RunSpec, feeder: Feeder, local: Splits, placement: Placement) -> None:
     """Refuse batches that do not split evenly over this process's devices: MirroredStrategy aborts on
     them, JAX's sharding refuses them."""
     replicas = placement.devices // placement.processes
@@ -192,7 +202,17 @@ def _check_even(spec, feeder, local, placement):
         )
 
 
-def _train_or_finish(model, spec, feeder, local, start, folder, recorder, sweep, writer):
+def _train_or_finish(
+    model: keras.Model,
+    spec: RunSpec,
+    feeder: Feeder,
+    local: Splits,
+    start: int,
+    folder: RunFolder,
+    recorder: Recorder,
+    sweep: Sweep,
+    writer: bool,
+) -> tuple[str, str | None]:
     """(status, error) of training epochs `start` on: completed, diverged, or failed (recorded, the sweep
     goes on); a run whose epochs were all trained is only finished. A SIGINT or SIGTERM keeps the last
     finished epoch and stops the command; a file that cannot be written, or the run's lost lock, too."""
@@ -219,7 +239,17 @@ def _train_or_finish(model, spec, feeder, local, start, folder, recorder, sweep,
         return "failed", f"{type(e).__name__}: {e}"
 
 
-def _train(model, spec, feeder, local, start, folder, recorder, sweep, writer):
+def _train(
+    model: keras.Model,
+    spec: RunSpec,
+    feeder: Feeder,
+    local: Splits,
+    start: int,
+    folder: RunFolder,
+    recorder: Recorder,
+    sweep: Sweep,
+    writer: bool,
+) -> None:
     """fit epochs `start` .. the last of `spec`'s run on this process's share of the splits, with the
     callbacks that record it (the module's doc says which, in their order)."""
     cfg = spec.config
@@ -243,7 +273,16 @@ def _train(model, spec, feeder, local, start, folder, recorder, sweep, writer):
     )
 
 
-def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_epoch):
+def _metrics(
+    spec: RunSpec,
+    rows: list[Epoch],
+    start: int,
+    status: str,
+    error: str | None,
+    splits: Splits,
+    data_source: str,
+    trained_per_epoch: int,
+) -> RunRecord:
     last = rows[-1] if rows and status == "completed" else None  # a diverged model's scores mean nothing
     # Throughput leaves out the first epoch of each start (0, and `start` for a resumed run): it compiles.
     measured = [r for i, r in enumerate(rows) if i not in (0, start)]
@@ -255,10 +294,10 @@ def _metrics(spec, rows, start, status, error, splits, data_source, trained_per_
         spec.seed,
         epochs_completed=len(rows),
         epochs=spec.config.train.epochs,
-        test_accuracy=finite_or_none(last and last.test_accuracy),
-        test_loss=finite_or_none(last and last.test_loss),
-        val_accuracy=finite_or_none(last and last.val_accuracy),
-        val_loss=finite_or_none(last and last.val_loss),
+        test_accuracy=finite_or_none(last.test_accuracy if last else None),
+        test_loss=finite_or_none(last.test_loss if last else None),
+        val_accuracy=finite_or_none(last.val_accuracy if last else None),
+        val_loss=finite_or_none(last.val_loss if last else None),
         best_val_accuracy=finite_or_none(max((r.val_accuracy for r in rows), default=None)),
         train_seconds=sum(r.train_seconds for r in rows),
         wall_seconds=sum(r.epoch_seconds for r in rows),
