@@ -299,6 +299,7 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_without_training(tr
         assert metrics.status == "completed" and metrics.test_accuracy == finished.test_accuracy
 
 
+@pytest.mark.backend  # it reads the backend pass's `trained` sweep, which the other pass would train again
 def test_a_run_is_decided_again_once_its_lock_is_taken(trained, tmp_path, capsys):
     """The sweep decided to start bf16 anew; before it came to the run, another process trained its first
     epoch and was preempted. Once it holds the lock, the run reads its folder again and resumes from that
