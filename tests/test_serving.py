@@ -316,7 +316,9 @@ def test_the_server_answers_as_tf_serving_does_and_as_predict_does(server, saved
     code, meta = _http(server.url + "/metadata")
     signatures = meta["metadata"]["signature_def"]["signature_def"]
     assert code == 200 and {"serving_default", "serve_uint8"} <= set(signatures)
-    assert [d["size"] for d in signatures["serve_uint8"]["inputs"]["images"]["tensor_shape"]["dim"]] == ["-1", "32", "32", "3"]
+    uint8 = signatures["serve_uint8"]["inputs"]["images"]
+    assert uint8["dtype"] == "DT_UINT8" and signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in uint8["tensor_shape"]["dim"]] == ["-1", "32", "32", "3"]
 
     code, rows = _http(server.url + ":predict", {"instances": images.tolist()})
     assert code == 200, rows

@@ -33,7 +33,7 @@ FORMAT_NAMES = {"saved_model": "SavedModel", "keras": ".keras model", "onnx": "O
     "model.tflite for the LiteRT interpreter (phones, microcontrollers).",
 )
 def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
-    """Export a trained model for serving (SavedModel, .keras, ONNX or LiteRT).
+    """Export a trained model: SavedModel, .keras, ONNX or LiteRT.
 
     RUN_DIR is a run folder or a .keras file.
     Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras, model.onnx, model.tflite) and
@@ -178,6 +178,7 @@ def serve_cmd(model_dir: str, name: str | None, port: int, host: str) -> None:
     /v1/models/NAME:classify_image?top_k=3 with a PNG or JPEG body. Bad input is a 400 with a JSON error.
     Needs the serve extra. Stop it with Ctrl-C. Example:
 
+    \b
         keras-cifar serve models/cifar
         curl -s -X POST --data-binary @cat.png localhost:8501/v1/models/cifar:classify_image
     """

@@ -36,6 +36,7 @@ MAX_IMAGES = 1024
 MAX_CONNECTIONS = 64
 POLL_SECONDS = 1.0
 SIGNATURES = {"serving_default": "float32", "serve": "float32", "serve_uint8": "uint8"}
+TF_DTYPES = {"float32": "DT_FLOAT", "uint8": "DT_UINT8"}  # TensorFlow's names in a signature_def
 OUTPUTS = ("logits", "probabilities")
 SHAPE = (serving.IMAGE_SIZE, serving.IMAGE_SIZE, 3)
 
@@ -127,7 +128,7 @@ def metadata(name: str, version: int) -> dict[str, Any]:
     outputs = {key: {**tensor("DT_FLOAT", -1, 10), "name": key} for key in OUTPUTS}
     signatures = {
         key: {
-            "inputs": {"images": {**tensor("DT_" + dtype.upper(), -1, *SHAPE), "name": "images"}},
+            "inputs": {"images": {**tensor(TF_DTYPES[dtype], -1, *SHAPE), "name": "images"}},
             "outputs": outputs,
             "method_name": "tensorflow/serving/predict",
         }

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,7 +286,9 @@ def _write_file(model: Any, path: Path, fmt: str) -> None:
     logits = model.output
     named = keras.Model(model.input, {"logits": logits, "probabilities": keras.layers.Softmax(name="probabilities")(logits)})
     spec = keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
-    named.export(str(path), format=fmt, input_signature=[spec], verbose=False)
+    with warnings.catch_warnings():  # Keras's numpy-2 patch of tf2onnx asks numpy for np.object
+        warnings.filterwarnings("ignore", category=FutureWarning, module="keras.src.export")
+        named.export(str(path), format=fmt, input_signature=[spec], verbose=False)
 
 
 def _write_in_tensorflow(keras_file: str | Path, version_dir: str | Path, fmt: str) -> None:
