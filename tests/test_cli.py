@@ -27,8 +27,9 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
         (["run", recipe, "--data", tmp_path / "missing", "--dry-run"], "no such file or folder"),
         (["tune", recipe, "--set", "tune.tuner=grid"], "tune.tuner: 'grid' is not allowed"),
         (["predict", tmp_path, tmp_path / "empty"], "no image files in"),
-        (["export", tmp_path], "not a run folder, .keras file or export folder"),
-        (["evaluate", tmp_path, "--data", "synthetic:100"], "not a run folder, .keras file or export folder"),
+        (["export", tmp_path], "not a run folder, model file or export folder"),
+        (["evaluate", tmp_path, "--data", "synthetic:100"], "not a run folder, model file or export folder"),
+        (["serve", tmp_path / "empty"], "not a run folder, model file or export folder"),
         (["landscape", tmp_path / "empty"], "not a run folder (no config.yaml)"),
         (["landscape", tmp_path, tmp_path / "empty"], "several RUN_DIRs are compared in one figure"),
     ]

@@ -251,7 +251,7 @@ def test_seeds_auto_adds_a_seed_while_a_ranked_pair_is_undecided(tmp_path):
         "ranked/b/seed2:",
     ]
     assert not (tmp_path / "out" / "ranked" / "a" / "seed3").exists()
-    mlflow.set_tracking_uri(tracking.store(tmp_path / "out"))  # mlruns/ beside --out; each finished run once
+    mlflow.set_tracking_uri(tracking.store(tmp_path / "out"))  # mlflow.db beside --out; each finished run once
     assert sorted(r.info.run_name for r in mlflow.search_runs(experiment_names=["ranked"], output_format="list")) == [
         f"{v}/seed{s}" for v in "ab" for s in range(3)
     ]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import sys
 
@@ -384,9 +385,10 @@ def test_compare_reads_the_claims_of_the_recipes_it_is_given(tmp_path, cli):
 
 
 def test_report_logs_finished_runs_to_mlflow_once(tmp_path, cli, monkeypatch):
-    """`report --track mlflow` into mlruns/ beside the runs' root, read back through MLflow's own API: one
-    MLflow run per finished run folder (the unfinished one waits), its config as params, its history as
-    per-epoch metrics, its files and the recipe's figures as artifacts. Again: nothing new to log."""
+    """`report --track mlflow` into the SQLite store beside the runs' root, read back through MLflow's own
+    client as `mlflow ui` reads it, with no MLFLOW_ALLOW_FILE_STORE: one MLflow run per finished run folder
+    (the unfinished one waits), its config as params, its history as per-epoch metrics, its files and the
+    recipe's figures as artifacts in mlartifacts/ beside the database. Again: nothing new to log."""
     import mlflow
 
     runs = tmp_path / "runs"
@@ -395,19 +397,21 @@ def test_report_logs_finished_runs_to_mlflow_once(tmp_path, cli, monkeypatch):
     make_run(runs, "bn", "no_bn", 0, 0.5, config={"model": {"batch_norm": False}})
     make_run(runs, "bn", "no_bn", 1, 0.5, status="unfinished", epochs_done=2, config={"model": {"batch_norm": False}})
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     result = cli("report", runs / "bn", "--track", "mlflow")
     assert result.exit_code == 0, result.output
     store = tracking.store(runs)
-    assert store == (tmp_path / "mlruns").as_uri()
+    assert store == f"sqlite:///{tmp_path}/mlflow.db" and (tmp_path / "mlflow.db").is_file()
     assert f"bn: 3 runs logged to MLflow at {store}" in result.output
-    mlflow.set_tracking_uri(store)
-    found = mlflow.search_runs(experiment_names=["bn"], output_format="list")
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ and not (tmp_path / "mlruns").exists()
+    client = mlflow.MlflowClient(store)
+    found = client.search_runs([client.get_experiment_by_name("bn").experiment_id])
     by_name = {r.info.run_name: r for r in found}
     assert sorted(by_name) == ["bn/seed0", "bn/seed1", "no_bn/seed0"]
     logged = by_name["no_bn/seed0"]
     assert logged.data.params["model.batch_norm"] == "False" and logged.data.params["seed"] == "0"
     assert logged.data.tags["keras_cifar.run"] == "bn/no_bn/seed0"
-    client = mlflow.MlflowClient(store)
+    assert logged.info.artifact_uri.startswith((tmp_path / "mlartifacts" / "bn").as_uri())
     history = client.get_metric_history(logged.info.run_id, "test_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == pytest.approx([0.5 * e / 4 for e in range(1, 5)])

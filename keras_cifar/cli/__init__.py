@@ -1,6 +1,6 @@
 """Command line: ``keras-cifar`` (also ``python -m keras_cifar``): the click group here, its commands in
 one module per family: run.py (run), study.py (report, compare, recipes), tools.py (landscape, tune,
-bench), models.py (export, predict, evaluate). Thin: each command checks its input without Keras (so a
+bench), models.py (export, predict, evaluate, serve). Thin: each command checks its input without Keras (so a
 mistake is reported in a second), then starts the backend and calls the package that does the work. A
 KerasCifarError from anywhere is caught once, in the group: one line on stderr, exit code 2."""
 
@@ -78,5 +78,6 @@ for _command in (
     models.export_cmd,
     models.predict_cmd,
     models.evaluate_cmd,
+    models.serve_cmd,
 ):
     main.add_command(_command)

@@ -25,8 +25,8 @@ ARGV = "keras_cifar.argv"  # ctx.meta: the arguments as typed
 TRACKERS = ("mlflow",)
 TRACK_HELP = (
     "Also log each finished run to MLflow (experiment = recipe, run = variant/seed<k>; its config as params, "
-    "per-epoch metrics; metrics.json, history and figures as artifacts) in MLFLOW_TRACKING_URI, else in "
-    "mlruns/ beside the runs' root (`mlflow ui` there). Needs the mlflow extra."
+    "per-epoch metrics; metrics.json, history and figures as artifacts) in MLFLOW_TRACKING_URI, else in the "
+    "SQLite database mlflow.db beside the runs' root (`mlflow ui` there). Needs the mlflow extra."
 )
 QUICK = {"model.width": 16, "data.subset": 10000, "train.epochs": 10}  # the scale of the committed results/
 

@@ -1,5 +1,5 @@
-"""The commands that use a trained model: ``keras-cifar export|predict|evaluate`` (added to the group
-in cli.py). Like every command, each checks its input before Keras starts."""
+"""The commands that use a trained model: ``keras-cifar export|predict|evaluate|serve`` (added to the group
+in cli/__init__.py). Like every command, each checks its input before Keras starts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from keras_cifar.core.errors import DataError
 from keras_cifar.data import sources as data_lib
 from keras_cifar.training.runs import RunFolder
 
+FORMAT_NAMES = {"saved_model": "SavedModel", "keras": ".keras model", "onnx": "ONNX model", "litert": "LiteRT model"}
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(exists=True))
@@ -26,33 +28,37 @@ from keras_cifar.training.runs import RunFolder
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["saved_model", "keras"]),
+    type=click.Choice(["saved_model", "keras", "onnx", "litert"]),
     default="saved_model",
     show_default=True,
     help="saved_model: TensorFlow SavedModel for TF Serving or any TF runtime. keras: an inference-only "
-    ".keras file (no optimizer state).",
+    ".keras file (no optimizer state). onnx: model.onnx for ONNX Runtime (the onnx extra). litert: "
+    "model.tflite for the LiteRT interpreter (phones, microcontrollers).",
 )
 def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
-    """Export a trained model for serving (SavedModel or .keras).
+    """Export a trained model: SavedModel, .keras, ONNX or LiteRT.
 
     RUN_DIR is a run folder or a .keras file.
-    Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras) and labels.txt, the layout
-    TensorFlow Serving watches. The exported model has normalization inside and no augmentation. Its
-    signatures return `probabilities` and `logits` for images [N, 32, 32, 3] with pixel values 0..255:
-    `serving_default` (float32), `serve_uint8` (uint8); `class_names` returns the class names.
+    Writes OUT/<version>/ (saved_model.pb + variables/, or model.keras, model.onnx, model.tflite) and
+    labels.txt, the layout TensorFlow Serving watches. The exported model has normalization inside and
+    no augmentation. Its SavedModel signatures return `probabilities` and `logits` for images
+    [N, 32, 32, 3] with pixel values 0..255: `serving_default` (float32), `serve_uint8` (uint8);
+    `class_names` returns the class names. The ONNX and LiteRT files take float32 `images` and return
+    `logits` and `probabilities`.
 
-    Models trained on any backend export: the SavedModel is written by Keras's TensorFlow backend (in a
+    Models trained on any backend export: all but .keras are written by Keras's TensorFlow backend (in a
     subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Exit code 2
-    when RUN_DIR holds no trained model. Example:
+    when RUN_DIR holds no trained model or the format's extra is not installed. Example:
 
         keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
     """
     from keras_cifar.tools import serving
 
+    serving.check_format(fmt)
     serving.exportable(run_dir)
     backend.start()
     version_dir = serving.export(run_dir, out, fmt)
-    say(f"exported {'SavedModel' if fmt == 'saved_model' else '.keras model'} to {version_dir}")
+    say(f"exported {FORMAT_NAMES[fmt]} to {version_dir}")
 
 
 IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
@@ -66,7 +72,7 @@ IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
 def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Classify image files with a trained model.
 
-    MODEL is an export folder, a .keras file or a run folder.
+    MODEL is an export folder (any format), a .keras, .onnx or .tflite file, or a run folder.
     IMAGES are PNG/JPEG files of any size (centre-cropped to a square, resized to 32x32 RGB) or folders,
     searched recursively for image files. A file that cannot be read is reported by name and skipped.
     Exit code: 0 if every file was predicted, 1 if any failed, 2 for a MODEL that cannot be loaded or
@@ -81,7 +87,7 @@ def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) 
     files = serving.image_files(images)
     if not files:
         raise DataError(f"no image files in {', '.join(images)}; {IMAGES_WANTED}")
-    serving.model_path(model)
+    serving.loadable(model)
     pixels, readable, unreadable = serving.read_images(files)
     if not readable:
         (file, why), *others = unreadable
@@ -118,7 +124,7 @@ def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) 
 def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, figure: str | None, as_json: bool) -> None:
     """Test-split accuracy and cross-entropy of a trained model.
 
-    MODEL is an export folder, a .keras file or a run folder.
+    MODEL is an export folder (any format), a .keras, .onnx or .tflite file, or a run folder.
     The test split is the project's: the fixed half of the official test set that `run` reports on.
     The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Example:
 
@@ -129,8 +135,8 @@ def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, f
     from keras_cifar.study import plots
     from keras_cifar.tools import serving
 
-    kind, where = serving.model_path(model)
-    folder = where.parent if kind == "keras" else where  # the run folder, the .keras file's, or the export's
+    kind, where = serving.loadable(model)
+    folder = where if kind == "saved_model" else where.parent  # the run folder, the .keras file's, or the export's
     cifar = _test_data(data_source, folder)
     figure = figure or str(folder / "confusion_matrix.png")
     backend.start()
@@ -157,6 +163,37 @@ def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, f
         f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
         f"confusion matrix: {figure}"
     )
+
+
+@click.command("serve")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", help="The model's name in the URLs (/v1/models/NAME).  [default: MODEL_DIR's folder name]")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 listens on every interface.")
+def serve_cmd(model_dir: str, name: str | None, port: int, host: str) -> None:
+    """Serve an export folder over TensorFlow Serving's REST API.
+
+    MODEL_DIR is an export folder (MODEL_DIR/<version>/ as `export` writes it, any format). Its latest
+    version is served, and a newer one is loaded as soon as `export` writes it, without a restart. Any TF
+    Serving or KServe V1 client works unchanged: GET /v1/models/NAME (status) and /v1/models/NAME/metadata,
+    POST /v1/models/NAME[/versions/N]:predict with {"instances": ...} or {"inputs": ...} (images
+    [N, 32, 32, 3], pixel values 0..255; signature_name serving_default or serve_uint8); and POST
+    /v1/models/NAME:classify_image?top_k=3 with a PNG or JPEG body. Bad input is a 400 with a JSON error.
+    Needs the serve extra. Stop it with Ctrl-C. Example:
+
+    \b
+        keras-cifar serve models/cifar
+        curl -s -X POST --data-binary @cat.png localhost:8501/v1/models/cifar:classify_image
+    """
+    from keras_cifar.core import extras
+    from keras_cifar.tools import serving
+
+    extras.require("serve", "fastapi", "uvicorn", purpose="keras-cifar serve")
+    serving.loadable(model_dir)
+    backend.start()
+    from keras_cifar.tools import server
+
+    server.serve(model_dir, name or Path(model_dir).resolve().name, host, port)
 
 
 def _test_data(data_source: str | None, folder: Path) -> data_lib.Cifar:

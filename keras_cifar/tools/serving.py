@@ -1,20 +1,24 @@
 """Export a trained classifier for serving, load any saved form of it, predict image files, evaluate.
 
-A MODEL is one of: a run folder (holding ``model.keras``), a ``.keras`` file, or an export folder
-(``DIR/<version>/`` as ``export`` writes it, or ``DIR`` itself, whose highest version holding a model
-is used: an empty or unfinished version folder is passed over).
+A MODEL is one of: a run folder (holding ``model.keras``), a ``.keras``, ``.onnx`` or ``.tflite`` file,
+or an export folder (``DIR/<version>/`` as ``export`` writes it, or ``DIR`` itself, whose highest version
+holding a model is used: an empty or unfinished version folder is passed over). ONNX models run in ONNX
+Runtime, LiteRT models in the LiteRT interpreter (the ``onnx`` and ``litert`` extras), never in Keras.
 
 ``export`` writes ``DIR/<version>/`` atomically, the layout TensorFlow Serving polls:
-``saved_model.pb`` + ``variables/`` (or ``model.keras`` with ``--format keras``) and ``labels.txt``.
+``saved_model.pb`` + ``variables/`` (or ``model.keras``, ``model.onnx``, ``model.tflite`` with
+``--format keras|onnx|litert``) and ``labels.txt``.
 The exported model is the inference model: normalization inside, training augmentation out. It is
 found by role, whatever network (networks.MODELS) the classifier holds: the classifier's layers in
 order, its augmentation layer (augment.RandomCropFlip) left out.
 SavedModel signatures, all returning ``probabilities`` (softmax) and ``logits`` [N, 10]:
 ``serving_default`` / ``serve`` take float32 images [N, 32, 32, 3] with pixel values 0..255,
-``serve_uint8`` takes uint8 images; ``class_names`` takes nothing and returns the 10 names.
+``serve_uint8`` takes uint8 images; ``class_names`` takes nothing and returns the 10 names. The ONNX
+and LiteRT files have one signature, float32 ``images`` in and ``logits`` and ``probabilities`` out,
+written by Keras's own exporters (``model.export``: tf2onnx, TensorFlow's LiteRT converter).
 
-A SavedModel is always written by Keras's TensorFlow backend, so it holds plain TensorFlow ops
-whichever backend trained the model. The ``.keras`` file is backend-agnostic: under JAX or PyTorch,
+A SavedModel, ONNX or LiteRT file is always written by Keras's TensorFlow backend, so it holds the same
+graph whichever backend trained the model. The ``.keras`` file is backend-agnostic: under JAX or PyTorch,
 export loads it in a subprocess with ``KERAS_BACKEND=tensorflow`` (TensorFlow must be installed).
 """
 
@@ -24,13 +28,16 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from keras_cifar.core import extras
 from keras_cifar.core.errors import ModelError
 from keras_cifar.data.formats import rgb
 from keras_cifar.data.sources import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
@@ -39,7 +46,14 @@ from keras_cifar.training.runs import MODEL_FILE, RunFolder
 if TYPE_CHECKING:  # Keras is imported when a model is loaded
     import keras
 
-EXPORT_FORMATS = ("saved_model", "keras")
+EXPORT_FORMATS = ("saved_model", "keras", "onnx", "litert")
+ImageFile = Path | str | IO[bytes]  # an image file by name, or an open one (serve's request body)
+# What marks a folder as holding a model of each format (a SavedModel is the folder itself)
+MODEL_FILES = {"saved_model": "saved_model.pb", "keras": MODEL_FILE, "onnx": "model.onnx", "litert": "model.tflite"}
+SUFFIXES = {".keras": "keras", ".onnx": "onnx", ".tflite": "litert"}
+# The extra and modules each format needs: to be written by export, and to be loaded
+WRITERS = {"onnx": ("onnx", ("tf2onnx", "onnx"))}
+RUNTIMES = {"onnx": ("onnx", ("onnxruntime",)), "litert": ("litert", ("ai_edge_litert",))}
 LABELS_FILE = "labels.txt"
 BATCH = 256
 IMAGE_SIZE = 32
@@ -79,22 +93,37 @@ def inference_model(model: keras.Model) -> keras.Model:
     return keras.Model(images, x, name=INFERENCE_NAME)
 
 
-def model_path(path: Path | str) -> tuple[str, Path]:
-    """(kind, file or folder) for a MODEL path: ("keras", model.keras) or ("saved_model", version dir)."""
+def model_path(path: str | Path) -> tuple[str, Path]:
+    """(kind, file or folder) for a MODEL path: ("saved_model", version dir) or (kind, its file), kind
+    one of EXPORT_FORMATS."""
     path = Path(path)
-    if path.is_file() and path.suffix == ".keras":
-        return "keras", path
+    if path.is_file() and path.suffix in SUFFIXES:
+        return SUFFIXES[path.suffix], path
     if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return "saved_model", path
-        if (path / MODEL_FILE).is_file():
-            return "keras", path / MODEL_FILE
+        found = _model_in(path)
         versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
         for _, version in reversed(versions):  # the highest that holds a model
-            if (version / "saved_model.pb").is_file() or (version / MODEL_FILE).is_file():
-                return model_path(version)
+            found = found or _model_in(version)
+        if found:
+            return found
     status = _run_status(path)
-    raise ModelError(f"{path}: not a run folder, .keras file or export folder (found no model.keras or saved_model.pb{status})")
+    raise ModelError(f"{path}: not a run folder, model file or export folder (found no model.keras or saved_model.pb{status})")
+
+
+def _model_in(folder: Path) -> tuple[str, Path] | None:
+    for kind, name in MODEL_FILES.items():
+        if (folder / name).is_file():
+            return kind, folder if kind == "saved_model" else folder / name
+    return None
+
+
+def loadable(path: str | Path) -> tuple[str, Path]:
+    """model_path(path), once the runtime its format needs is known to be installed (before Keras starts)."""
+    kind, where = model_path(path)
+    if kind in RUNTIMES:
+        extra, modules = RUNTIMES[kind]
+        extras.require(extra, *modules, purpose=f"running a {kind} model ({where})")
+    return kind, where
 
 
 def _run_status(path: Path) -> str:
@@ -117,14 +146,14 @@ class Classifier:
         return np.concatenate([self.logits_fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def load_classifier(path: Path | str) -> Classifier:
-    """Load a MODEL (run folder, .keras file or export folder) for prediction."""
-    kind, where = model_path(path)
-    if kind == "keras":
-        model = inference_model(load_keras(where))
+def load_classifier(path: str | Path) -> Classifier:
+    """Load a MODEL (run folder, model file or export folder) for prediction, each format in its own
+    runtime."""
+    kind, where = loadable(path)
+    if kind != "saved_model":
         labels = where.parent / LABELS_FILE
         names = tuple(_read_labels(labels)) if labels.is_file() else CLASS_NAMES
-        return Classifier(lambda x: np.asarray(model.predict_on_batch(x)), names, str(where))
+        return Classifier(_RUNTIMES[kind](where), names, str(where))
     if not has_tensorflow():
         raise ModelError(f"{where}: reading a SavedModel needs TensorFlow (pip install tensorflow)")
     import tensorflow as tf
@@ -139,6 +168,41 @@ def load_classifier(path: Path | str) -> Classifier:
     return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where))
 
 
+def _keras_logits(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    model = inference_model(load_keras(path))
+    return lambda x: np.asarray(model.predict_on_batch(x))
+
+
+def _onnx_logits(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own classes, not exported under one name
+        raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {_first_line(e)})") from None
+    return lambda x: session.run(["logits"], {"images": x})[0]
+
+
+def _litert_logits(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The LiteRT interpreter's signature runner; an interpreter runs one call at a time (a lock)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        runner = Interpreter(model_path=str(path)).get_signature_runner()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: the LiteRT interpreter cannot load it ({type(e).__name__}: {_first_line(e)})") from None
+    lock = threading.Lock()
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        with lock:
+            return runner(images=x)["logits"]
+
+    return logits
+
+
+_RUNTIMES = {"keras": _keras_logits, "onnx": _onnx_logits, "litert": _litert_logits}
+
+
 # ------------------------------------------------------------------------------------------- export
 
 
@@ -150,21 +214,29 @@ def exportable(source: Path | str) -> Path:
     return keras_file
 
 
-def export(source: Path | str, out: Path | str | None = None, fmt: str = "saved_model") -> Path:
+def check_format(fmt: str) -> None:
+    """Refuse an unknown format, or one whose writer's extra is not installed (before Keras starts)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ModelError(f"unknown format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
+    if fmt in WRITERS:
+        extra, modules = WRITERS[fmt]
+        extras.require(extra, *modules, purpose=f"export --format {fmt}")
+
+
+def export(source: str | Path, out: str | Path | None = None, fmt: str = "saved_model") -> Path:
     """Write the inference model of `source` (a run folder or .keras file) to ``out/<version>/``, the
     next free version number (1 for a new folder); returns that folder. ``out`` defaults to
     ``<run folder>/export``."""
     import keras
 
-    if fmt not in EXPORT_FORMATS:
-        raise ModelError(f"unknown format {fmt!r}; use {' or '.join(EXPORT_FORMATS)}")
+    check_format(fmt)
     keras_file = exportable(source)
     out = Path(out) if out else keras_file.parent / "export"
     version_dir = out / str(_next_version(out))
     if fmt == "keras" or keras.backend.backend() == "tensorflow":
         write_version(keras_file, version_dir, fmt)
     else:
-        _write_in_tensorflow(keras_file, version_dir)
+        _write_in_tensorflow(keras_file, version_dir, fmt)
     return version_dir
 
 
@@ -173,7 +245,7 @@ def _next_version(out: Path) -> int:
     return 1 + max(existing, default=0)
 
 
-def write_version(keras_file: Path | str, version_dir: Path | str, fmt: str) -> None:
+def write_version(keras_file: str | Path, version_dir: str | Path, fmt: str) -> None:
     """Load `keras_file` and write its inference model in `fmt` to `version_dir`, which appears whole
     or not at all (TensorFlow Serving may be watching the parent folder)."""
     version_dir = Path(version_dir)
@@ -181,11 +253,11 @@ def write_version(keras_file: Path | str, version_dir: Path | str, fmt: str) -> 
     model = inference_model(load_keras(keras_file))
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if fmt == "keras":
-            tmp.mkdir()
-            model.save(tmp / "model.keras")
-        else:
+        if fmt == "saved_model":
             _write_saved_model(model, tmp)
+        else:
+            tmp.mkdir()
+            _write_file(model, tmp / MODEL_FILES[fmt], fmt)
         (tmp / LABELS_FILE).write_text("\n".join(CLASS_NAMES) + "\n")
         os.replace(tmp, version_dir)
     finally:
@@ -209,13 +281,29 @@ def _write_saved_model(model: keras.Model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def _write_in_tensorflow(keras_file: Path, version_dir: Path) -> None:
-    """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own PyTorch exporter
-    needs torch_xla; one writer for all backends gives the same plain-TensorFlow SavedModel."""
+def _write_file(model: Any, path: Path, fmt: str) -> None:
+    """The inference model as one file through Keras's exporter for `fmt` (keras, onnx, litert); the
+    exported formats take float32 images and give logits and probabilities by name, as the SavedModel."""
+    import keras
+
+    if fmt == "keras":
+        model.save(path)
+        return
+    logits = model.output
+    named = keras.Model(model.input, {"logits": logits, "probabilities": keras.layers.Softmax(name="probabilities")(logits)})
+    spec = keras.InputSpec(shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="images")
+    with warnings.catch_warnings():  # Keras's numpy-2 patch of tf2onnx asks numpy for np.object
+        warnings.filterwarnings("ignore", category=FutureWarning, module="keras.src.export")
+        named.export(str(path), format=fmt, input_signature=[spec], verbose=False)
+
+
+def _write_in_tensorflow(keras_file: str | Path, version_dir: str | Path, fmt: str) -> None:
+    """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own routes on the other
+    backends differ per format (its PyTorch SavedModel exporter needs torch_xla, its LiteRT exporter has
+    no JAX route and needs litert-torch on PyTorch, its ONNX exporter needs jax2onnx on JAX and fixes the
+    batch size on PyTorch); one writer for all backends gives the same graph whoever trained the model."""
     if not has_tensorflow():
-        raise ModelError(
-            "SavedModel export needs TensorFlow installed (pip install tensorflow); --format keras works without it"
-        )
+        raise ModelError(f"{fmt} export needs TensorFlow installed (pip install tensorflow); --format keras works without it")
     package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
@@ -225,17 +313,16 @@ def _write_in_tensorflow(keras_file: Path, version_dir: Path) -> None:
     }
     code = (
         "import sys\nfrom keras_cifar.tools.serving import ModelError, write_version\n"
-        "try: write_version(sys.argv[1], sys.argv[2], 'saved_model')\n"
+        "try: write_version(sys.argv[1], sys.argv[2], sys.argv[3])\n"
         "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(keras_file), str(version_dir)], env=env, capture_output=True, text=True, check=False
-    )
+    args = [sys.executable, "-c", code, str(keras_file), str(version_dir), fmt]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
     if done.returncode == 2:  # an ModelError: its message says it all
         raise ModelError(last)
     if done.returncode:
-        raise ModelError(f"SavedModel export under the TensorFlow backend failed: {last}")
+        raise ModelError(f"{fmt} export under the TensorFlow backend failed: {last}")
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -258,7 +345,7 @@ def image_files(paths: Iterable[Path | str]) -> list[Path]:
     return files
 
 
-def read_image(path: Path | str) -> np.ndarray:
+def read_image(path: ImageFile) -> np.ndarray:
     """An image file of any size as uint8 RGB [32, 32, 3] (read as the image-tree loader reads one,
     formats.rgb), centre square crop, then resize."""
     from PIL import Image, ImageOps
@@ -273,13 +360,13 @@ def read_image(path: Path | str) -> np.ndarray:
     return np.asarray(im, np.uint8)
 
 
-def read_images(files: Sequence[Path]) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
+def read_images(files: Sequence[ImageFile]) -> tuple[np.ndarray, list[ImageFile], list[tuple[ImageFile, str]]]:
     """(images [N, 32, 32, 3] uint8, files read, [(file, error message)] for the rest)."""
     from PIL import Image
 
     images: list[np.ndarray] = []
-    ok: list[Path] = []
-    errors: list[tuple[Path, str]] = []
+    ok: list[ImageFile] = []
+    errors: list[tuple[ImageFile, str]] = []
     for f in files:
         try:
             images.append(read_image(f))
@@ -290,9 +377,9 @@ def read_images(files: Sequence[Path]) -> tuple[np.ndarray, list[Path], list[tup
     return stacked, ok, errors
 
 
-def predict(classifier: Classifier, images: np.ndarray, files: Sequence[Path | str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(classifier: Classifier, images: np.ndarray, files: Sequence[object], top_k: int = 3) -> list[dict[str, Any]]:
     """[{"file", "top": [{"class", "probability"}]}] for `images` as read_images read them from `files`."""
-    probs = np.exp(_log_softmax(classifier.logits(images)))
+    probs = probabilities(classifier.logits(images))
     top_k = min(top_k, probs.shape[1])
     results = []
     for f, p in zip(files, probs):
@@ -315,6 +402,11 @@ def prediction_table(results: list[dict[str, Any]]) -> str:
         cells = [f"{t['class']:<10} {t['probability']:>6.1%}" for t in r["top"]]
         lines.append("  ".join([f"{r['file']:<{width}}"] + cells))
     return "\n".join(lines)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """The softmax of `logits` [N, classes]."""
+    return np.exp(_log_softmax(logits))
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
