@@ -25,7 +25,12 @@ REAL_DATA = os.environ.get("KERAS_CIFAR_DATA")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked real_data need KERAS_CIFAR_DATA; without it they are deselected, not skipped."""
+    """Tests marked real_data need KERAS_CIFAR_DATA; without it they are deselected, not skipped. The first
+    test to ask for the `trained` sweep trains it in its set-up (two minutes on an idle 2-core CPU): those
+    tests get twice the usual timeout, so that the sweep's time is not taken for a hang."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(600))
     if REAL_DATA:
         return
     kept = [item for item in items if "real_data" not in item.keywords]
