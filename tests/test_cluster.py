@@ -523,8 +523,7 @@ def test_parallel_trains_each_run_once_and_a_crashed_process_loses_only_its_run(
     os.kill(victim_pid, 9)
     assert sweep.finish() == 1, sweep.output  # one run failed; the others went on
     statuses = {
-        key: RunFolder(tmp_path / "out" / key).read_metrics().status
-        for key in ("tiny/a/seed0", "tiny/b/seed0", "tiny/c/seed0")
+        key: RunFolder(tmp_path / "out" / key).read_metrics().status for key in ("tiny/a/seed0", "tiny/b/seed0", "tiny/c/seed0")
     }
     assert statuses == {key: "failed" if key == victim_key else "completed" for key in statuses}
     assert f"{victim_key}: failed (its process ended by SIGKILL)" in sweep.output
