@@ -70,8 +70,8 @@ def test_welch_with_unequal_spreads_uses_satterthwaite_degrees_of_freedom():
 
 def test_a_seeds_auto_plan_splits_5_percent_over_its_looks():
     """--seeds auto from 3 seeds to 5: 3 looks at 5 / 3 % each. shortcut's four seeds against
-    no_shortcut's (results/): scipy's 98.33 % Welch interval, and 3 times its p-value, which is at most
-    5 % exactly where that interval excludes 0."""
+    no_shortcut's (in the runs results/ held before its retraining of 2026-12-04): scipy's 98.33 % Welch
+    interval, and 3 times its p-value, which is at most 5 % exactly where that interval excludes 0."""
     plan = stats.Rule(3, 5)
     assert (plan.looks, plan.alpha, plan.ci) == (3, pytest.approx(0.05 / 3), "98.33 % CI")
     assert (stats.FIXED.looks, stats.FIXED.alpha, stats.FIXED.ci) == (1, 0.05, "95 % CI")
