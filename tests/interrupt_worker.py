@@ -51,7 +51,7 @@ class Windows:
 
         self.rng, self.signum, self.window, self.timers = rng, None, None, []
         self.patch(callbacks.Recorder, "on_train_begin", self._compile)  # a timer that fires while the first step compiles
-        self.patch(callbacks.TestEvaluation, "on_epoch_end", self._evaluation)
+        self.patch(callbacks.Evaluation, "on_epoch_end", self._evaluation)
         self.patch(keras.Model, "save", self._checkpoint)  # a checkpoint (or the model at the end)
         self.patch(runs.RunFolder, "write_history", self._history)  # after history.csv, before the checkpoint
         gc.callbacks.append(self._gc)  # inside a garbage collection, where a raise would be ignored

@@ -106,7 +106,7 @@ def recipes(ctx: click.Context, names: bool, into: str | None) -> None:
     if ctx.invoked_subcommand:
         return
     if names:
-        say("\n".join(r.name for r in claimed_recipes()))
+        say("\n".join(r.name for r in claimed_recipes() if r.claim and not r.claim.cites))
         return
     table = claims_table()
     if into:

@@ -7,6 +7,11 @@ is loaded (study/claims.py judges whether runs agree with it):
       claim: relu > tanh > sigmoid      # its verdict, in its words
       order: [relu, tanh, sigmoid]      # its ranking of the variants, best first (leave out: no ranking)
       accuracy: {relu: 95.48, tanh: 92.37, sigmoid: 87.63}   # its test accuracies, % (optional)
+
+A claim from another work than the study report names it in ``cites`` (recipes/tricks.yaml: D. Page's
+"How to train your ResNet", airbench); its ``order`` may then be several orderings, each a list judged
+on its own pairs: ``order: [[label_smoothing, baseline], [ema, baseline]]`` claims each trick beats the
+baseline and nothing about the tricks between them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 
 from keras_cifar.core.errors import ConfigError
 
-KEYS = ("title", "source", "claim", "order", "accuracy")
+KEYS = ("title", "source", "claim", "order", "accuracy", "cites")
+Order = tuple[str, ...] | tuple[tuple[str, ...], ...]  # one ordering, best first, or several
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,9 @@ class Claim:
     title: str
     source: str
     verdict: str
-    order: tuple[str, ...] = ()  # variants, best first; () when the report ranks nothing
+    order: Order = ()  # variants, best first (or several such lists); () when the report ranks nothing
     accuracy: dict[str, float] = field(default_factory=dict)
+    cites: str = ""  # the work that claims it, where that is not the study report
 
     @property
     def figure(self) -> int:
@@ -52,9 +59,16 @@ def parse_claim(section: Any, variants: list[str], where: str | Path) -> Claim |
             raise ConfigError(f"{where}: report.{key}: expected a string (the report's words)")
     order = section.get("order") or []
     accuracy = section.get("accuracy") or {}
-    if not isinstance(order, list) or not isinstance(accuracy, dict):
-        raise ConfigError(f"{where}: report.order is a list of variants, report.accuracy maps variants to %")
-    for key, names in (("order", order), ("accuracy", list(accuracy))):
+    cites = section.get("cites", "")
+    if not isinstance(order, list) or not isinstance(accuracy, dict) or not isinstance(cites, str):
+        raise ConfigError(
+            f"{where}: report.order is a list of variants (or of lists of them), report.accuracy maps "
+            "variants to %, report.cites is the cited work"
+        )
+    nested = bool(order) and all(isinstance(o, list) for o in order)
+    if order and not nested and not all(isinstance(o, str) for o in order):
+        raise ConfigError(f"{where}: report.order: either variants, best first, or lists of them; not both")
+    for key, names in (("order", [n for o in order for n in o] if nested else order), ("accuracy", list(accuracy))):
         unknown = [n for n in names if n not in variants]
         if unknown:
             raise ConfigError(
@@ -68,6 +82,7 @@ def parse_claim(section: Any, variants: list[str], where: str | Path) -> Claim |
         section["title"],
         section["source"],
         section["claim"],
-        tuple(order),
+        tuple(tuple(o) for o in order) if nested else tuple(order),
         {name: float(value) for name, value in accuracy.items()},
+        cites.strip(),
     )

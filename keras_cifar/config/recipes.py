@@ -166,12 +166,22 @@ def sweep(
             )
     runs = []
     for vname in variants or list(recipe.variants):
-        config = recipe.variants[vname].updated(overrides or {}, "command line")
+        config = _with_epoch_fraction(recipe.variants[vname].updated(overrides or {}, "command line"))
         if seeds is not None:
             config = config.updated({"train": {"seeds": list(seeds)}}, "--seeds")
         for seed in config.train.seeds:  # each run's config names its own seed only
             runs.append(RunSpec(recipe.name, vname, seed, config.updated({"train": {"seeds": [seed]}})))
     return runs
+
+
+def _with_epoch_fraction(config: Config) -> Config:
+    """`config` with train.epoch_fraction f applied, once the command line has had its say on train.epochs:
+    round(f * epochs) epochs (at least 1) and f = 1, so that the run's config.yaml says what it trains."""
+    train = config.train
+    if train.epoch_fraction == 1:
+        return config
+    epochs = max(1, round(train.epochs * train.epoch_fraction))
+    return config.updated({"train": {"epochs": epochs, "epoch_fraction": 1.0}}, "train.epoch_fraction")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ ACTIVATIONS = (
 
 
 PIPELINES = ("auto", "tf_data", "numpy")
+FLIPS = ("random", "alternating")  # data.flip (data/pipelines.py)
+TTA_MODES = ("none", "flip", "flip_translate")  # eval.tta (data/augment.py)
 
 
 def setting(
@@ -103,6 +105,13 @@ class DataConfig:
         "int", None, positive, "a positive number of validation/test images each, or null for all", True
     )
     pipeline: str = setting("str", "auto", lambda v: v in PIPELINES, " / ".join(PIPELINES))
+    flip: str = setting(
+        "str",
+        "random",
+        lambda v: v in FLIPS,
+        "random (each image flipped with probability 1/2 at every epoch) or alternating (each image flipped at "
+        "random in epoch 0, then every other epoch: airbench's alternating flip)",
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,14 @@ class OptimizerConfig:
     momentum: float = setting("float", 0.9, lambda v: 0 <= v < 1, "a number in [0, 1)")
     nesterov: bool = setting("bool", False)
     weight_decay: float = setting("float", 5e-4, _non_negative, "a number >= 0")
+    ema_momentum: float | None = setting(
+        "float",
+        None,
+        lambda v: 0 < v < 1,
+        "a number in (0, 1): evaluate with an exponential moving average of the weights, updated every step "
+        "(Keras's use_ema); null: no average",
+        True,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,8 +143,33 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class LossOptions:
+    label_smoothing: float = setting(
+        "float", 0.0, lambda v: 0 <= v < 1, "a number in [0, 1): the share of each label spread evenly over the classes"
+    )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tta: str = setting(
+        "str",
+        "none",
+        lambda v: v in TTA_MODES,
+        "none, flip (the mean of the logits of each image and its mirror) or flip_translate (and of both moved by "
+        "one pixel up-left and down-right)",
+    )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = setting("int", 200, positive, "a positive integer")
+    epoch_fraction: float = setting(
+        "float",
+        1.0,
+        lambda v: 0 < v <= 1,
+        "a number in (0, 1]: train that share of train.epochs, as given after the command line (--epochs): "
+        "fast.yaml's half-length variant",
+    )
     seeds: tuple[int, ...] = setting("int_list", [0], lambda v: len(v) > 0 and all(s >= 0 for s in v), "a list of seeds >= 0")
     mixed_precision: str | bool = setting(
         "str_or_bool",
@@ -165,13 +207,15 @@ class Config:
     optimizer: OptimizerConfig = section(OptimizerConfig)
     schedule: ScheduleConfig = section(ScheduleConfig)
     loss: str = setting("str", "cross_entropy", lambda v: v in LOSSES, LOSSES)
+    loss_options: LossOptions = section(LossOptions)
+    eval: EvalConfig = section(EvalConfig)
     train: TrainConfig = section(TrainConfig)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> Config:
         """The Config of a nested dict such as a config.yaml holds: missing keys take their defaults; an
         unknown key or a bad value is a ConfigError naming `source`."""
-        return _build(cls, merge(defaults(), values, source, ""))
+        return _checked(_build(cls, merge(defaults(), values, source, "")), source)
 
     def to_dict(self) -> dict:
         """The nested dict of plain values (lists, not tuples) that config.yaml holds, in schema order."""
@@ -195,6 +239,18 @@ class Config:
         for part, key in EXECUTION_KEYS:
             out[part].pop(key)
         return out
+
+
+def _checked(config: Config, source: str) -> Config:
+    """`config`, once the keys that depend on each other agree; else a ConfigError naming `source`."""
+    if config.loss_options.label_smoothing and config.loss != "cross_entropy":
+        raise ConfigError(
+            f"{source}: loss_options.label_smoothing applies to the cross_entropy loss only, not {config.loss}; "
+            "set it to 0 or use loss: cross_entropy"
+        )
+    if config.data.flip != "random" and not config.data.augment:
+        raise ConfigError(f"{source}: data.flip: {config.data.flip} needs data.augment: true (it flips training images)")
+    return config
 
 
 def _schema(cls: type) -> dict[str, Any]:

@@ -16,7 +16,8 @@ def finite_or_none(x: float | None) -> float | None:
 @dataclass(frozen=True)
 class Epoch:
     """One finished epoch: training loss and accuracy (the mean over the epoch's batches), validation and
-    test scores at its end, its last learning rate, and its seconds (the whole epoch; its training part)."""
+    test scores at its end, its last learning rate, and its seconds (the whole epoch; its training part);
+    with eval.tta, the validation and test scores under test-time augmentation too (NaN without)."""
 
     epoch: int
     loss: float
@@ -28,6 +29,10 @@ class Epoch:
     lr: float
     epoch_seconds: float
     train_seconds: float
+    val_tta_loss: float = math.nan
+    val_tta_accuracy: float = math.nan
+    test_tta_loss: float = math.nan
+    test_tta_accuracy: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -35,10 +40,17 @@ class Epoch:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Epoch:
         """An Epoch of a history.csv row (strings) or a dict of numbers; a missing column reads as NaN."""
-        return cls(int(row["epoch"]), *(float(row.get(k, math.nan)) for k in HISTORY_COLUMNS[1:]))
+        return cls(int(row["epoch"]), *(float(row.get(k, math.nan)) for k in ALL_COLUMNS[1:]))
 
 
-HISTORY_COLUMNS = tuple(f.name for f in dataclasses.fields(Epoch))
+ALL_COLUMNS = tuple(f.name for f in dataclasses.fields(Epoch))
+TTA_COLUMNS = ALL_COLUMNS[ALL_COLUMNS.index("val_tta_loss") :]
+HISTORY_COLUMNS = ALL_COLUMNS[: ALL_COLUMNS.index("val_tta_loss")]  # every run's; TTA_COLUMNS follow with eval.tta
+
+
+def history_columns(rows: list[Epoch]) -> tuple[str, ...]:
+    """The columns of a history.csv of `rows`: TTA_COLUMNS only where some epoch has TTA scores."""
+    return ALL_COLUMNS if any(math.isfinite(r.test_tta_accuracy) for r in rows) else HISTORY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,11 @@ class RunRecord:
     devices: int | None = None
     processes: int | None = None
     reused_from: str | None = None  # the run folder whose results a twin copied (OUT-relative)
+    tta: str | None = None  # eval.tta, where the run evaluates with test-time augmentation; then its final scores:
+    test_tta_accuracy: float | None = None
+    test_tta_loss: float | None = None
+    val_tta_accuracy: float | None = None
+    val_tta_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """metrics.json's mapping, in field order."""
@@ -103,6 +120,12 @@ class RunRecord:
         if isinstance(kwargs.get("data"), dict):
             kwargs["data"] = DataSizes(**kwargs["data"])
         return cls(**kwargs)
+
+    @property
+    def reported_accuracy(self) -> float | None:
+        """The final-epoch test accuracy the study reports and judges: under the run's test-time
+        augmentation where it evaluates with one (eval.tta), else test_accuracy."""
+        return self.test_tta_accuracy if self.tta else self.test_accuracy
 
     @property
     def finished(self) -> bool:

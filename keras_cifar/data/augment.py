@@ -18,15 +18,17 @@ from keras_cifar.data.formats import CIFAR_MEAN, CIFAR_STD
 
 @keras.saving.register_keras_serializable("keras_cifar")
 class RandomCropFlip(keras.layers.Layer):
-    """Training only: zero-pad by `pad`, crop back at a random offset per image, flip half the images.
+    """Training only: zero-pad by `pad`, crop back at a random offset per image, flip half the images
+    (unless `flip` is false: data.flip alternating, where the input pipeline mirrors them).
 
     Outside training it only casts to float32. Input: images [B, H, W, C] of any dtype, pixel scale.
     """
 
-    def __init__(self, pad: int = 4, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, pad: int = 4, seed: int | None = None, flip: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pad = pad
         self.seed = seed
+        self.flip = flip
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._torch_generator: Any = None  # a torch.Generator (PyTorch)
         self._torch_state: list[int] | None = None  # the seed generator's state as this process's host counts it (PyTorch)
@@ -44,7 +46,7 @@ class RandomCropFlip(keras.layers.Layer):
         cols = ops.one_hot(offsets[:, 1:] + ops.arange(w)[None, :], w + 2 * p)
         crops = ops.einsum("bir,brsc->bisc", rows, padded)
         crops = ops.einsum("bjs,bisc->bijc", cols, crops)
-        return ops.where(flip, ops.flip(crops, axis=2), crops)
+        return ops.where(flip, ops.flip(crops, axis=2), crops) if self.flip else crops
 
     def _draw(self, batch: Any) -> tuple[Any, Any]:
         """Per image: the crop's offsets [batch, 2] and whether it is flipped [batch, 1, 1, 1]."""
@@ -84,7 +86,7 @@ class RandomCropFlip(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pad": self.pad, "seed": self.seed}
+        return {**super().get_config(), "pad": self.pad, "seed": self.seed, "flip": self.flip}
 
 
 def _replica() -> tuple[int, int]:
@@ -117,3 +119,72 @@ class Normalize(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+# Test-time augmentation (eval.tta): the views of each image whose logits are averaged, as (weight, mirrored,
+# shift in pixels down and right). flip_translate is airbench's tta_level 2 (KellerJordan/cifar10-airbench):
+# half the weight on the image and its mirror, half on both moved one pixel up-left and down-right
+# (reflect-padded), each with its mirror.
+TTA_VIEWS: dict[str, tuple[tuple[float, bool, int], ...]] = {
+    "none": ((1.0, False, 0),),
+    "flip": ((0.5, False, 0), (0.5, True, 0)),
+    "flip_translate": (
+        (0.25, False, 0), (0.25, True, 0),
+        (0.125, False, -1), (0.125, True, -1), (0.125, False, 1), (0.125, True, 1),
+    ),
+}  # fmt: skip
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class View(keras.layers.Layer):
+    """One fixed view of each image: mirrored left-right if `mirrored`, then its content moved `shift`
+    pixels down and right (up and left if negative), the border filled by reflection. Keeps the dtype."""
+
+    def __init__(self, mirrored: bool = False, shift: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mirrored, self.shift = mirrored, shift
+
+    def call(self, images: Any) -> Any:
+        x = ops.flip(images, axis=2) if self.mirrored else images
+        if not self.shift:
+            return x
+        s, (h, w) = abs(self.shift), images.shape[1:3]
+        padded = ops.pad(ops.cast(x, "float32"), [[0, 0], [s, s], [s, s], [0, 0]], mode="reflect")
+        at = s - self.shift  # the crop's first row and column
+        return ops.cast(padded[:, at : at + h, at : at + w, :], images.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mirrored": self.mirrored, "shift": self.shift}
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
+class WeightedMean(keras.layers.Layer):
+    """The weighted sum of its inputs (logits of several views), in float32."""
+
+    def __init__(self, weights: Sequence[float] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.view_weights = tuple(weights)
+
+    def call(self, inputs: Sequence[Any]) -> Any:
+        return sum(w * ops.cast(x, "float32") for w, x in zip(self.view_weights, inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weights": list(self.view_weights)}
+
+
+def with_tta(model: keras.Model, mode: str) -> keras.Model:
+    """`model` (images -> logits) evaluated with test-time augmentation `mode` (a key of TTA_VIEWS): its
+    logits are the weighted mean of its logits on each view. Shares `model`'s weights; `model` itself
+    for "none"."""
+    if mode == "none":
+        return model
+    views = TTA_VIEWS[mode]
+    images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name=model.input.name)
+    logits = [model(View(mirrored, shift)(images)) for _, mirrored, shift in views]
+    return keras.Model(images, WeightedMean([w for w, _, _ in views])(logits), name=f"{model.name}_tta")

@@ -18,6 +18,12 @@ Pipelines (``data.pipeline``): ``tf_data`` gathers the batches in tf.data (Tenso
 evaluation 2-4x slower on a CPU). The same seed gives both the same batches. (Keras's own shuffle of
 numpy input on TensorFlow repeated the first epoch's order in every epoch once a global seed was set.)
 Validation and test run at EVAL_BATCH images a step (or the training batch, if larger).
+
+With ``data.flip: alternating`` (airbench's alternating flip) the pipeline mirrors the training images
+itself, the model's augmentation only crops: image i is mirrored in epoch e when ``alternating_flips``
+says so, at random (from the seed) in epoch 0 and then every other epoch, so each image is seen both
+ways in every two epochs instead of by chance. It depends on (seed, image, epoch) alone: a resumed run
+mirrors what the uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ import numpy as np
 
 from keras_cifar.core import backend
 from keras_cifar.data.sources import EVAL_BATCH, Splits, has_tensorflow
+
+FLIP_STREAM = 0x666C6970  # the random stream of alternating_flips, apart from epoch_order's (seed, k) streams
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Whether each of the n training images is mirrored in epoch `epoch` (0 first) under alternating flip:
+    a random half in epoch 0 (drawn from the seed), then the other half, and so on."""
+    first = np.random.default_rng([seed, FLIP_STREAM]).random(n) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
@@ -46,8 +61,16 @@ class Feeder:
     """Keyword arguments for ``fit``/``evaluate`` in `pipeline` (auto: tf_data on the TensorFlow backend,
     numpy elsewhere). In a run of several `processes` each feeds its share of every (global) batch."""
 
-    def __init__(self, batch_size: int, pipeline: str = "auto", eval_batch_size: int | None = None, processes: int = 1) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        pipeline: str = "auto",
+        eval_batch_size: int | None = None,
+        processes: int = 1,
+        flip: str = "random",
+    ) -> None:
         self.batch_size = batch_size // processes
+        self.alternating = flip == "alternating"  # data.flip: the pipeline mirrors the training images
         self.eval_batch_size = eval_batch_size or max(self.batch_size, EVAL_BATCH // processes)
         if pipeline == "auto":
             pipeline = "tf_data" if backend.selected() == "tensorflow" and has_tensorflow() else "numpy"
@@ -71,12 +94,16 @@ class Feeder:
         return None
 
     def train(self, x: np.ndarray, y: np.ndarray, seed: int, epochs: int, start: int = 0) -> EpochInput:
-        """The input of epochs `start` .. `epochs` - 1 on (x, y), each one pass of its epoch_order."""
+        """The input of epochs `start` .. `epochs` - 1 on (x, y), each one pass of its epoch_order, its
+        images mirrored where alternating_flips says (with data.flip: alternating)."""
         orders = np.stack([epoch_order(len(y), self.batch_size, seed, e) for e in range(start, epochs)])
         orders = orders.reshape(len(orders), -1, self.batch_size).astype(np.int32)  # [epoch, step, image]
+        flips = None
+        if self.alternating:  # [epoch, step, image]: whether that image is mirrored
+            flips = np.stack([alternating_flips(len(y), seed, e)[o] for e, o in enumerate(orders, start)])
         if self.pipeline == "tf_data":
-            return _tf_data(x, y, orders, start)
-        return _py_dataset(x, y, orders, start)
+            return _tf_data(x, y, orders, start, flips)
+        return _py_dataset(x, y, orders, start, flips)
 
     def validation(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         if self.pipeline == "tf_data":
@@ -112,24 +139,28 @@ class EpochInput:
         return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.epoch_begins(epoch))
 
 
-def _tf_data(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int) -> EpochInput:
+def _tf_data(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int, flips: np.ndarray | None) -> EpochInput:
     """tf.data: each pass gathers the batches of the epoch held in a variable, read when the pass runs."""
     import tensorflow as tf
 
     images, labels, batches = tf.constant(x), tf.constant(y), tf.constant(orders)
+    mirrored = None if flips is None else tf.constant(flips)
     with tf.device("/cpu:0"):
         epoch = tf.Variable(0, dtype=tf.int32, trainable=False)  # the pass's row of `orders`
 
     def batch(step: Any) -> Any:
         index = batches[epoch, step]
-        return tf.gather(images, index), tf.gather(labels, index)
+        chosen = tf.gather(images, index)
+        if mirrored is not None:
+            chosen = tf.where(mirrored[epoch, step][:, None, None, None], tf.reverse(chosen, [2]), chosen)
+        return chosen, tf.gather(labels, index)
 
     steps = tf.data.Dataset.range(orders.shape[1], output_type=tf.int32)
     data = steps.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return EpochInput(data, lambda e: epoch.assign(e - start))
 
 
-def _py_dataset(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int) -> EpochInput:
+def _py_dataset(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int, flips: np.ndarray | None) -> EpochInput:
     """A Keras PyDataset of one epoch's batches; which epoch is set before each pass."""
     import keras
 
@@ -143,7 +174,10 @@ def _py_dataset(x: np.ndarray, y: np.ndarray, orders: np.ndarray, start: int) ->
 
         def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
             index = orders[self.row, step]
-            return x[index], y[index]
+            if flips is None:
+                return x[index], y[index]
+            mirror = flips[self.row, step][:, None, None, None]
+            return np.where(mirror, x[index][:, :, ::-1], x[index]), y[index]
 
     batches = EpochBatches()
     return EpochInput(batches, lambda e: setattr(batches, "row", e - start))

@@ -58,6 +58,25 @@ def load(path: str | Path, compile: bool = True) -> keras.Model:
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
+class SmoothedCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy of integer labels smoothed by `label_smoothing` s: Keras's categorical
+    cross-entropy of the one-hot labels with its label_smoothing (Keras's sparse loss has none), that is
+    against 1 - s + s/C on the label's class and s/C on the others."""
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "cross_entropy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_pred = ops.cast(y_pred, "float32")
+        onehot = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), y_pred.shape[-1], dtype="float32")
+        return keras.losses.categorical_crossentropy(onehot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable("keras_cifar")
 class MultiMarginLoss(keras.losses.Loss):
     """PyTorch ``nn.MultiMarginLoss`` (p=1): mean over the C classes of max(0, margin - x[y] + x[i]), i != y.
 

@@ -10,10 +10,14 @@ from keras_cifar.core.registry import Registry
 LOSSES = Registry("loss")
 
 
-@LOSSES.add("cross_entropy", "softmax cross-entropy of the logits")
-def cross_entropy() -> Any:
+@LOSSES.add("cross_entropy", "softmax cross-entropy of the logits (loss_options.label_smoothing applies to it)")
+def cross_entropy(label_smoothing: float = 0.0) -> Any:
     import keras
 
+    if label_smoothing:
+        from keras_cifar.nn.custom_objects import SmoothedCrossEntropy
+
+        return SmoothedCrossEntropy(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
 
 
@@ -24,9 +28,10 @@ def multi_margin() -> Any:
     return MultiMarginLoss()
 
 
-def get_loss(name: str) -> Any:
-    """The Keras loss a recipe's ``loss`` names."""
-    return LOSSES[name]()
+def get_loss(name: str, label_smoothing: float = 0.0) -> Any:
+    """The Keras loss a recipe's ``loss`` names; `label_smoothing` (``loss_options``, which the config
+    allows for cross_entropy only) > 0 trains each image towards 1 - s + s/C on its class, s/C elsewhere."""
+    return cross_entropy(label_smoothing) if label_smoothing else LOSSES[name]()
 
 
 def __getattr__(name: str) -> Any:

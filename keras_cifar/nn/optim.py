@@ -16,21 +16,27 @@ OPTIMIZERS = Registry("optimizer")  # factory(config.OptimizerConfig, learning-r
 def sgd(opt: Any, learning_rate: Any) -> Any:  # opt: a config.OptimizerConfig
     from keras_cifar.nn.custom_objects import SGD
 
-    return SGD(learning_rate=learning_rate, momentum=opt.momentum, nesterov=opt.nesterov, l2=opt.weight_decay)
+    return SGD(learning_rate=learning_rate, momentum=opt.momentum, nesterov=opt.nesterov, l2=opt.weight_decay, **ema(opt))
 
 
 @OPTIMIZERS.add("adam", "Adam; weight decay added to the gradient, as PyTorch does")
 def adam(opt: Any, learning_rate: Any) -> Any:
     from keras_cifar.nn.custom_objects import Adam
 
-    return Adam(learning_rate=learning_rate, l2=opt.weight_decay)
+    return Adam(learning_rate=learning_rate, l2=opt.weight_decay, **ema(opt))
 
 
 @OPTIMIZERS.add("adamw", "AdamW: Keras's decoupled weight decay")
 def adamw(opt: Any, learning_rate: Any) -> Any:
     from keras_cifar.nn.custom_objects import AdamW
 
-    return AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay)
+    return AdamW(learning_rate=learning_rate, weight_decay=opt.weight_decay, **ema(opt))
+
+
+def ema(opt: Any) -> dict[str, Any]:
+    """Keras's own weight averaging for ``optimizer.ema_momentum`` m: after every step each average moves
+    to m * average + (1 - m) * weight (Keras's ``use_ema``); {} without one."""
+    return {} if opt.ema_momentum is None else {"use_ema": True, "ema_momentum": opt.ema_momentum}
 
 
 def make_schedule(schedule: Any, learning_rate: float, epochs: int, steps_per_epoch: int) -> Any:

@@ -109,10 +109,10 @@ def _basic_block(x: Any, filters: int, stride: int, batch_norm: bool, shortcut: 
     return keras.layers.Activation(activation, name=f"{name}_out")(y)
 
 
-def build_classifier(net: Callable[[Any], Any], augment: bool = True) -> keras.Model:
-    """The trained model: uint8 images -> [random crop + flip in training] -> normalize -> `net` (a model
-    from normalized images to logits, such as build_resnet18's)."""
+def build_classifier(net: Callable[[Any], Any], augment: bool = True, flip: bool = True) -> keras.Model:
+    """The trained model: uint8 images -> [random crop + flip (if `flip`) in training] -> normalize -> `net`
+    (a model from normalized images to logits, such as build_resnet18's)."""
     inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
-    x = RandomCropFlip(name="augment")(inputs) if augment else inputs
+    x = RandomCropFlip(flip=flip, name="augment")(inputs) if augment else inputs
     x = Normalize(name="normalize")(x)
     return keras.Model(inputs, net(x), name="classifier")

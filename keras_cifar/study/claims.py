@@ -109,16 +109,28 @@ def _answer(pairs: Sequence[Pair]) -> tuple[str, str]:
     return worst, "; ".join(p.why for p in pairs if p.verdict == worst)
 
 
-def ordered_pairs(order: Sequence[str]) -> list[tuple[str, str]]:
-    """Every pair an ordering (best first) implies, claimed better first: a > b > c gives a-b, a-c, b-c."""
-    return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :]]
+Order = Sequence[str] | Sequence[Sequence[str]]  # an ordering, best first, or several (config/claim.py)
 
 
-def judge(order: Sequence[str], stats: dict[str, Any], rule: intervals.Rule = intervals.FIXED) -> Verdict:
+def ordered_pairs(order: Order) -> list[tuple[str, str]]:
+    """Every pair an ordering (best first) implies, claimed better first: a > b > c gives a-b, a-c, b-c;
+    for several orderings, the pairs of each in turn, each once."""
+    if order and not isinstance(order[0], str):
+        return list(dict.fromkeys(pair for one in order for pair in ordered_pairs(one)))
+    names = [str(n) for n in order]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def variants_of(order: Order) -> list[str]:
+    """The variants an ordering (or several) names, each once, in order."""
+    return list(dict.fromkeys(name for pair in ordered_pairs(order) for name in pair)) or [str(n) for n in order]
+
+
+def judge(order: Order, stats: dict[str, Any], rule: intervals.Rule = intervals.FIXED) -> Verdict:
     """The Verdict on the claim that `order` is best-first, given {variant: test-accuracy stats}."""
     if not order:
         return Verdict("n/a", "the report states no ordering")
-    lacking = [v for v in order if not stats.get(v)]
+    lacking = [v for v in variants_of(order) if not stats.get(v)]
     if lacking:
         return Verdict("no data", f"no completed run of {', '.join(lacking)}")
     pairs = tuple(judge_pair(stats[a], stats[b], a, b, rule) for a, b in ordered_pairs(order))
@@ -136,7 +148,7 @@ def holm(ps: Sequence[float], alpha: float = intervals.ALPHA) -> list[bool]:
     return rejected
 
 
-def wants_seed(order: Sequence[str], stats: dict[str, Any], rule: intervals.Rule) -> str | None:
+def wants_seed(order: Order, stats: dict[str, Any], rule: intervals.Rule) -> str | None:
     """With `--seeds auto` (`rule`), below its cap: the first pair of `order` that one more seed could
     help, in words (a variant with fewer than 2 completed seeds, or an undecided pair whose planning
     estimate's low end is within the cap), or None when no pair is."""
@@ -166,13 +178,13 @@ def relation(a: str, b: str, stats: dict[str, Any], rule: intervals.Rule = inter
     return f"{better} > {worse}"
 
 
-def our_ordering(stats: dict[str, Any], order: Sequence[str] = (), rule: intervals.Rule = intervals.FIXED) -> str:
+def our_ordering(stats: dict[str, Any], order: Order = (), rule: intervals.Rule = intervals.FIXED) -> str:
     """Our result in words. With the report's ordering `order`, the relation of every pair it implies
     (the pairs the verdict judges), in its order: 'batch128 ≈ batch256; batch128 ≈ batch64; batch64 >
     batch256'. Without one, the variants by mean test accuracy, best first, '≈' where the difference's
     interval holds 0."""
     lacking = "".join(f"; {v}: no completed run" for v, s in stats.items() if not s)
-    if order and all(stats.get(v) for v in order):
+    if order and all(stats.get(v) for v in variants_of(order)):
         return "; ".join(relation(a, b, stats, rule) for a, b in ordered_pairs(order)) + lacking
     ranked = by_mean(stats)
     text = ranked[0] if ranked else ""

@@ -43,12 +43,13 @@ JUDGING = (
 
 
 def claimed_recipes(recipes_dir: Path | str = SHIPPED_RECIPES) -> list[Recipe]:
-    """The recipes in `recipes_dir` that have a ``report:`` section, in the order of the report's figures."""
+    """The recipes in `recipes_dir` that have a ``report:`` section: the report's experiments in the order
+    of its figures, then those that cite another work (``cites``), by name."""
     folder = Path(recipes_dir)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder of recipes; pass --recipes DIR (the recipes/ of the repository)")
     recipes = [load_recipe(path) for path in sorted(folder.glob("*.yaml"))]
-    return sorted((r for r in recipes if r.claim), key=lambda r: (_claim(r).figure, r.name))
+    return sorted((r for r in recipes if r.claim), key=lambda r: (bool(_claim(r).cites), _claim(r).figure, r.name))
 
 
 def _claim(recipe: Recipe) -> Claim:
@@ -57,14 +58,22 @@ def _claim(recipe: Recipe) -> Claim:
 
 
 def claims_table(recipes_dir: Path | str = SHIPPED_RECIPES) -> str:
-    """The README's table of experiments: recipe, variants and what the report found."""
+    """The README's tables of experiments: recipe, variants and what the report found; then, apart, the
+    experiments beyond the report and what the works they cite found."""
+    recipes = claimed_recipes(recipes_dir)
     lines = ["| experiment | recipe | variants | report's result |", "| --- | --- | --- | --- |"]
-    for recipe in claimed_recipes(recipes_dir):
+    beyond = ["", "| experiment beyond the report | recipe | variants | cited result |", "| --- | --- | --- | --- |"]
+    for recipe in recipes:
         c = _claim(recipe)
+        if c.cites and beyond:
+            lines, beyond = lines + beyond, []
         numbers = " / ".join(f"{v:.2f}" for v in c.accuracy.values())
         lines.append(
             f"| {c.title} | `{Path(recipe.path).name}` | {' / '.join(recipe.variants)} | "
-            f"{c.source}: {c.verdict}" + (f" ({numbers} %)" if numbers else "") + " |"
+            + (f"{c.cites}, " if c.cites else "")
+            + f"{c.source}: {c.verdict}"
+            + (f" ({numbers} %)" if numbers else "")
+            + " |"
         )
     return "\n".join(lines)
 
@@ -192,7 +201,8 @@ def _section(e: Experiment, recipe_dir: Path, out_dir: Path) -> list[str]:
         lines += [f"- {note}" for note in reused] + [""]
     ours = our_ordering(_stats_by_variant(summary), e.claim.order if e.claim else (), e.rule)
     lines += [f"Intervals: {e.rule}.", ""]
-    lines += [f"Our ordering: {ours}. Agrees with the report: **{e.verdict.answer}** ({e.verdict.reason}).", ""]
+    work = e.claim.cites if e.claim and e.claim.cites else "the report"
+    lines += [f"Our ordering: {ours}. Agrees with {work}: **{e.verdict.answer}** ({e.verdict.reason}).", ""]
     if e.verdict.pairs:
         lines += [f"Page-wide (Holm): **{e.page_wide}**.", ""]
     lines += [
@@ -209,7 +219,7 @@ def _summary_row(e: Experiment) -> str:
     report_acc = " / ".join(f"{v} {a:.2f}" for v, a in claim.accuracy.items()) if claim and claim.accuracy else "–"
     cells = [
         f"[{e.name}](#{e.name})" if e.summary else f"{e.name} (not run yet)",
-        f"{claim.verdict} ({claim.source})" if claim else "not in the report",
+        f"{claim.verdict} ({claim.cites + ', ' if claim.cites else ''}{claim.source})" if claim else "not in the report",
         report_acc,
         _ours_cell(e.summary) if e.summary else "–",
         our_ordering(stats, claim.order if claim else (), e.rule) if e.summary else "–",
@@ -280,7 +290,20 @@ def write_page(
         "| page-wide (Holm) |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [_summary_row(e) for e in experiments]
+    lines += [_summary_row(e) for e in experiments if not (e.claim and e.claim.cites)]
+    beyond = [e for e in experiments if e.claim and e.claim.cites]
+    if beyond:
+        lines += [
+            "",
+            "Beyond the report: the tricks of later fast CIFAR-10 trainers, each judged against the work it cites.",
+            "",
+        ]
+        lines += [
+            "| experiment | the cited work says | its accuracy (%) | ours: final test accuracy (%) | our ordering "
+            "| agrees? | page-wide (Holm) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [_summary_row(e) for e in beyond]
     lines += ["", JUDGING, ""] + _family_text(ran) + [report.TABLE_NOTE, ""]
     for e in ran:
         lines += _section(e, recipe_dirs[e.name], out.parent)

@@ -102,7 +102,11 @@ def summarize(recipe_dir: Path | str, variants: list[Variant]) -> Summary:
         rows.append(
             {
                 "variant": v.name,
-                "test_accuracy": describe([m.test_accuracy for m in done], n_test, rule),
+                "test_accuracy": describe([m.reported_accuracy for m in done], n_test, rule),
+                "tta": sorted({m.tta for m in done if m.tta}),
+                "plain_test_accuracy": describe([m.test_accuracy for m in done], n_test, rule)
+                if any(m.tta for m in done)
+                else None,
                 "best_val_accuracy": describe([m.best_val_accuracy for m in done], rule=rule),
                 "epochs": sorted({r.epochs for r in v.runs if r.epochs}),
                 "status": status_text(v),
@@ -116,7 +120,7 @@ def summarize(recipe_dir: Path | str, variants: list[Variant]) -> Summary:
                         "status": r.status,
                         "epochs_completed": r.epochs_completed,
                         "epochs": r.epochs,
-                        "test_accuracy": r.metrics and r.metrics.test_accuracy,
+                        "test_accuracy": r.metrics and r.metrics.reported_accuracy,
                         "best_val_accuracy": r.metrics and r.metrics.best_val_accuracy,
                         **({"reused_from": r.metrics.reused_from} if r.metrics and r.metrics.reused_from else {}),
                     }
@@ -169,6 +173,9 @@ def markdown_table(summary: Summary, reference: dict[str, float] | None = None) 
         "training time per run",
         "images/s",
     ]
+    tta = any(row.get("plain_test_accuracy") for row in summary["variants"])
+    if tta:  # eval.tta: the accuracy above is under test-time augmentation, this one without
+        head.insert(2, "without TTA (%)")
     if reference is not None:
         head.insert(1, "report (%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -176,8 +183,9 @@ def markdown_table(summary: Summary, reference: dict[str, float] | None = None) 
     for row in summary["variants"]:
         test, val = row["test_accuracy"], row["best_val_accuracy"]
         ips = row["images_per_second"]
+        plain = row.get("plain_test_accuracy")
         cells = [
-            row["variant"],
+            row["variant"] + "".join(f" (TTA: {mode})" for mode in row.get("tta", [])),
             accuracy_cell(test, n_seeds, row["variant"] in summary["highest_test_accuracy"]),
             "[" + ", ".join(map(_in_percent, test["ci"])) + "]" if test and test["ci"] else "–",
             _in_percent(test["binomial_se"]) if test and test["binomial_se"] else "–",
@@ -187,6 +195,8 @@ def markdown_table(summary: Summary, reference: dict[str, float] | None = None) 
             duration(row["train_seconds"]) if row["train_seconds"] is not None else "–",
             f"{ips:.0f}" if ips else "–",
         ]
+        if tta:
+            cells.insert(2, accuracy_cell(plain, n_seeds, False) if plain else "–")
         if reference is not None:
             cells.insert(1, f"{reference[row['variant']]:.2f}" if row["variant"] in reference else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -203,7 +213,9 @@ def reuse_notes(summary: Summary) -> list[str]:
 
 
 TABLE_NOTE = (
-    "Mean ± sample standard deviation over the n completed seeds (no ± with one seed); diverged, "
+    "Mean ± sample standard deviation over the n completed seeds (no ± with one seed); a variant that "
+    "evaluates with test-time augmentation (eval.tta, named beside it) is reported with it, and without "
+    "it in its own column; diverged, "
     "failed and unfinished runs are left out of the numbers and named under status. Bold: the highest "
     "mean final-epoch test accuracy, as in the report's tables (reported, not used to select anything). "
     "CI: the t-interval of the mean over seeds at the level of the rule the seeds were gathered under (95 % "

@@ -163,7 +163,7 @@ def evaluation_model(run: Run) -> keras.Model:
     config = cast(Config, run.config)  # a completed run's, which has its config.yaml
     model = load_keras(run.path / "model.keras")
     model.compile(
-        loss=get_loss(config.loss),
+        loss=get_loss(config.loss, config.loss_options.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.train.jit_compile,
     )

@@ -106,7 +106,7 @@ class ResNetHyperModel(kt.HyperModel):
         """Train on `train` = (x, y) from epoch 0, score on `val`; returns the last epoch's metrics.
         Hyperband's `initial_epoch` is not used: see HyperbandTuner."""
         config = self.config(hp)
-        feeder = Feeder(config.data.batch_size, config.data.pipeline)
+        feeder = Feeder(config.data.batch_size, config.data.pipeline, flip=config.data.flip)
         stream = feeder.train(*train, config.train.seeds[0], epochs)
         history = model.fit(
             **stream.fit_arguments(),

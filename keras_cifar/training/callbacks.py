@@ -5,8 +5,11 @@ them in list order, and each needs what the one before added to ``logs``):
 
 0. the input's epoch callback (pipelines.EpochInput) and Stop, which acts on a SIGINT or SIGTERM
    (signals.py), or on the loss of the run's lock, at every batch and epoch boundary;
-1. TestEvaluation: scores the test split and adds test_loss, test_accuracy and lr (the rate of the
-   epoch's last step) to the epoch's logs (reported and plotted, never used to select anything);
+1. Evaluation: scores the test split and adds test_loss, test_accuracy and lr (the rate of the
+   epoch's last step) to the epoch's logs (reported and plotted, never used to select anything), and
+   with eval.tta the validation and test scores under test-time augmentation; with weight averaging
+   (optimizer.ema_momentum) it scores the averaged weights, as SwapEMAWeights (before it) makes fit's
+   validation do;
 2. TensorBoard (where TensorFlow is installed): logs them with the rest (and the run's hparams summary,
    tracking.py, when it starts);
 3. Recorder: appends the epoch to history.csv, saves the checkpoint that ``run`` resumes from (every
@@ -22,11 +25,12 @@ loop does not wait for the device after every step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,18 +95,43 @@ def last_rate(optimizer: Any) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-class TestEvaluation(keras.callbacks.Callback):
+class Evaluation(keras.callbacks.Callback):
     """Adds test_loss and test_accuracy (the test split) and lr (the rate of the epoch's last step) to
-    the logs; `stop` is the Stop callback, which watches the evaluation's batches too."""
+    the logs; with `tta` (the model under eval.tta) also val_tta_loss, val_tta_accuracy, test_tta_loss
+    and test_tta_accuracy (`val_inputs`: the validation split). An optimizer with weight averaging
+    (use_ema) is evaluated with its averaged weights, as fit's validation is (SwapEMAWeights). `stop` is
+    the Stop callback, which watches the evaluations' batches too."""
 
-    def __init__(self, test_inputs: dict[str, Any], stop: Stop) -> None:
+    def __init__(
+        self, test_inputs: dict[str, Any], val_inputs: dict[str, Any], stop: Stop, tta: keras.Model | None = None
+    ) -> None:
         super().__init__()
-        self.test_inputs, self.stop = test_inputs, stop
+        self.test_inputs, self.val_inputs, self.stop, self.tta = test_inputs, val_inputs, stop, tta
 
     def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
-        test = self.model.evaluate(**self.test_inputs, verbose=0, return_dict=True, callbacks=[self.stop])
-        logs["test_loss"], logs["test_accuracy"] = test["loss"], test["accuracy"]
+        with averaged_weights(self.model):
+            test = self.model.evaluate(**self.test_inputs, verbose=0, return_dict=True, callbacks=[self.stop])
+            logs["test_loss"], logs["test_accuracy"] = test["loss"], test["accuracy"]
+            if self.tta is not None:
+                for split, inputs in (("val", self.val_inputs), ("test", self.test_inputs)):
+                    scores = self.tta.evaluate(**inputs, verbose=0, return_dict=True, callbacks=[self.stop])
+                    logs[f"{split}_tta_loss"], logs[f"{split}_tta_accuracy"] = scores["loss"], scores["accuracy"]
         logs["lr"] = last_rate(self.model.optimizer)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model) -> Iterator[None]:
+    """Within: `model` holds its optimizer's averaged weights, if it keeps them (use_ema), swapped back after."""
+    if not getattr(model.optimizer, "use_ema", False):
+        yield
+        return
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()
+    try:
+        yield
+    finally:
+        swap.on_test_end()
 
 
 def _state(model: keras.Model) -> list[Any]:

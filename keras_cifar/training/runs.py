@@ -31,7 +31,7 @@ import yaml
 from keras_cifar.config import Config, RunSpec
 from keras_cifar.core.errors import RunFolderError
 from keras_cifar.core.files import TMP_PREFIX, make_dirs, read_json, replace_atomic, write_atomic, write_csv, write_json
-from keras_cifar.core.record import HISTORY_COLUMNS, Epoch, RunRecord
+from keras_cifar.core.record import Epoch, RunRecord, history_columns
 from keras_cifar.training.locks import Lock
 
 IDENTITY = ("recipe", "variant", "seed")
@@ -201,7 +201,7 @@ class RunFolder:
 
     def write_history(self, rows: list[Epoch]) -> None:
         """history.csv of a list of Epochs."""
-        write_csv(self.path / "history.csv", [row.to_dict() for row in rows], HISTORY_COLUMNS)
+        write_csv(self.path / "history.csv", [row.to_dict() for row in rows], history_columns(rows))
 
     def write_metrics(self, record: RunRecord) -> None:
         """metrics.json of a RunRecord."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from keras_cifar.config import RunSpec
 from keras_cifar.core import extras
-from keras_cifar.core.record import HISTORY_COLUMNS
+from keras_cifar.core.record import ALL_COLUMNS
 from keras_cifar.training.runs import Run, recipe_runs
 
 RUN_TAG = "keras_cifar.run"  # recipe/variant/seed<k>
@@ -106,7 +106,7 @@ def _log_run(mlflow: ModuleType, run: Run, state: str, figures: list[Path]) -> N
         mlflow.log_params({key: _scalar(v) for key, v in run.settings().items()} | {"seed": run.seed})
         for row in run.history:
             values = row.to_dict()
-            mlflow.log_metrics({k: v for k in HISTORY_COLUMNS[1:] if math.isfinite(v := values[k])}, step=row.epoch)
+            mlflow.log_metrics({k: v for k in ALL_COLUMNS[1:] if math.isfinite(v := values[k])}, step=row.epoch)
         for name in ("metrics.json", "history.csv", "config.yaml"):
             if (run.path / name).exists():
                 mlflow.log_artifact(str(run.path / name))

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import signal
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import keras
@@ -19,6 +20,7 @@ from keras_cifar.core.console import say
 from keras_cifar.core.errors import ConfigError, KerasCifarError, RunFolderError
 from keras_cifar.core.record import FINISHED, DataSizes, Epoch, RunRecord, finite_or_none
 from keras_cifar.data import sources as data_lib
+from keras_cifar.data.augment import with_tta
 from keras_cifar.data.formats import CLASS_NAMES
 from keras_cifar.data.pipelines import Feeder
 from keras_cifar.data.sources import Splits
@@ -28,7 +30,7 @@ from keras_cifar.nn.networks import MODELS
 from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
 from keras_cifar.training import cluster, locks, signals, tracking
-from keras_cifar.training.callbacks import EpochTensorBoard, ProgressLine, Recorder, Stop, TestEvaluation, save
+from keras_cifar.training.callbacks import EpochTensorBoard, Evaluation, ProgressLine, Recorder, Stop, save
 from keras_cifar.training.cluster import Placement
 from keras_cifar.training.decisions import Decision, decide, reuse
 from keras_cifar.training.runs import RunFolder, unreadable
@@ -47,8 +49,24 @@ def set_precision(config: Config) -> None:
 def compile_model(config: Config, steps_per_epoch: int) -> keras.Model:
     """Build and compile the classifier a resolved config describes."""
     set_precision(config)
-    model = build_classifier(MODELS[config.model.name](config.model, len(CLASS_NAMES)), augment=config.data.augment)
+    net = MODELS[config.model.name](config.model, len(CLASS_NAMES))
+    model = build_classifier(net, augment=config.data.augment, flip=config.data.flip == "random")
     return compile_with(model, config, make_optimizer(config, steps_per_epoch))
+
+
+def compile_tta(model: keras.Model, config: Config) -> keras.Model | None:
+    """`model` under the config's test-time augmentation (eval.tta), compiled for evaluation as `model`
+    is; None for eval.tta: none."""
+    if config.eval.tta == "none":
+        return None
+    tta = with_tta(model, config.eval.tta)
+    tta.compile(
+        loss=get_loss(config.loss, config.loss_options.label_smoothing),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=model.jit_compile,
+        steps_per_execution=model.steps_per_execution,
+    )
+    return tta
 
 
 def compile_with(model: keras.Model, config: Config, optimizer: Any) -> keras.Model:
@@ -56,7 +74,7 @@ def compile_with(model: keras.Model, config: Config, optimizer: Any) -> keras.Mo
     steps_per_execution) of `config`: also a resumed model, so that it trains as its config says now."""
     model.compile(
         optimizer=optimizer,
-        loss=get_loss(config.loss),
+        loss=get_loss(config.loss, config.loss_options.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.train.jit_compile,
         steps_per_execution=backend.steps_per_execution(config),
@@ -153,7 +171,7 @@ def _fit(spec: RunSpec, splits: Splits, folder: RunFolder, start: int, sweep: Sw
     keras.utils.set_random_seed(spec.seed)
     backend.make_deterministic(cfg.train.deterministic)
     placement = cluster.distribute(cfg)
-    feeder = Feeder(cfg.data.batch_size, cfg.data.pipeline, processes=placement.processes)
+    feeder = Feeder(cfg.data.batch_size, cfg.data.pipeline, processes=placement.processes, flip=cfg.data.flip)
     local = data_lib.shard(splits, *process)
     _check_even(spec, feeder, local, placement)
     guard = folder.lock.check if writer else lambda: None  # before each write: the lock is still ours
@@ -165,9 +183,11 @@ def _fit(spec: RunSpec, splits: Splits, folder: RunFolder, start: int, sweep: Sw
         folder.write_config(spec, sweep.source)
     with placement.scope():
         model, start = _resume(spec, folder, writer) if start else (compile_model(cfg, feeder.steps(len(local.train[1]))), 0)
+        tta = compile_tta(model, cfg)
     recorder = Recorder(folder, folder.read_history()[:start], cfg.train.checkpoint_seconds, writer, guard)
     sweep.started(spec, start)
-    status, error = _train_or_finish(model, spec, feeder, local, start, folder, recorder, sweep, writer)
+    run = Training(model, tta, spec, feeder, local, start, folder, recorder, sweep, writer)
+    status, error = _train_or_finish(run)
     trained_per_epoch = feeder.steps(len(local.train[1])) * cfg.data.batch_size  # full batches, every process's
     metrics = _metrics(spec, recorder.rows, start, status, error, splits, sweep.source, trained_per_epoch).replace(
         parameters=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
@@ -179,6 +199,7 @@ def _fit(spec: RunSpec, splits: Splits, folder: RunFolder, start: int, sweep: Sw
     if writer:
         guard()
     if status == "completed":
+        model.optimizer.finalize_variable_values(model.trainable_weights)  # EMA: the averaged weights, as fit leaves them
         save(model, folder.save_model, writer)
     if writer:
         folder.write_metrics(metrics)
@@ -202,26 +223,34 @@ def _check_even(spec: RunSpec, feeder: Feeder, local: Splits, placement: Placeme
         )
 
 
-def _train_or_finish(
-    model: keras.Model,
-    spec: RunSpec,
-    feeder: Feeder,
-    local: Splits,
-    start: int,
-    folder: RunFolder,
-    recorder: Recorder,
-    sweep: Sweep,
-    writer: bool,
-) -> tuple[str, str | None]:
-    """(status, error) of training epochs `start` on: completed, diverged, or failed (recorded, the sweep
-    goes on); a run whose epochs were all trained is only finished. A SIGINT or SIGTERM keeps the last
-    finished epoch and stops the command; a file that cannot be written, or the run's lost lock, too."""
-    epochs = spec.config.train.epochs
+@dataclass(frozen=True)
+class Training:
+    """One run being trained by this process: its compiled model (and that model under test-time
+    augmentation, or None), its spec, input, this process's share of the splits, the epoch it starts
+    from, its folder and recorder, the sweep it belongs to, and whether this process writes."""
+
+    model: keras.Model
+    tta: keras.Model | None
+    spec: RunSpec
+    feeder: Feeder
+    local: Splits
+    start: int
+    folder: RunFolder
+    recorder: Recorder
+    sweep: Sweep
+    writer: bool
+
+
+def _train_or_finish(run: Training) -> tuple[str, str | None]:
+    """(status, error) of training epochs `run.start` on: completed, diverged, or failed (recorded, the
+    sweep goes on); a run whose epochs were all trained is only finished. A SIGINT or SIGTERM keeps the
+    last finished epoch and stops the command; a file that cannot be written, or the run's lost lock, too."""
+    spec, recorder, epochs = run.spec, run.recorder, run.spec.config.train.epochs
     try:
-        if start == epochs:
+        if run.start == epochs:
             say(f"{spec.key}: all {epochs} epochs were trained before it stopped; writing its model and metrics")
             return "completed", None
-        _train(model, spec, feeder, local, start, folder, recorder, sweep, writer)
+        _train(run)
         return ("diverged" if recorder.diverged else "completed"), None
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, acted on by Stop
         kept = recorder.keep_last_epoch()
@@ -233,39 +262,31 @@ def _train_or_finish(
     except (KerasCifarError, locks.LockLost):  # a file that cannot be written (the next run could not either); a lost run
         raise
     except Exception as e:  # a failed run is recorded and the sweep goes on
-        if writer:
+        if run.writer:
             recorder.guard()
-            folder.write_error(traceback.format_exc())
+            run.folder.write_error(traceback.format_exc())
         return "failed", f"{type(e).__name__}: {e}"
 
 
-def _train(
-    model: keras.Model,
-    spec: RunSpec,
-    feeder: Feeder,
-    local: Splits,
-    start: int,
-    folder: RunFolder,
-    recorder: Recorder,
-    sweep: Sweep,
-    writer: bool,
-) -> None:
-    """fit epochs `start` .. the last of `spec`'s run on this process's share of the splits, with the
-    callbacks that record it (the module's doc says which, in their order)."""
-    cfg = spec.config
-    stream = feeder.train(*local.train, spec.seed, cfg.train.epochs, start)
-    stop = Stop(folder.lock if writer else None)
-    callbacks = [stream.callback(), stop, TestEvaluation(feeder.evaluate(*local.test), stop)]
-    if data_lib.has_tensorflow() and writer:
+def _train(run: Training) -> None:
+    """fit epochs `run.start` .. the last of its run on this process's share of the splits, with the
+    callbacks that record it (callbacks.py's doc says which, in their order)."""
+    cfg, start, folder = run.spec.config, run.start, run.folder
+    stream = run.feeder.train(*run.local.train, run.spec.seed, cfg.train.epochs, start)
+    stop = Stop(folder.lock if run.writer else None)
+    ema = [keras.callbacks.SwapEMAWeights()] if cfg.optimizer.ema_momentum is not None else []  # validation on the average
+    evaluation = Evaluation(run.feeder.evaluate(*run.local.test), run.feeder.evaluate(*run.local.val), stop, run.tta)
+    callbacks = [stream.callback(), stop, *ema, evaluation]
+    if data_lib.has_tensorflow() and run.writer:
         callbacks.append(EpochTensorBoard(str(folder.path / "tb"), write_graph=False, profile_batch=0))
         if not start:
-            tracking.write_hparams(folder.path / "tb", spec)
-    callbacks += [recorder, ProgressLine(spec.key, recorder.rows, sweep)]
+            tracking.write_hparams(folder.path / "tb", run.spec)
+    callbacks += [run.recorder, ProgressLine(run.spec.key, run.recorder.rows, run.sweep)]
     if start:
-        say(f"{spec.key}: resuming after epoch {start}")
-    model.fit(
+        say(f"{run.spec.key}: resuming after epoch {start}")
+    run.model.fit(
         **stream.fit_arguments(),
-        **feeder.validation(*local.val),
+        **run.feeder.validation(*run.local.val),
         epochs=cfg.train.epochs,
         initial_epoch=start,
         callbacks=callbacks,
@@ -307,4 +328,13 @@ def _metrics(
         math=backend.math_precision(spec.config),
         **backend.environment(),
         error=error,
+        **_tta_scores(spec.config.eval.tta, last),
     )
+
+
+def _tta_scores(tta: str, last: Epoch | None) -> dict[str, Any]:
+    """RunRecord's fields of test-time augmentation `tta` (eval.tta): none without one."""
+    if tta == "none":
+        return {}
+    names = ("test_tta_accuracy", "test_tta_loss", "val_tta_accuracy", "val_tta_loss")
+    return {"tta": tta, **{name: finite_or_none(getattr(last, name) if last else None) for name in names}}
