@@ -295,7 +295,9 @@ def write_page(
     if beyond:
         lines += [
             "",
-            "Beyond the report: the tricks of later fast CIFAR-10 trainers, each judged against the work it cites.",
+            "### Beyond the report",
+            "",
+            "The tricks of later fast CIFAR-10 trainers, each judged against the work it cites.",
             "",
         ]
         lines += [
