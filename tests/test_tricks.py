@@ -19,9 +19,10 @@ from keras_cifar.data.pipelines import Feeder, alternating_flips
 from keras_cifar.nn.losses import get_loss
 from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
+from keras_cifar.study import claims, stats
 from keras_cifar.training.callbacks import Evaluation, Stop, averaged_weights
 from keras_cifar.training.train import compile_tta
-from tests.helpers import WIDTH, as_numpy, tiny_network, tiny_recipe
+from tests.helpers import WIDTH, as_numpy, make_run, tiny_network, tiny_recipe
 
 
 def _cross_entropy(logits, labels, smoothing=0.0):
@@ -225,3 +226,74 @@ def test_trick_settings_that_cannot_work_are_refused(tmp_path, sets, message):
     with pytest.raises(ConfigError) as err:
         cfg.load_recipe(path)
     assert str(err.value).startswith(f"{path}: variants.b: ") and message in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- claims
+
+
+def test_a_claim_of_several_orderings_judges_their_pairs_only():
+    """[[ls, baseline], [ema, baseline]]: each trick against the baseline, never the tricks against each
+    other; the worst of those pairs decides, and a variant without runs is 'no data'."""
+    data = {"baseline": _stats(0.60, 0.61), "ls": _stats(0.70, 0.71), "ema": _stats(0.50, 0.51)}
+    order = (("ls", "baseline"), ("ema", "baseline"))
+    verdict = claims.judge(order, data)
+    assert [(p.better, p.worse, p.verdict) for p in verdict.pairs] == [("ls", "baseline", "yes"), ("ema", "baseline", "no")]
+    assert verdict.answer == "no" and verdict.reason.startswith("ema − baseline = -10.00 pt")
+    assert claims.our_ordering(data, order) == "ls > baseline; baseline > ema"
+    assert claims.judge(order, {**data, "ema": None})[:2] == ("no data", "no completed run of ema")
+
+
+def _stats(*accs):
+    return stats.describe(accs)
+
+
+@pytest.mark.parametrize(
+    "order, message",
+    [
+        ("[a, [b, c]]", "report.order: either variants, best first, or lists of them; not both"),
+        ("[[a, b], [c, z]]", "report.order: z is not a variant of this recipe"),
+    ],
+)
+def test_a_claims_orderings_are_lists_of_variants(tmp_path, order, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        f"name: r\nreport: {{title: T, cites: W, source: S, claim: c, order: {order}}}\n"
+        "variants: {a: {}, b: {}, c: {}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        cfg.load_recipe(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_compare_lists_cited_claims_beyond_the_report_and_judges_tta_runs_with_tta(tmp_path, cli):
+    """A recipe whose claim cites another work gets its own table after the report's, and its section
+    names the work. Its `tta` variant trained as the baseline did (the same plain accuracy) but is judged
+    on its accuracy under TTA, which its table shows beside the plain one."""
+    runs, recipes = tmp_path / "runs", tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "bn.yaml").write_text(
+        "name: bn\nreport: {title: BN, source: Fig. 3, claim: BN helps, order: [bn, no_bn]}\n"
+        "variants: {bn: {}, no_bn: {model: {batch_norm: false}}}\n"
+    )
+    (recipes / "tricks.yaml").write_text(
+        "name: tricks\nreport: {title: Tricks, cites: 'Page (2019)', source: part 7, claim: each trick helps,\n"
+        "  order: [[ls, baseline], [tta, baseline]]}\n"
+        "variants: {baseline: {}, ls: {loss_options: {label_smoothing: 0.2}}, tta: {eval: {tta: flip}}}\n"
+    )
+    for seed in (0, 1):
+        make_run(runs, "bn", "bn", seed, 0.60 + seed / 100)
+        make_run(runs, "bn", "no_bn", seed, 0.50 + seed / 100, config={"model": {"batch_norm": False}})
+        make_run(runs, "tricks", "baseline", seed, 0.60 + seed / 100)
+        make_run(runs, "tricks", "ls", seed, 0.70 + seed / 100, config={"loss_options": {"label_smoothing": 0.2}})
+        make_run(runs, "tricks", "tta", seed, 0.60 + seed / 100, tta_acc=0.70 + seed / 100)
+    result = cli("compare", runs, "--recipes", recipes)
+    assert result.exit_code == 0, result.output
+    page = (runs / "comparison.md").read_text()
+    report_table, beyond = page.split("\nBeyond the report: ")
+    assert "| [bn](#bn) | BN helps (Fig. 3) |" in report_table and "[tricks]" not in report_table
+    row = next(line for line in beyond.splitlines() if line.startswith("| [tricks](#tricks)"))
+    assert row.startswith("| [tricks](#tricks) | each trick helps (Page (2019), part 7) |")
+    assert row.endswith("| ls > baseline; tta > baseline | **yes** | **yes** |")
+    assert "## tricks: Tricks — Page (2019), part 7: each trick helps" in page
+    assert "Agrees with Page (2019): **yes**" in page
+    assert "| tta (TTA: flip) | **70.50 ± 0.71** (n=2) | 60.50 ± 0.71 (n=2) |" in page  # with TTA, then without
