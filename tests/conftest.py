@@ -70,7 +70,9 @@ def cli():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, jpeg_tree):
     """One small sweep, trained through the installed `keras-cifar` once per backend and read by the
-    tests of training: `a` (the defaults at width 8, 8 epochs on 320 images), `bf16` (what a GPU takes by
+    tests of training: `a` (the defaults at width 8, 8 epochs on 320 images, with every trick of
+    recipes/tricks.yaml that changes training or evaluation: alternating flip, weight averaging, label
+    smoothing and flip TTA, so that stopping and resuming covers them too), `bf16` (what a GPU takes by
     default: mixed_bfloat16, and where the backend allows them 8 steps per execution, more than its 5
     steps an epoch, and XLA compilation; on 160 images) and `boom` (no BN, learning rate 1e12: it
     diverges), 2 epochs each, on the JPEG tree.
@@ -87,7 +89,8 @@ def trained(tmp_path_factory, jpeg_tree):
     spe = ", steps_per_execution: 8, jit_compile: true" if keras.backend.backend() != "torch" else ""
     recipe = tiny_recipe(
         tmp,
-        "  a: {train: {epochs: 8}, data: {subset: 320}}\n"
+        "  a: {train: {epochs: 8}, data: {subset: 320, flip: alternating}, optimizer: {ema_momentum: 0.9},\n"
+        "      loss_options: {label_smoothing: 0.1}, eval: {tta: flip}}\n"
         "  bf16: {train: {epochs: 2, mixed_precision: true" + spe + "}, data: {subset: 160}}\n"
         "  boom: {train: {epochs: 2}, optimizer: {learning_rate: 1.0e+12}, model: {batch_norm: false}}\n",
         extra_base="  optimizer: {learning_rate: 0.05}\n",

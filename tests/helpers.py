@@ -69,11 +69,22 @@ def write_jpeg_tree(out, train_per_class, test_per_class, seed=0):
 
 
 def make_run(
-    out, recipe, variant, seed, final_acc, status="completed", epochs_done=4, epochs=4, config=None, seconds=(10.0, 8.0)
+    out,
+    recipe,
+    variant,
+    seed,
+    final_acc,
+    status="completed",
+    epochs_done=4,
+    epochs=4,
+    config=None,
+    seconds=(10.0, 8.0),
+    tta_acc=None,
 ):
     """A finished (or unfinished, or diverged) run folder, written through runs.RunFolder as training
     writes it; accuracy climbs linearly to `final_acc`. "unfinished" writes no metrics.json (a run
-    still going); "diverged" ends in a NaN loss. Returns the folder."""
+    still going); "diverged" ends in a NaN loss. With `tta_acc` it evaluates with eval.tta: flip, its
+    accuracy under it climbing to `tta_acc`. Returns the folder."""
     cfg = {
         "model": {"width": 8, "batch_norm": True},
         "data": {"batch_size": 32, "subset": 1000},
@@ -82,8 +93,10 @@ def make_run(
         "loss": "cross_entropy",
         "train": {"epochs": epochs, "seeds": [seed]},
     }
+    if tta_acc is not None:
+        cfg["eval"] = {"tta": "flip"}
     for section, values in (config or {}).items():
-        cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
     spec = RunSpec(recipe, variant, seed, Config.from_dict(cfg))
     folder = RunFolder.of(out, spec)
     folder.write_config(spec, "/data/cifar10-jpeg.tar.gz")
@@ -104,6 +117,7 @@ def make_run(
                 lr=lr,
                 epoch_seconds=seconds[0],
                 train_seconds=seconds[1],
+                **_tta_scores(tta_acc, e / epochs),
             )
         )
     folder.write_history(rows)
@@ -125,9 +139,16 @@ def make_run(
                 backend="jax",
                 device="gpu: Test GPU",
                 data=DataSizes("/data/cifar10-jpeg.tar.gz", 1000, 5000, 5000),
+                **_tta_scores(tta_acc, 1.0),
+                tta=None if tta_acc is None else "flip",
             )
         )
     return folder.path
+
+
+def _tta_scores(tta_acc, share):
+    """make_run's validation and test accuracy under TTA at `share` of its epochs; {} without TTA."""
+    return {} if tta_acc is None else {"val_tta_accuracy": tta_acc * share, "test_tta_accuracy": tta_acc * share}
 
 
 def tiny_compile_model(config, steps_per_epoch):

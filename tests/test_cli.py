@@ -61,6 +61,11 @@ def test_mistakes_as_users_make_them_are_one_line_before_keras_is_imported(tmp_p
     (tmp_path / "run" / "model.keras").write_bytes(b"")  # a model folder, as far as can be told before loading
     cases = [
         ([recipe, "--set", "model.activation=rleu"], {}, "model.activation: 'rleu' is not allowed; use relu, tanh"),
+        (
+            [recipe, "--set", "loss=multi_margin", "--set", "loss_options.label_smoothing=0.2"],
+            {},
+            "command line: loss_options.label_smoothing applies to the cross_entropy loss only, not multi_margin",
+        ),
         (["predict", tmp_path / "run", tmp_path / "notes.txt"], {}, "notes.txt: not a readable image"),
         (
             [recipe, "--dry-run"],

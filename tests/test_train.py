@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_cifar import config as config
-from keras_cifar.core.record import HISTORY_COLUMNS, DataSizes
+from keras_cifar.core.record import ALL_COLUMNS, HISTORY_COLUMNS, DataSizes
 from keras_cifar.nn import custom_objects
 from keras_cifar.training import callbacks, decisions, sweep, train
 from keras_cifar.training.runs import RunFolder
@@ -40,13 +40,25 @@ def test_sweep_writes_run_folders_and_goes_on_after_a_divergence(trained):
         assert config.train.mixed_precision == (variant == "bf16")
         rows = folder.read_history()
         assert [r.epoch for r in rows] == list(range(1, epochs + 1))
-        assert (folder.path / "history.csv").read_text().splitlines()[0] == ",".join(HISTORY_COLUMNS)
+        columns = ALL_COLUMNS if variant == "a" else HISTORY_COLUMNS  # a evaluates with eval.tta: flip too
+        assert (folder.path / "history.csv").read_text().splitlines()[0] == ",".join(columns)
         metrics = folder.read_metrics()
         assert metrics.status == "completed" and metrics.epochs_completed == epochs
         assert metrics.backend == keras.backend.backend()
         assert metrics.data == DataSizes(str(trained.data), 320 if variant == "a" else 160, 64, 64)
         assert metrics.test_accuracy == pytest.approx(rows[-1].test_accuracy)
-        assert keras.saving.load_model(folder.model_file).output_shape == (None, 10)
+        model = keras.saving.load_model(folder.model_file)
+        assert model.output_shape == (None, 10)
+        if variant == "a":  # TTA scores beside the plain ones, every epoch; the model saved with its averaged weights
+            assert all(math.isfinite(getattr(r, c)) for r in rows for c in ALL_COLUMNS[len(HISTORY_COLUMNS) :])
+            assert metrics.tta == "flip" and metrics.reported_accuracy == metrics.test_tta_accuracy
+            assert (metrics.test_tta_accuracy, metrics.val_tta_accuracy) == pytest.approx(
+                (rows[-1].test_tta_accuracy, rows[-1].val_tta_accuracy)
+            )
+            for weight, average in zip(model.trainable_weights, model.optimizer._model_variables_moving_average, strict=True):
+                np.testing.assert_array_equal(as_numpy(weight), as_numpy(average))
+        else:
+            assert metrics.tta is None and metrics.test_tta_accuracy is None
         assert folder.checkpoints() == [] and not list(folder.path.glob(".*"))  # no checkpoint, lock or temporary
     lrs = [r.lr for r in RunFolder(trained.out / "tiny" / "a" / "seed0").read_history()]
     assert lrs == pytest.approx(_last_step_rates(), abs=1e-6)  # cosine, as each epoch's last step used it
@@ -125,8 +137,9 @@ def test_a_killed_or_signalled_run_resumes_from_its_last_epoch(trained, cli):
 def test_a_stopped_and_resumed_run_equals_the_run_trained_straight_through(trained):
     """`a` stopped by SIGKILL, SIGTERM and SIGINT and resumed each time, augmentation on, ends with the history
     and weights of the same command trained without a stop, to the bit (one CPU thread): every random draw
-    is in the checkpoint (the previous main restarted the augmentation's stream on a resume)."""
-    scores = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
+    is in the checkpoint (the previous main restarted the augmentation's stream on a resume). `a` has the
+    tricks on (alternating flip, weight averaging, label smoothing, flip TTA): their state is resumed too."""
+    scores = [c for c in ALL_COLUMNS if not c.endswith("seconds")]  # the TTA scores too
     stopped = RunFolder(trained.out / "tiny" / "a" / "seed0")
     assert [[getattr(r, c) for c in scores] for r in stopped.read_history()] == [
         [getattr(r, c) for c in scores] for r in trained.straight.read_history()

@@ -104,7 +104,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for vname, override in variants.items():
         if not isinstance(vname, str) or not _is_folder_name(vname):
             raise ConfigError(f"{path}: variant name {vname!r} must be letters, digits, '_', '-' or '.'")
-        resolved[vname] = Config.from_dict(merge(base, override or {}, f"{path}: variants.{vname}", ""))
+        where = f"{path}: variants.{vname}"
+        resolved[vname] = Config.from_dict(merge(base, override or {}, where, ""), where)
     tune = merge_tune(tune_defaults(), data.get("tune") or {}, path)
     claim = parse_claim(data.get("report"), list(resolved), path)
     return Recipe(name, str(data.get("description") or ""), str(path), resolved, tune, claim)

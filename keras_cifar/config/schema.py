@@ -226,8 +226,8 @@ class Config:
         return _flatten(self.to_dict())
 
     def updated(self, override: dict, source: str = "") -> Config:
-        """This config with the partial nested `override` applied, validated."""
-        return Config.from_dict(merge(self.to_dict(), override, source, ""))
+        """This config with the partial nested `override` applied, validated; an error names `source`."""
+        return Config.from_dict(merge(self.to_dict(), override, source, ""), source or "config")
 
     def value(self, section: str, key: str) -> Any:
         """The value of ``section.key``, for keys named at run time (the tuner's search space)."""

@@ -31,7 +31,7 @@ def multi_margin() -> Any:
 def get_loss(name: str, label_smoothing: float = 0.0) -> Any:
     """The Keras loss a recipe's ``loss`` names; `label_smoothing` (``loss_options``, which the config
     allows for cross_entropy only) > 0 trains each image towards 1 - s + s/C on its class, s/C elsewhere."""
-    return cross_entropy(label_smoothing) if label_smoothing else LOSSES[name]()
+    return LOSSES[name](label_smoothing) if label_smoothing else LOSSES[name]()
 
 
 def __getattr__(name: str) -> Any:

@@ -183,7 +183,10 @@ def _shared_runs(experiments: list[Experiment]) -> list[str]:
 def _section(e: Experiment, recipe_dir: Path, out_dir: Path) -> list[str]:
     rel = Path(os.path.relpath(recipe_dir, out_dir))
     summary = cast(Summary, e.summary)  # only an experiment that ran has a section
-    head = f"## {e.name}: {e.claim.title} — report {e.claim.source}: {e.claim.verdict}" if e.claim else f"## {e.name}"
+    head = f"## {e.name}"
+    if e.claim:  # the report's claim, or that of the work it cites
+        said = f"{e.claim.cites}, {e.claim.source}" if e.claim.cites else f"report {e.claim.source}"
+        head += f": {e.claim.title} — {said}: {e.claim.verdict}"
     diffs = report.variant_differences(e.variants)
     lines = [
         f'<a id="{e.name}"></a>',

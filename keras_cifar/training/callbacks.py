@@ -8,7 +8,7 @@ them in list order, and each needs what the one before added to ``logs``):
 1. Evaluation: scores the test split and adds test_loss, test_accuracy and lr (the rate of the
    epoch's last step) to the epoch's logs (reported and plotted, never used to select anything), and
    with eval.tta the validation and test scores under test-time augmentation; with weight averaging
-   (optimizer.ema_momentum) it scores the averaged weights, as SwapEMAWeights (before it) makes fit's
+   (optimizer.ema_momentum) it scores the averaged weights, as SwapAveragedWeights (before it) makes fit's
    validation do;
 2. TensorBoard (where TensorFlow is installed): logs them with the rest (and the run's hparams summary,
    tracking.py, when it starts);
@@ -99,7 +99,7 @@ class Evaluation(keras.callbacks.Callback):
     """Adds test_loss and test_accuracy (the test split) and lr (the rate of the epoch's last step) to
     the logs; with `tta` (the model under eval.tta) also val_tta_loss, val_tta_accuracy, test_tta_loss
     and test_tta_accuracy (`val_inputs`: the validation split). An optimizer with weight averaging
-    (use_ema) is evaluated with its averaged weights, as fit's validation is (SwapEMAWeights). `stop` is
+    (use_ema) is evaluated with its averaged weights, as fit's validation is (SwapAveragedWeights). `stop` is
     the Stop callback, which watches the evaluations' batches too."""
 
     def __init__(
@@ -119,13 +119,22 @@ class Evaluation(keras.callbacks.Callback):
         logs["lr"] = last_rate(self.model.optimizer)
 
 
+class SwapAveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras's SwapEMAWeights: each evaluation on the optimizer's averaged weights (use_ema), the trained
+    ones swapped back after it. It swaps by copies on every backend: Keras's TensorFlow swap goes by
+    addition (a + b - b), which changed the trained weights in their last bits at every evaluation."""
+
+    def _tf_swap_variables(self, optimizer: Any) -> None:
+        self._backend_swap_variables(optimizer)
+
+
 @contextlib.contextmanager
 def averaged_weights(model: keras.Model) -> Iterator[None]:
     """Within: `model` holds its optimizer's averaged weights, if it keeps them (use_ema), swapped back after."""
     if not getattr(model.optimizer, "use_ema", False):
         yield
         return
-    swap = keras.callbacks.SwapEMAWeights()
+    swap = SwapAveragedWeights()
     swap.set_model(model)
     swap.on_test_begin()
     try:

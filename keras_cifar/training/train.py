@@ -30,7 +30,7 @@ from keras_cifar.nn.networks import MODELS
 from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
 from keras_cifar.training import cluster, locks, signals, tracking
-from keras_cifar.training.callbacks import EpochTensorBoard, Evaluation, ProgressLine, Recorder, Stop, save
+from keras_cifar.training.callbacks import EpochTensorBoard, Evaluation, ProgressLine, Recorder, Stop, SwapAveragedWeights, save
 from keras_cifar.training.cluster import Placement
 from keras_cifar.training.decisions import Decision, decide, reuse
 from keras_cifar.training.runs import RunFolder, unreadable
@@ -274,7 +274,7 @@ def _train(run: Training) -> None:
     cfg, start, folder = run.spec.config, run.start, run.folder
     stream = run.feeder.train(*run.local.train, run.spec.seed, cfg.train.epochs, start)
     stop = Stop(folder.lock if run.writer else None)
-    ema = [keras.callbacks.SwapEMAWeights()] if cfg.optimizer.ema_momentum is not None else []  # validation on the average
+    ema = [SwapAveragedWeights()] if cfg.optimizer.ema_momentum is not None else []  # validation on the average
     evaluation = Evaluation(run.feeder.evaluate(*run.local.test), run.feeder.evaluate(*run.local.val), stop, run.tta)
     callbacks = [stream.callback(), stop, *ema, evaluation]
     if data_lib.has_tensorflow() and run.writer:
