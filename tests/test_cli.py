@@ -20,6 +20,10 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
     recipe = tiny_recipe(tmp_path)
     (tmp_path / "notes.txt").write_text("not data")
     (tmp_path / "empty").mkdir()
+    for name, tta in (("tta", "flip"), ("bad_tta", "mirror")):  # exports (SavedModel) made with export --tta
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "saved_model.pb").write_bytes(b"")
+        (tmp_path / name / "1" / "tta.txt").write_text(tta)
     cases = [
         (["run", recipe, "--set", "model.widht=16"], "unknown key 'model.widht'"),
         (["run", recipe, "--data", tmp_path / "notes.txt"], "not a folder or a .tar(.gz) archive"),
@@ -30,6 +34,9 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
         (["export", tmp_path], "not a run folder, model file or export folder"),
         (["evaluate", tmp_path, "--data", "synthetic:100"], "not a run folder, model file or export folder"),
         (["serve", tmp_path / "empty"], "not a run folder, model file or export folder"),
+        (["evaluate", tmp_path / "tta", "--tta", "mirror"], "'mirror' is not one of 'none', 'flip', 'flip_translate'"),
+        (["predict", tmp_path / "tta", tmp_path / "notes.txt", "--tta", "none"], "computes test-time augmentation flip"),
+        (["evaluate", tmp_path / "bad_tta"], "tta.txt: names no test-time augmentation ('mirror')"),
         (["landscape", tmp_path / "empty"], "not a run folder (no config.yaml)"),
         (["landscape", tmp_path, tmp_path / "empty"], "several RUN_DIRs are compared in one figure"),
     ]

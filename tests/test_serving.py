@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import SimpleNamespace
 
 import keras
@@ -115,14 +116,18 @@ def test_onnx_and_litert_exports_agree_with_keras_in_their_own_runtimes(saved, t
     by the order of float32 sums, a few 1e-7 relative per layer (docs/serving.md has the gap measured on
     real data), where a wrong weight, layer or normalization is off by 1e-2 or more. The probabilities are
     the logits' softmax; `predict`, `evaluate` and `serve` read the export folder through the same
-    runtimes. Every format is written by TensorFlow's Keras, whichever backend trained the model (on JAX
-    and PyTorch, `export` loads the .keras file in a TensorFlow subprocess: the SavedModel test above runs
-    that route on every backend), so this test runs in the TensorFlow pass."""
+    runtimes, and with --tta flip_translate the views around them give with_tta's logits. Every format
+    is written by TensorFlow's Keras, whichever backend trained the model (on JAX and PyTorch, `export`
+    loads the .keras file in a TensorFlow subprocess: the SavedModel test above runs that route on every
+    backend), so this test runs in the TensorFlow pass."""
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_cifar.data.augment import with_tta
+
     keras_file, images, expected = saved
     images = images.astype(np.float32)
+    tta = as_numpy(with_tta(serving.inference_model(serving.load_keras(keras_file)), "flip_translate")(images))
     runtimes = {
         "onnx": lambda f: onnxruntime.InferenceSession(str(f)).run(["logits", "probabilities"], {"images": images}),
         "litert": lambda f: Interpreter(model_path=str(f)).get_signature_runner()(images=images).values(),
@@ -138,6 +143,7 @@ def test_onnx_and_litert_exports_agree_with_keras_in_their_own_runtimes(saved, t
         assert np.abs(logits - expected).max() < 1e-4, fmt
         np.testing.assert_allclose(probabilities, _softmax(logits), atol=1e-6)
         np.testing.assert_array_equal(serving.load_classifier(tmp_path / fmt).logits(images), logits)
+        assert np.abs(serving.load_classifier(tmp_path / fmt, "flip_translate").logits(images) - tta).max() < 1e-4, fmt
 
 
 def _write_images(folder):
@@ -206,6 +212,118 @@ def test_evaluate_matches_model_evaluate(saved, exported, jpeg_tree, tmp_path, c
         confusion = np.array(out["confusion"])
         assert confusion.sum() == len(y) and (confusion.sum(1) == np.bincount(y, minlength=10)).all()
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run_with_tta(folder, keras_file, tta):
+    """A run folder as far as predict, evaluate and export read one: its model.keras and a config.yaml
+    with eval.tta `tta`."""
+    folder.mkdir()
+    shutil.copy(keras_file, folder / "model.keras")
+    (folder / "config.yaml").write_text(f"eval: {{tta: {tta}}}\n")
+    return folder
+
+
+@pytest.mark.backend
+def test_tta_at_inference_is_the_views_mean_that_with_tta_computes(saved, exported):
+    """The numpy views predict and evaluate apply around any runtime (tta.view; here Keras and the
+    SavedModel, ONNX and LiteRT in the test below) give with_tta's logits for every mode, flip the mean of
+    the plain model's logits on a hand-mirrored batch and its own; the first view of each mode is the
+    image itself, whose logits evaluate reports as the plain scores."""
+    from keras_cifar.data.augment import with_tta
+    from keras_cifar.data.tta import TTA_VIEWS
+
+    path, images, logits = saved
+    model = serving.inference_model(serving.load_keras(path))
+    mirrored = as_numpy(model(images[:, :, ::-1].astype(np.float32)))
+    classifiers = [serving.load_classifier(path), serving.load_classifier(exported)]
+    assert [c.tta for c in classifiers] == ["none", "none"]
+    np.testing.assert_allclose(replace(classifiers[0], tta="flip").logits(images), (logits + mirrored) / 2, atol=1e-5)
+    for mode, views in TTA_VIEWS.items():
+        assert views[0][1:] == (False, 0), mode
+        expected = as_numpy(with_tta(model, mode)(images.astype(np.float32)))
+        for classifier in classifiers:
+            tta_logits, plain = replace(classifier, tta=mode).scores(images)
+            np.testing.assert_allclose(tta_logits, expected, atol=1e-5, err_msg=f"{mode} {classifier.source}")
+            np.testing.assert_allclose(plain, logits, atol=1e-5, err_msg=f"{mode} {classifier.source}")
+
+
+@pytest.mark.backend
+def test_evaluate_and_predict_with_tta_flip_average_each_image_and_its_mirror(saved, jpeg_tree, tmp_path, cli):
+    """evaluate of a run with eval.tta: flip scores the mean of the logits of the test images and of their
+    hand-made mirrors, with the plain scores beside; predict --tta flip of the bare .keras file (no run:
+    none by default) gives those logits' softmax."""
+    path, _, _ = saved
+    run = _run_with_tta(tmp_path / "run", path, "flip")
+    x, y = data_lib.split(data_lib.load(jpeg_tree[0])).test
+    model = keras.saving.load_model(path, safe_mode=True)
+    plain = as_numpy(model.predict(x, verbose=0))
+    mean = (plain + as_numpy(model.predict(x[:, :, ::-1], verbose=0))) / 2
+    cross_entropy = {
+        k: -np.log(_softmax(v.astype(np.float64))[np.arange(len(y)), y]).mean() for k, v in (("tta", mean), ("plain", plain))
+    }
+    assert abs(cross_entropy["tta"] - cross_entropy["plain"]) > 1e-5  # an untrained model's logits barely move
+
+    result = cli("evaluate", run, "--data", jpeg_tree[0], "--figure", tmp_path / "cm.png", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["tta"] == "flip" and out["images"] == len(y)
+    assert out["cross_entropy"] == pytest.approx(cross_entropy["tta"], abs=1e-6)
+    assert out["plain_cross_entropy"] == pytest.approx(cross_entropy["plain"], abs=1e-6)
+    assert out["accuracy"] == (mean.argmax(-1) == y).mean() and out["plain_accuracy"] == (plain.argmax(-1) == y).mean()
+
+    files = [tmp_path / f"{i}.png" for i in range(2)]
+    for file, image in zip(files, x):
+        Image.fromarray(image).save(file)
+    predicted = cli("predict", path, *files, "--tta", "flip", "--top-k", "10", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    out = json.loads(predicted.stdout)
+    assert out["tta"] == "flip"
+    names = list(data_lib.CLASS_NAMES)
+    probabilities = [
+        [p for _, p in sorted((names.index(t["class"]), t["probability"]) for t in row["top"])] for row in out["predictions"]
+    ]
+    np.testing.assert_allclose(probabilities, _softmax(mean[:2]), atol=1e-6)
+    assert np.abs(_softmax(mean[:2]) - _softmax(plain[:2])).max() > 1e-5
+
+
+def test_an_export_with_tta_computes_it_in_every_format_and_is_not_applied_again(saved, tmp_path, cli):
+    """`export` of a run with eval.tta: flip builds it into the model in every format, and `--tta
+    flip_translate` overrides it (the .keras file: the formats converted from TensorFlow take several
+    seconds a view); tta.txt names the mode. Each export's own runtime gives with_tta's logits, and
+    predict and evaluate load it with that mode without applying it a second time (which would change
+    flip_translate's logits: its shifts add up); a --tta it cannot undo is one line. (The TensorFlow
+    subprocess that writes the exports of JAX and PyTorch models passes the mode on as it passes the
+    format: the backend tests above run it.)"""
+    from keras_cifar.data.augment import with_tta
+
+    path, images, _ = saved
+    images = images.astype(np.float32)
+    run = _run_with_tta(tmp_path / "run", path, "flip")
+    model = serving.inference_model(serving.load_keras(path))
+    expected = {mode: as_numpy(with_tta(model, mode)(images)) for mode in ("flip", "flip_translate")}
+    for fmt, mode, args in (
+        ("saved_model", "flip", ()),
+        ("keras", "flip_translate", ("--tta", "flip_translate")),
+        ("onnx", "flip", ()),
+        ("litert", "flip", ()),
+    ):
+        result = cli("export", run, "--out", tmp_path / fmt, "--format", fmt, *args)
+        assert result.exit_code == 0 and f"(test-time augmentation: {mode})" in result.stdout, result.output
+        assert (tmp_path / fmt / "1" / "tta.txt").read_text() == f"{mode}\n", fmt
+        classifier = serving.load_classifier(tmp_path / fmt)
+        assert classifier.tta == mode and classifier.tta_inside, fmt
+        own = classifier.logits_fn(images)  # the runtime's logits, nothing around them
+        np.testing.assert_allclose(own, expected[mode], atol=1e-4, err_msg=fmt)
+        np.testing.assert_array_equal(classifier.logits(images), own)
+        if fmt == "keras":  # what applying it twice would give
+            assert np.abs(replace(classifier, tta_inside=False).logits(images) - own).max() > 1e-5
+
+    Image.fromarray(images[0].astype(np.uint8)).save(tmp_path / "a.png")
+    predicted = cli("predict", tmp_path / "onnx", tmp_path / "a.png", "--json")
+    assert predicted.exit_code == 0 and json.loads(predicted.stdout)["tta"] == "flip", predicted.output
+    refused = cli("evaluate", tmp_path / "keras", "--data", "synthetic:20", "--tta", "none")
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
+    assert "computes test-time augmentation flip_translate (export --tta flip_translate)" in refused.stderr
 
 
 def test_unusable_paths_are_one_line_errors(tmp_path, cli):

@@ -16,6 +16,14 @@ from keras_cifar.data import sources as data_lib
 from keras_cifar.training.runs import RunFolder
 
 FORMAT_NAMES = {"saved_model": "SavedModel", "keras": ".keras model", "onnx": "ONNX model", "litert": "LiteRT model"}
+TTA_VIEWS_HELP = (
+    "flip: the mean of the logits of each image and its mirror (2 forward passes an image); flip_translate: "
+    "airbench's, those two and both moved one pixel up-left and down-right (6 passes); none: the image alone."
+)
+TTA_HELP = (
+    f"Test-time augmentation. {TTA_VIEWS_HELP} An export made with --tta has it inside and keeps it.  "
+    "[default: the model's own: an export's, a run folder's eval.tta (its config.yaml), else none]"
+)
 
 
 @click.command("export")
@@ -35,7 +43,12 @@ FORMAT_NAMES = {"saved_model": "SavedModel", "keras": ".keras model", "onnx": "O
     ".keras file (no optimizer state). onnx: model.onnx for ONNX Runtime (the onnx extra). litert: "
     "model.tflite for the LiteRT interpreter (phones, microcontrollers).",
 )
-def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
+@options.tta(
+    "Test-time augmentation inside the exported model, in every format: its logits are the weighted mean "
+    f"over each image's views. {TTA_VIEWS_HELP} Recorded in tta.txt beside labels.txt, so that predict, "
+    "evaluate and serve do not apply it again.  [default: the run's eval.tta (its config.yaml), else none]"
+)
+def export_cmd(run_dir: str, out: str | None, fmt: str, tta: str | None) -> None:
     """Export a trained model: SavedModel, .keras, ONNX or LiteRT.
 
     RUN_DIR is a run folder or a .keras file.
@@ -44,7 +57,8 @@ def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
     no augmentation. Its SavedModel signatures return `probabilities` and `logits` for images
     [N, 32, 32, 3] with pixel values 0..255: `serving_default` (float32), `serve_uint8` (uint8);
     `class_names` returns the class names. The ONNX and LiteRT files take float32 `images` and return
-    `logits` and `probabilities`.
+    `logits` and `probabilities`. With test-time augmentation (--tta, by default the run's eval.tta)
+    every signature and file computes it.
 
     Models trained on any backend export: all but .keras are written by Keras's TensorFlow backend (in a
     subprocess when the current backend is JAX or PyTorch), so TensorFlow must be installed. Exit code 2
@@ -55,10 +69,10 @@ def export_cmd(run_dir: str, out: str | None, fmt: str) -> None:
     from keras_cifar.tools import serving
 
     serving.check_format(fmt)
-    serving.exportable(run_dir)
+    mode = serving.resolve_tta(serving.exportable(run_dir), tta)[0]
     backend.start()
-    version_dir = serving.export(run_dir, out, fmt)
-    say(f"exported {FORMAT_NAMES[fmt]} to {version_dir}")
+    version_dir = serving.export(run_dir, out, fmt, mode)
+    say(f"exported {FORMAT_NAMES[fmt]} to {version_dir}" + (f" (test-time augmentation: {mode})" if mode != "none" else ""))
 
 
 IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
@@ -68,8 +82,9 @@ IMAGES_WANTED = "give PNG, JPEG, BMP, GIF or WebP files or folders"
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes shown per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions and errors.")
-def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+@options.tta(TTA_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: predictions, errors and the TTA used.")
+def predict_cmd(model: str, images: tuple[str, ...], top_k: int, tta: str | None, as_json: bool) -> None:
     """Classify image files with a trained model.
 
     MODEL is an export folder (any format), a .keras, .onnx or .tflite file, or a run folder.
@@ -88,17 +103,19 @@ def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) 
     if not files:
         raise DataError(f"no image files in {', '.join(images)}; {IMAGES_WANTED}")
     serving.loadable(model)
+    serving.resolve_tta(model, tta)
     pixels, readable, unreadable = serving.read_images(files)
     if not readable:
         (file, why), *others = unreadable
         also = f" and {count(len(others), 'other file')}" if others else ""
         raise DataError(f"{file}{also}: {why}; {IMAGES_WANTED}")
     backend.start()
-    classifier = serving.load_classifier(model)
+    classifier = serving.load_classifier(model, tta)
     results = serving.predict(classifier, pixels, readable, top_k)
     errors = [{"file": str(f), "error": why} for f, why in unreadable]
     if as_json:
-        say(json.dumps({"model": classifier.source, "predictions": results, "errors": errors}, indent=2))
+        answer = {"model": classifier.source, "tta": classifier.tta, "predictions": results, "errors": errors}
+        say(json.dumps(answer, indent=2))
     elif results:
         say(serving.prediction_table(results))
     for e in errors:
@@ -120,30 +137,38 @@ def predict_cmd(model: str, images: tuple[str, ...], top_k: int, as_json: bool) 
     type=click.Path(dir_okay=False),
     help="Where to save the confusion-matrix figure.  [default: confusion_matrix.png in the model's folder]",
 )
+@options.tta(TTA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers and the confusion matrix as JSON.")
-def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, figure: str | None, as_json: bool) -> None:
+def evaluate_cmd(
+    model: str, data_source: str | None, eval_subset: int | None, figure: str | None, tta: str | None, as_json: bool
+) -> None:
     """Test-split accuracy and cross-entropy of a trained model.
 
     MODEL is an export folder (any format), a .keras, .onnx or .tflite file, or a run folder.
     The test split is the project's: the fixed half of the official test set that `run` reports on.
-    The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Example:
+    The loss is the cross-entropy of the model's softmax whatever loss it was trained with. Under
+    test-time augmentation (--tta; a run folder's own eval.tta by default) the scores are the
+    augmentation's, with the model's plain scores beside them (as `run` records both). Example:
 
         keras-cifar evaluate models/cifar --data cifar10-jpeg.tar.gz
     """
     import json
 
+    from keras_cifar.data.tta import TTA_VIEWS
     from keras_cifar.study import plots
     from keras_cifar.tools import serving
 
     kind, where = serving.loadable(model)
+    serving.resolve_tta(model, tta)
     folder = where if kind == "saved_model" else where.parent  # the run folder, the .keras file's, or the export's
     cifar = _test_data(data_source, folder)
     figure = figure or str(folder / "confusion_matrix.png")
     backend.start()
-    classifier = serving.load_classifier(model)
+    classifier = serving.load_classifier(model, tta)
     x, y = data_lib.split(cifar, eval_subset=eval_subset).test
     result = serving.evaluate(classifier, x, y)
-    title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images)"
+    under = f", TTA {classifier.tta}" if classifier.tta != "none" else ""
+    title = f"{model}\ntest accuracy {result['accuracy']:.2%} ({result['images']} images{under})"
     plots.confusion(figure, result["confusion"], classifier.class_names, title)
     if as_json:
         say(
@@ -158,11 +183,16 @@ def evaluate_cmd(model: str, data_source: str | None, eval_subset: int | None, f
             )
         )
         return
-    say(
-        f"model: {classifier.source}\ndata: {cifar.source}, test split, {result['images']} images\n"
-        f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}\n"
-        f"confusion matrix: {figure}"
-    )
+    lines = [f"model: {classifier.source}", f"data: {cifar.source}, test split, {result['images']} images"]
+    if classifier.tta != "none":
+        passes = len(TTA_VIEWS[classifier.tta])
+        inside = ", inside the exported model" if classifier.tta_inside else ""
+        lines.append(f"test-time augmentation: {classifier.tta} ({passes} forward passes an image{inside})")
+    lines.append(f"accuracy {result['accuracy']:.2%}  cross-entropy {result['cross_entropy']:.4f}")
+    if "plain_accuracy" in result:
+        plain = f"accuracy {result['plain_accuracy']:.2%}  cross-entropy {result['plain_cross_entropy']:.4f}"
+        lines.append(f"without test-time augmentation: {plain}")
+    say("\n".join([*lines, f"confusion matrix: {figure}"]))
 
 
 @click.command("serve")

@@ -1,5 +1,5 @@
-"""The command-line options several commands share, declared once: ``--data``, ``--out``, ``--subset`` and
-``--set``. Each is a decorator; the ones whose help depends on the command take it as an argument."""
+"""The command-line options several commands share, declared once: ``--data``, ``--out``, ``--subset``,
+``--set`` and ``--tta``. Each is a decorator; the ones whose help depends on the command take it as an argument."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from keras_cifar.config.schema import TTA_MODES
 from keras_cifar.data import sources as data_lib
 
 DATA_HELP = data_lib.source_help()
@@ -31,3 +32,8 @@ subset = click.option("--subset", type=click.IntRange(min=1), help="Train on N c
 def sets(help: str) -> Decorator:
     """``--set KEY.PATH=VALUE``, repeatable -> `sets`, read by config.parse_sets."""
     return click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help=help)
+
+
+def tta(help: str) -> Decorator:
+    """``--tta none|flip|flip_translate`` -> `tta`, None when not given (serving.resolve_tta: the model's own)."""
+    return click.option("--tta", type=click.Choice(TTA_MODES), help=help)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_cifar.core.errors import ConfigError
+from keras_cifar.data.tta import TTA_VIEWS
 from keras_cifar.nn.losses import LOSSES
 from keras_cifar.nn.networks import MODELS
 from keras_cifar.nn.optim import OPTIMIZERS
@@ -64,7 +65,7 @@ ACTIVATIONS = (
 
 PIPELINES = ("auto", "tf_data", "numpy")
 FLIPS = ("random", "alternating")  # data.flip (data/pipelines.py)
-TTA_MODES = ("none", "flip", "flip_translate")  # eval.tta (data/augment.py)
+TTA_MODES = tuple(TTA_VIEWS)  # eval.tta: none, flip, flip_translate (data/tta.py)
 
 
 def setting(

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_cifar.data.formats import CIFAR_MEAN, CIFAR_STD
+from keras_cifar.data.tta import TTA_VIEWS
 
 
 @keras.saving.register_keras_serializable("keras_cifar")
@@ -121,20 +122,7 @@ class Normalize(keras.layers.Layer):
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
 
 
-# Test-time augmentation (eval.tta): the views of each image whose logits are averaged, as (weight, mirrored,
-# shift in pixels down and right). flip_translate is airbench's tta_level 2 (KellerJordan/cifar10-airbench):
-# half the weight on the image and its mirror, half on both moved one pixel up-left and down-right
-# (reflect-padded), each with its mirror.
-TTA_VIEWS: dict[str, tuple[tuple[float, bool, int], ...]] = {
-    "none": ((1.0, False, 0),),
-    "flip": ((0.5, False, 0), (0.5, True, 0)),
-    "flip_translate": (
-        (0.25, False, 0), (0.25, True, 0),
-        (0.125, False, -1), (0.125, True, -1), (0.125, False, 1), (0.125, True, 1),
-    ),
-}  # fmt: skip
-
-
+# Test-time augmentation (eval.tta): the views of tta.TTA_VIEWS as layers (tta.view is the same in numpy)
 @keras.saving.register_keras_serializable("keras_cifar")
 class View(keras.layers.Layer):
     """One fixed view of each image: mirrored left-right if `mirrored`, then its content moved `shift`

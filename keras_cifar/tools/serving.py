@@ -10,7 +10,10 @@ Runtime, LiteRT models in the LiteRT interpreter (the ``onnx`` and ``litert`` ex
 ``--format keras|onnx|litert``) and ``labels.txt``.
 The exported model is the inference model: normalization inside, training augmentation out. It is
 found by role, whatever network (networks.MODELS) the classifier holds: the classifier's layers in
-order, its augmentation layer (augment.RandomCropFlip) left out.
+order, its augmentation layer (augment.RandomCropFlip) left out. With test-time augmentation (``--tta``,
+by default the run's eval.tta) the exported model is augment.with_tta around it, in every format, and
+``tta.txt`` beside ``labels.txt`` names the mode, so that loading the export never applies it twice.
+``predict`` and ``evaluate`` apply a mode to a model without one around its runtime, in numpy (tta.view).
 SavedModel signatures, all returning ``probabilities`` (softmax) and ``logits`` [N, 10]:
 ``serving_default`` / ``serve`` take float32 images [N, 32, 32, 3] with pixel values 0..255,
 ``serve_uint8`` takes uint8 images; ``class_names`` takes nothing and returns the 10 names. The ONNX
@@ -41,6 +44,7 @@ from keras_cifar.core import extras
 from keras_cifar.core.errors import ModelError
 from keras_cifar.data.formats import rgb
 from keras_cifar.data.sources import CLASS_NAMES, IMAGE_SUFFIXES, has_tensorflow
+from keras_cifar.data.tta import TTA_VIEWS, view
 from keras_cifar.training.runs import MODEL_FILE, RunFolder
 
 if TYPE_CHECKING:  # Keras is imported when a model is loaded
@@ -55,6 +59,7 @@ SUFFIXES = {".keras": "keras", ".onnx": "onnx", ".tflite": "litert"}
 WRITERS = {"onnx": ("onnx", ("tf2onnx", "onnx"))}
 RUNTIMES = {"onnx": ("onnx", ("onnxruntime",)), "litert": ("litert", ("ai_edge_litert",))}
 LABELS_FILE = "labels.txt"
+TTA_FILE = "tta.txt"  # in an export with test-time augmentation (export --tta): the mode its model computes
 BATCH = 256
 IMAGE_SIZE = 32
 INFERENCE_NAME = "inference"  # the exported Keras model's name
@@ -76,13 +81,13 @@ def load_keras(path: Path | str) -> keras.Model:
 def inference_model(model: keras.Model) -> keras.Model:
     """float32 images (0..255) -> normalize -> the network's logits: the trained classifier (a chain,
     models.build_classifier) without its augmentation layer, sharing its weights, whatever the
-    network. The layers are told apart by class, not by name. An inference model passes through
-    unchanged."""
+    network. The layers are told apart by class, not by name. An inference model, with
+    test-time augmentation or without (an export), passes through unchanged."""
     import keras
 
-    from keras_cifar.data.augment import Normalize, RandomCropFlip
+    from keras_cifar.data.augment import Normalize, RandomCropFlip, WeightedMean
 
-    if model.name == INFERENCE_NAME:
+    if model.name == INFERENCE_NAME or any(isinstance(layer, WeightedMean) for layer in model.layers):
         return model
     layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, RandomCropFlip))]
     if not layers or not isinstance(layers[0], Normalize):
@@ -131,29 +136,66 @@ def _run_status(path: Path) -> str:
     return f"; the run's status is {metrics.status}" if metrics else ""
 
 
+def resolve_tta(path: str | Path, requested: str | None = None) -> tuple[str, bool]:
+    """(mode, inside): the test-time augmentation (a key of tta.TTA_VIEWS) of MODEL `path`: `requested`
+    (--tta), else the mode an export's model computes (export --tta), else a run folder's eval.tta (the
+    config.yaml beside the model), else none; `inside`: the model computes it itself. Any other mode
+    than the one inside is a ModelError: a model's test-time augmentation cannot be taken out."""
+    kind, where = model_path(path)
+    folder = where if kind == "saved_model" else where.parent
+    file = folder / TTA_FILE
+    inside = file.read_text().strip() if file.is_file() else "none"
+    if inside not in TTA_VIEWS:
+        raise ModelError(f"{file}: names no test-time augmentation ({inside!r}); use one of {', '.join(TTA_VIEWS)}")
+    config = RunFolder(folder).read_config()[2]
+    mode = requested or (inside if inside != "none" else config.eval.tta if config else "none")
+    if inside != "none" and mode != inside:
+        raise ModelError(
+            f"{where}: its model computes test-time augmentation {inside} (export --tta {inside}), which "
+            f"cannot be taken out for --tta {mode}; use the run folder, or an export with --tta {mode}"
+        )
+    return mode, inside != "none"
+
+
 @dataclass
 class Classifier:
-    """A loaded MODEL of any kind: ``logits(images)`` on uint8 or float images [N, 32, 32, 3]."""
+    """A loaded MODEL of any kind: ``logits(images)`` on uint8 or float images [N, 32, 32, 3] under the
+    test-time augmentation ``tta``: the weighted mean of ``logits_fn``'s logits on each view of
+    tta.TTA_VIEWS[tta], unless ``tta_inside`` (an export whose model computes it)."""
 
     logits_fn: Callable[[np.ndarray], np.ndarray]
     class_names: tuple[str, ...]
     source: str
+    tta: str = "none"
+    tta_inside: bool = False
 
     def logits(self, images: Any) -> np.ndarray:
+        return self.scores(images)[0]
+
+    def scores(self, images: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits under ``tta``, the logits of the images alone: the first view's; None where the model
+        computes its test-time augmentation inside)."""
         images = np.asarray(images, np.float32)
+        views = TTA_VIEWS["none" if self.tta_inside else self.tta]
+        logits = [self._batched(view(images, mirrored, shift)) for _, mirrored, shift in views]
+        mean = np.sum([w * x for (w, _, _), x in zip(views, logits)], axis=0)
+        return mean, None if self.tta_inside else logits[0]
+
+    def _batched(self, images: np.ndarray) -> np.ndarray:
         if not len(images):
             return np.zeros((0, len(self.class_names)), np.float32)
         return np.concatenate([self.logits_fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def load_classifier(path: str | Path) -> Classifier:
+def load_classifier(path: str | Path, tta: str | None = None) -> Classifier:
     """Load a MODEL (run folder, model file or export folder) for prediction, each format in its own
-    runtime."""
+    runtime, under test-time augmentation `tta` (resolve_tta: by default the model's own)."""
     kind, where = loadable(path)
+    mode, inside = resolve_tta(path, tta)
     if kind != "saved_model":
         labels = where.parent / LABELS_FILE
         names = tuple(_read_labels(labels)) if labels.is_file() else CLASS_NAMES
-        return Classifier(_RUNTIMES[kind](where), names, str(where))
+        return Classifier(_RUNTIMES[kind](where), names, str(where), mode, inside)
     if not has_tensorflow():
         raise ModelError(f"{where}: reading a SavedModel needs TensorFlow (pip install tensorflow)")
     import tensorflow as tf
@@ -165,7 +207,7 @@ def load_classifier(path: str | Path) -> Classifier:
         raise ModelError(
             f"{where}: not a SavedModel written by keras-cifar export ({type(e).__name__}: {_first_line(e)})"
         ) from None
-    return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where))
+    return Classifier(lambda x: loaded.serve(x)["logits"].numpy(), names, str(where), mode, inside)
 
 
 def _keras_logits(path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -223,20 +265,21 @@ def check_format(fmt: str) -> None:
         extras.require(extra, *modules, purpose=f"export --format {fmt}")
 
 
-def export(source: str | Path, out: str | Path | None = None, fmt: str = "saved_model") -> Path:
+def export(source: str | Path, out: str | Path | None = None, fmt: str = "saved_model", tta: str | None = None) -> Path:
     """Write the inference model of `source` (a run folder or .keras file) to ``out/<version>/``, the
-    next free version number (1 for a new folder); returns that folder. ``out`` defaults to
-    ``<run folder>/export``."""
+    next free version number (1 for a new folder), under test-time augmentation `tta` (resolve_tta: by
+    default the run's eval.tta); returns that folder. ``out`` defaults to ``<run folder>/export``."""
     import keras
 
     check_format(fmt)
     keras_file = exportable(source)
+    mode = resolve_tta(keras_file, tta)[0]
     out = Path(out) if out else keras_file.parent / "export"
     version_dir = out / str(_next_version(out))
     if fmt == "keras" or keras.backend.backend() == "tensorflow":
-        write_version(keras_file, version_dir, fmt)
+        write_version(keras_file, version_dir, fmt, mode)
     else:
-        _write_in_tensorflow(keras_file, version_dir, fmt)
+        _write_in_tensorflow(keras_file, version_dir, fmt, mode)
     return version_dir
 
 
@@ -245,12 +288,17 @@ def _next_version(out: Path) -> int:
     return 1 + max(existing, default=0)
 
 
-def write_version(keras_file: str | Path, version_dir: str | Path, fmt: str) -> None:
+def write_version(keras_file: str | Path, version_dir: str | Path, fmt: str, tta: str = "none") -> None:
     """Load `keras_file` and write its inference model in `fmt` to `version_dir`, which appears whole
-    or not at all (TensorFlow Serving may be watching the parent folder)."""
+    or not at all (TensorFlow Serving may be watching the parent folder); with test-time augmentation
+    `tta` (resolve_tta's mode for `keras_file`), augment.with_tta around it and TTA_FILE naming it."""
+    from keras_cifar.data.augment import with_tta
+
     version_dir = Path(version_dir)
     tmp = version_dir.with_name(f".{version_dir.name}.tmp{os.getpid()}")
     model = inference_model(load_keras(keras_file))
+    if not resolve_tta(keras_file, tta)[1]:  # not inside the model already (a .keras export of export --tta)
+        model = with_tta(model, tta)
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "saved_model":
@@ -259,6 +307,8 @@ def write_version(keras_file: str | Path, version_dir: str | Path, fmt: str) -> 
             tmp.mkdir()
             _write_file(model, tmp / MODEL_FILES[fmt], fmt)
         (tmp / LABELS_FILE).write_text("\n".join(CLASS_NAMES) + "\n")
+        if tta != "none":
+            (tmp / TTA_FILE).write_text(tta + "\n")
         os.replace(tmp, version_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,7 +347,7 @@ def _write_file(model: Any, path: Path, fmt: str) -> None:
         named.export(str(path), format=fmt, input_signature=[spec], verbose=False)
 
 
-def _write_in_tensorflow(keras_file: str | Path, version_dir: str | Path, fmt: str) -> None:
+def _write_in_tensorflow(keras_file: str | Path, version_dir: str | Path, fmt: str, tta: str = "none") -> None:
     """Run `write_version` in a subprocess on Keras's TensorFlow backend. Keras's own routes on the other
     backends differ per format (its PyTorch SavedModel exporter needs torch_xla, its LiteRT exporter has
     no JAX route and needs litert-torch on PyTorch, its ONNX exporter needs jax2onnx on JAX and fixes the
@@ -313,10 +363,10 @@ def _write_in_tensorflow(keras_file: str | Path, version_dir: str | Path, fmt: s
     }
     code = (
         "import sys\nfrom keras_cifar.tools.serving import ModelError, write_version\n"
-        "try: write_version(sys.argv[1], sys.argv[2], sys.argv[3])\n"
+        "try: write_version(*sys.argv[1:])\n"
         "except ModelError as e:\n    print(e, file=sys.stderr)\n    sys.exit(2)\n"
     )
-    args = [sys.executable, "-c", code, str(keras_file), str(version_dir), fmt]
+    args = [sys.executable, "-c", code, str(keras_file), str(version_dir), fmt, tta]
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
     if done.returncode == 2:  # an ModelError: its message says it all
@@ -418,11 +468,20 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def evaluate(classifier: Classifier, images: np.ndarray, labels: Any) -> dict[str, Any]:
-    """Accuracy, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted)."""
-    logits = classifier.logits(images).astype(np.float64)
+    """Accuracy, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted) under
+    the classifier's test-time augmentation, named by "tta"; where it applies one itself, also the
+    model's plain_accuracy and plain_cross_entropy without it (the study's plain scores)."""
+    logits, plain = classifier.scores(images)
     labels = np.asarray(labels)
-    log_probs = _log_softmax(logits)
-    n = len(classifier.class_names)
+    result = {"tta": classifier.tta, **_scores(logits, labels, len(classifier.class_names))}
+    if classifier.tta != "none" and plain is not None:
+        without = _scores(plain, labels, len(classifier.class_names))
+        result.update(plain_accuracy=without["accuracy"], plain_cross_entropy=without["cross_entropy"])
+    return result
+
+
+def _scores(logits: np.ndarray, labels: np.ndarray, n: int) -> dict[str, Any]:
+    log_probs = _log_softmax(logits.astype(np.float64))
     confusion = np.zeros((n, n), np.int64)
     np.add.at(confusion, (labels, logits.argmax(axis=-1)), 1)
     return {
