@@ -30,6 +30,8 @@ def test_mistakes_are_reported_before_keras_is_imported(tmp_path):
         (["run", recipe, "--data", tmp_path / "empty"], "no CIFAR-10 copy found in it"),
         (["run", recipe, "--data", tmp_path / "missing", "--dry-run"], "no such file or folder"),
         (["tune", recipe, "--set", "tune.tuner=grid"], "tune.tuner: 'grid' is not allowed"),
+        (["run", recipe, "--set", "eval.tta=flips"], "eval.tta: 'flips' is not allowed"),
+        (["run", recipe, "--set", "data.flip=alternating", "--set", "data.augment=false"], "needs data.augment: true"),
         (["predict", tmp_path, tmp_path / "empty"], "no image files in"),
         (["export", tmp_path], "not a run folder, model file or export folder"),
         (["evaluate", tmp_path, "--data", "synthetic:100"], "not a run folder, model file or export folder"),

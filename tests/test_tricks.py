@@ -21,6 +21,7 @@ from keras_cifar.nn.optim import make_optimizer
 from keras_cifar.nn.resnet import build_classifier
 from keras_cifar.study import claims, stats
 from keras_cifar.training.callbacks import Evaluation, Stop, averaged_weights
+from keras_cifar.training.runs import RunFolder
 from keras_cifar.training.train import compile_tta
 from tests.helpers import WIDTH, as_numpy, make_run, tiny_network, tiny_recipe
 
@@ -198,7 +199,10 @@ def test_epoch_fraction_applies_after_the_command_line(tmp_path):
     recipe = cfg.load_recipe(tiny_recipe(tmp_path, "  a: {}\n  half: {train: {epoch_fraction: 0.5}}\n"))
     a, half = cfg.sweep(recipe, cfg.parse_sets(["train.epochs=10"]))
     assert (a.config.train.epochs, half.config.train.epochs) == (10, 5)
-    assert half.config.to_dict()["train"]["epochs"] == 5 and half.config.train.epoch_fraction == 1
+    folder = RunFolder.of(tmp_path / "out", half)
+    folder.write_config(half, "synthetic:100")
+    written = yaml.safe_load((folder.path / "config.yaml").read_text())
+    assert (written["train"]["epochs"], written["train"]["epoch_fraction"]) == (5, 1.0)
     fast = {r.variant: r.config.train.epochs for r in cfg.sweep(cfg.load_recipe("fast"), {"train": {"epochs": 10}})}
     assert fast == {"baseline": 10, "fast": 5}
 
