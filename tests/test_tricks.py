@@ -205,6 +205,8 @@ def test_epoch_fraction_applies_after_the_command_line(tmp_path):
     assert (written["train"]["epochs"], written["train"]["epoch_fraction"]) == (5, 1.0)
     fast = {r.variant: r.config.train.epochs for r in cfg.sweep(cfg.load_recipe("fast"), {"train": {"epochs": 10}})}
     assert fast == {"baseline": 10, "fast": 5}
+    odd = {r.variant: r.config.train.epochs for r in cfg.sweep(cfg.load_recipe("fast"), {"train": {"epochs": 5}})}
+    assert odd == {"baseline": 5, "fast": 3}  # halves round up (Python's round would give 2)
 
 
 @pytest.mark.parametrize(

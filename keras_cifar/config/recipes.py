@@ -8,6 +8,7 @@ is the report's claim about the experiment (claim.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +178,11 @@ def sweep(
 
 def _with_epoch_fraction(config: Config) -> Config:
     """`config` with train.epoch_fraction f applied, once the command line has had its say on train.epochs:
-    round(f * epochs) epochs (at least 1) and f = 1, so that the run's config.yaml says what it trains."""
+    f * epochs epochs rounded, halves up (at least 1) and f = 1, so that the run's config.yaml says what it trains."""
     train = config.train
     if train.epoch_fraction == 1:
         return config
-    epochs = max(1, round(train.epochs * train.epoch_fraction))
+    epochs = max(1, math.floor(train.epochs * train.epoch_fraction + 0.5))  # halves round up: 5 x 0.5 is 3
     return config.updated({"train": {"epochs": epochs, "epoch_fraction": 1.0}}, "train.epoch_fraction")
 
 
