@@ -23,7 +23,7 @@ from keras_cifar.core.record import RunRecord
 from keras_cifar.core.registry import Entry
 from keras_cifar.data import sources as data_lib
 from keras_cifar.nn.networks import MODELS
-from keras_cifar.tools import serving
+from keras_cifar.tools import export, serving
 from keras_cifar.training.runs import RunFolder
 from keras_cifar.training.train import compile_model
 from tests.helpers import REPO, WIDTH, Command, as_numpy, tiny_network
@@ -53,7 +53,7 @@ def saved(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(saved, tmp_path_factory):
     """The trained model exported as a SavedModel (on JAX/PyTorch through a TensorFlow subprocess)."""
-    return serving.export(saved[0], tmp_path_factory.mktemp("export") / "cifar")
+    return export.export(saved[0], tmp_path_factory.mktemp("export") / "cifar")
 
 
 def _softmax(z):
@@ -83,7 +83,7 @@ def test_saved_model_reloads_with_the_keras_models_predictions(saved, exported):
 def test_export_numbers_versions_and_reloads_in_plain_tensorflow(saved, exported, tmp_path):
     """A second export adds version 2; a python with only TensorFlow imported serves the SavedModel."""
     path, images, logits = saved
-    assert serving.export(path, exported.parent) == exported.parent / "2"
+    assert export.export(path, exported.parent) == exported.parent / "2"
     assert sorted(p.name for p in exported.parent.iterdir()) == ["1", "2"]  # no temporary folders left
     np.save(tmp_path / "images.npy", images)
     code = (
@@ -102,7 +102,7 @@ def test_export_numbers_versions_and_reloads_in_plain_tensorflow(saved, exported
 @pytest.mark.backend
 def test_keras_format_export_loads_in_safe_mode(saved, tmp_path):
     path, images, logits = saved
-    version = serving.export(path, tmp_path / "k", fmt="keras")
+    version = export.export(path, tmp_path / "k", fmt="keras")
     model = keras.saving.load_model(version / "model.keras", safe_mode=True)
     assert "augment" not in [layer.name for layer in model.layers]
     np.testing.assert_allclose(as_numpy(model.predict(images.astype(np.float32), verbose=0)), logits, atol=1e-5)
@@ -349,7 +349,7 @@ def test_export_of_a_corrupt_keras_file_names_it(tmp_path, cli):
     assert not (tmp_path / "out").exists()
     # Under JAX and PyTorch export runs in a TensorFlow subprocess: its error comes back the same
     with pytest.raises(ModelError, match=f"^{bad}: cannot load the Keras model"):
-        serving._write_in_tensorflow(bad, tmp_path / "out" / "1", "saved_model")
+        export._write_in_tensorflow(bad, tmp_path / "out" / "1", "saved_model")
     assert not (tmp_path / "out").exists()
 
 

@@ -66,12 +66,12 @@ def export_cmd(run_dir: str, out: str | None, fmt: str, tta: str | None) -> None
 
         keras-cifar export runs/baseline/baseline/seed0 --out models/cifar
     """
-    from keras_cifar.tools import serving
+    from keras_cifar.tools import export, serving
 
-    serving.check_format(fmt)
-    mode = serving.resolve_tta(serving.exportable(run_dir), tta)[0]
+    export.check_format(fmt)
+    mode = serving.resolve_tta(export.exportable(run_dir), tta)[0]
     backend.start()
-    version_dir = serving.export(run_dir, out, fmt, mode)
+    version_dir = export.export(run_dir, out, fmt, mode)
     say(f"exported {FORMAT_NAMES[fmt]} to {version_dir}" + (f" (test-time augmentation: {mode})" if mode != "none" else ""))
 
 
