@@ -295,7 +295,7 @@ def test_compare_lists_cited_claims_beyond_the_report_and_judges_tta_runs_with_t
     result = cli("compare", runs, "--recipes", recipes)
     assert result.exit_code == 0, result.output
     page = (runs / "comparison.md").read_text()
-    report_table, beyond = page.split("\nBeyond the report: ")
+    report_table, beyond = page.split("\n### Beyond the report\n")
     assert "| [bn](#bn) | BN helps (Fig. 3) |" in report_table and "[tricks]" not in report_table
     row = next(line for line in beyond.splitlines() if line.startswith("| [tricks](#tricks)"))
     assert row.startswith("| [tricks](#tricks) | each trick helps (Page (2019), part 7) |")
