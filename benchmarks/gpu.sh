@@ -62,6 +62,7 @@ if [ -n "${SMOKE:-}" ]; then
   DATA=${DATA:-synthetic:400}
   SCALE=(--set model.width=8 --subset 400 --set data.eval_subset=100)
   STUDY=(--set model.width=4 --subset 200 --set data.eval_subset=100 --epochs 2)
+  STUDY_PARALLEL=${STUDY_PARALLEL:-2}  # a CPU's two cores
   EPOCHS=2 PLATFORM=(--cpu)
 else
   DATA=${DATA:-.gpu-data/cifar10-jpeg.tar.gz}
@@ -169,7 +170,7 @@ if step study && has jax; then
   python3 -c "import sys; from keras_cifar.data import sources; sources.load(sys.argv[1])" "$DATA" \
     || failed "reading the data"  # the decoded cache, once, before four processes want it
   study=(--data "$DATA" --out "$OUT/study" "${STUDY[@]}" --set data.pipeline=numpy --set train.deterministic=true
-         --parallel "${STUDY_PARALLEL:-4}")
+         --parallel "${STUDY_PARALLEL:-4}")  # four runs share the GPU
   export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2
   cli "$(within 150)" run tricks fast "${study[@]}" --seeds 0,1,2 || failed "the study, seeds 0-2"
   cli "$(within 90)" run tricks "${study[@]}" --seeds auto || failed "the study, tricks --seeds auto"
